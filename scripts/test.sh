@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian machine with Rust.
+# Installs what the build and the tests need when it is missing (cmake for pingora's
+# libz-ng-sys, redis-server for the integration tests), then runs every test target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# The example (the load script's upstream) must build; the criterion benches run once each
+# as smoke tests; then unit and integration tests (each integration test starts its own
+# redis-server on a free port).
+cargo build --examples
+cargo test --benches "$@"
+cargo test --lib --bins --tests "$@"

@@ -1,0 +1,348 @@
+//! The admin listener: health, readiness, metrics and the admin API.
+
+use crate::error::GateError;
+use crate::headers::is_header_safe;
+use crate::session::model::{is_valid_session_id, rfc3339, NewSession, Session};
+use crate::App;
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The admin HTTP application.
+pub struct AdminApp {
+    app: Arc<App>,
+}
+
+impl AdminApp {
+    /// Serves the given application state.
+    pub fn new(app: Arc<App>) -> Self {
+        AdminApp { app }
+    }
+}
+
+fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut b = Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", content_type)
+        .header("cache-control", "no-store");
+    if !body.is_empty() || status != 204 {
+        b = b.header("content-length", body.len());
+    }
+    b.body(body).unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+fn json_response(status: u16, value: &Value) -> Response<Vec<u8>> {
+    respond(status, "application/json", value.to_string().into_bytes())
+}
+
+fn error_response(err: &GateError) -> Response<Vec<u8>> {
+    let r = err.response();
+    let mut resp = respond(r.status, "application/json", err.body());
+    if let Some(challenge) = r.www_authenticate {
+        if let Ok(v) = http::HeaderValue::from_str(challenge) {
+            resp.headers_mut().insert("www-authenticate", v);
+        }
+    }
+    resp
+}
+
+/// The JSON shape of a session on the admin API; never includes a token.
+fn session_json(s: &Session) -> Value {
+    json!({
+        "session_id": s.session_id,
+        "user_id": s.user_id,
+        "business_id": s.business_id,
+        "host_id": s.host_id,
+        "role": s.role,
+        "created_at": rfc3339(s.created_at),
+        "expires_at": rfc3339(s.expires_at),
+    })
+}
+
+/// Reads the request body up to `limit` bytes.
+async fn read_body(http: &mut ServerSession, limit: usize) -> Result<Vec<u8>, GateError> {
+    if let Some(len) = http.get_header("content-length") {
+        let declared = len
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .ok_or_else(|| GateError::BadRequest("invalid Content-Length".into()))?;
+        if declared > limit {
+            return Err(GateError::PayloadTooLarge(limit));
+        }
+    }
+    let mut body = Vec::new();
+    loop {
+        match http.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(GateError::PayloadTooLarge(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => {
+                return Err(GateError::BadRequest(
+                    "could not read the request body".into(),
+                ))
+            }
+        }
+    }
+}
+
+fn string_field(obj: &Map<String, Value>, field: &'static str) -> Result<String, GateError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Err(GateError::InvalidField {
+            field,
+            message: "is required".into(),
+        }),
+        Some(Value::String(s)) if s.len() > 256 => Err(GateError::InvalidField {
+            field,
+            message: "must be at most 256 characters".into(),
+        }),
+        Some(Value::String(s)) if is_header_safe(s) => Ok(s.clone()),
+        Some(Value::String(_)) => Err(GateError::InvalidField {
+            field,
+            message: "must be non-empty printable ASCII without leading or trailing spaces".into(),
+        }),
+        Some(_) => Err(GateError::InvalidField {
+            field,
+            message: "must be a string".into(),
+        }),
+    }
+}
+
+/// Parses a `POST /admin/sessions` body into the common new-session model.
+pub fn parse_new_session(
+    body: &[u8],
+    default_ttl: u64,
+    max_ttl: u64,
+) -> Result<NewSession, GateError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| GateError::BadRequest(format!("malformed JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(GateError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    };
+    const KNOWN: &[&str] = &["user_id", "business_id", "host_id", "role", "ttl_seconds"];
+    if let Some(unknown) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(GateError::BadRequest(format!("unknown field `{unknown}`")));
+    }
+    let user_id = string_field(&obj, "user_id")?;
+    let business_id = string_field(&obj, "business_id")?;
+    let host_id = string_field(&obj, "host_id")?;
+    let role = string_field(&obj, "role")?;
+    let ttl_secs = match obj.get("ttl_seconds") {
+        None | Some(Value::Null) => default_ttl,
+        Some(v) => match v.as_u64() {
+            Some(t) if (1..=max_ttl).contains(&t) => t,
+            _ => {
+                return Err(GateError::InvalidField {
+                    field: "ttl_seconds",
+                    message: format!("must be an integer from 1 to {max_ttl}"),
+                })
+            }
+        },
+    };
+    Ok(NewSession {
+        user_id,
+        business_id,
+        host_id,
+        role,
+        ttl_secs,
+    })
+}
+
+impl AdminApp {
+    async fn route(&self, http: &mut ServerSession) -> Result<Response<Vec<u8>>, GateError> {
+        let method = http.req_header().method.clone();
+        let path = http.req_header().uri.path().to_string();
+        match (method, path.as_str()) {
+            (Method::GET, "/healthz") => Ok(json_response(200, &json!({"status": "ok"}))),
+            (Method::GET, "/readyz") => Ok(self.ready().await),
+            (Method::GET, "/metrics") => Ok(respond(
+                200,
+                "text/plain; version=0.0.4",
+                self.app.metrics.render(),
+            )),
+            (_, "/healthz" | "/readyz" | "/metrics") => Err(GateError::MethodNotAllowed),
+            (method, p) if p == "/admin" || p.starts_with("/admin/") => {
+                self.authorize(http)?;
+                self.admin_api(http, method, p).await
+            }
+            _ => Err(GateError::NotFound),
+        }
+    }
+
+    async fn ready(&self) -> Response<Vec<u8>> {
+        let probe =
+            tokio::time::timeout(Duration::from_secs(2), self.app.sessions.cache().ping()).await;
+        match probe {
+            Ok(Ok(())) => json_response(200, &json!({"status": "ready", "store": "up"})),
+            Ok(Err(_)) | Err(_) => {
+                self.app.metrics.store_up.set(0);
+                json_response(503, &json!({"status": "not_ready", "store": "down"}))
+            }
+        }
+    }
+
+    fn authorize(&self, http: &ServerSession) -> Result<(), GateError> {
+        let presented = http
+            .get_header(http::header::AUTHORIZATION)
+            .and_then(|v| crate::auth::bearer_token(v.as_bytes()));
+        match presented {
+            Some(t) if self.app.config.admin.token.matches(t.as_bytes()) => Ok(()),
+            _ => Err(GateError::AdminUnauthorized),
+        }
+    }
+
+    async fn admin_api(
+        &self,
+        http: &mut ServerSession,
+        method: Method,
+        path: &str,
+    ) -> Result<Response<Vec<u8>>, GateError> {
+        let sessions = &self.app.sessions;
+        if path == "/admin/sessions" {
+            if method != Method::POST {
+                return Err(GateError::MethodNotAllowed);
+            }
+            let tokens = &self.app.config.tokens;
+            let body = read_body(http, self.app.config.admin.max_body_bytes).await?;
+            let new = parse_new_session(
+                &body,
+                tokens.default_ttl.as_secs(),
+                tokens.max_ttl.as_secs(),
+            )?;
+            let issued = sessions.create(new).await?;
+            self.app
+                .metrics
+                .sessions_created
+                .with_label_values(&["admin"])
+                .inc();
+            tracing::info!(user_id = %issued.session.user_id, "session created via admin API");
+            return Ok(json_response(
+                201,
+                &json!({
+                    "session_id": issued.session.session_id,
+                    "access_token": issued.access_token,
+                    "expires_at": rfc3339(issued.session.expires_at),
+                }),
+            ));
+        }
+        let Some(id) = path.strip_prefix("/admin/sessions/") else {
+            return Err(GateError::NotFound);
+        };
+        if !is_valid_session_id(id) {
+            return Err(GateError::NotFound);
+        }
+        match method {
+            Method::GET => match sessions.cache().get_uncached(id).await {
+                Ok(Some(s)) => Ok(json_response(200, &session_json(&s))),
+                Ok(None) => Err(GateError::NotFound),
+                Err(_) => Err(GateError::StoreUnavailable),
+            },
+            Method::DELETE => {
+                if sessions.revoke(id).await? {
+                    self.app
+                        .metrics
+                        .sessions_revoked
+                        .with_label_values(&["admin"])
+                        .inc();
+                    Ok(respond(204, "application/json", Vec::new()))
+                } else {
+                    Err(GateError::NotFound)
+                }
+            }
+            _ => Err(GateError::MethodNotAllowed),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, http: &mut ServerSession) -> Response<Vec<u8>> {
+        match self.route(http).await {
+            Ok(r) => r,
+            Err(e) => {
+                // The body may be unread; do not reuse the connection after an error.
+                http.set_keepalive(None);
+                error_response(&e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<NewSession, GateError> {
+        parse_new_session(body.as_bytes(), 3600, 86_400)
+    }
+
+    #[test]
+    fn valid_body() -> Result<(), GateError> {
+        let s = parse(
+            r#"{"user_id":"u","business_id":"b","host_id":"h","role":"user","ttl_seconds":60}"#,
+        )?;
+        assert_eq!(s.ttl_secs, 60);
+        let s = parse(r#"{"user_id":"u","business_id":"b","host_id":"h","role":"user"}"#)?;
+        assert_eq!(s.ttl_secs, 3600);
+        Ok(())
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (r#"{"business_id":"b","host_id":"h","role":"r"}"#, "user_id"),
+            (
+                r#"{"user_id":1,"business_id":"b","host_id":"h","role":"r"}"#,
+                "user_id",
+            ),
+            (
+                r#"{"user_id":"u","business_id":"","host_id":"h","role":"r"}"#,
+                "business_id",
+            ),
+            (
+                r#"{"user_id":"u","business_id":"b","host_id":"a\nb","role":"r"}"#,
+                "host_id",
+            ),
+            (
+                r#"{"user_id":"u","business_id":"b","host_id":"h","role":"r","ttl_seconds":0}"#,
+                "ttl_seconds",
+            ),
+            (
+                r#"{"user_id":"u","business_id":"b","host_id":"h","role":"r","ttl_seconds":"9"}"#,
+                "ttl_seconds",
+            ),
+            (
+                r#"{"user_id":"u","business_id":"b","host_id":"h","role":"r","ttl_seconds":999999}"#,
+                "ttl_seconds",
+            ),
+        ];
+        for (body, field) in cases {
+            match parse(body) {
+                Err(e @ GateError::InvalidField { .. }) => {
+                    assert!(e.to_string().contains(field), "{body}: {e}")
+                }
+                other => panic!("{body}: expected error on {field}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_json_is_bad_request() {
+        assert!(matches!(parse("{"), Err(GateError::BadRequest(_))));
+        assert!(matches!(parse("[]"), Err(GateError::BadRequest(_))));
+        assert!(matches!(
+            parse(r#"{"user_id":"u","extra":1}"#),
+            Err(GateError::BadRequest(_))
+        ));
+    }
+}

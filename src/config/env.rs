@@ -1,0 +1,45 @@
+//! Environment overrides, read through a trait so that tests pass a map instead of
+//! mutating the process environment.
+
+use std::collections::HashMap;
+
+/// Proxy listener address.
+pub const LISTEN: &str = "SESSIONGATE_LISTEN";
+/// Admin/metrics listener address.
+pub const ADMIN_LISTEN: &str = "SESSIONGATE_ADMIN_LISTEN";
+/// Backend URL.
+pub const UPSTREAM: &str = "SESSIONGATE_UPSTREAM";
+/// Redis URL; when set, the Redis store is used.
+pub const REDIS_URL: &str = "SESSIONGATE_REDIS_URL";
+/// Admin API bearer token.
+pub const ADMIN_TOKEN: &str = "SESSIONGATE_ADMIN_TOKEN";
+/// File holding the admin API bearer token.
+pub const ADMIN_TOKEN_FILE: &str = "SESSIONGATE_ADMIN_TOKEN_FILE";
+/// Hasura admin secret added upstream.
+pub const HASURA_ADMIN_SECRET: &str = "SESSIONGATE_HASURA_ADMIN_SECRET";
+/// File holding the Hasura admin secret.
+pub const HASURA_ADMIN_SECRET_FILE: &str = "SESSIONGATE_HASURA_ADMIN_SECRET_FILE";
+/// `text` or `json`.
+pub const LOG_FORMAT: &str = "SESSIONGATE_LOG_FORMAT";
+
+/// A source of environment variables.
+pub trait EnvSource {
+    /// The variable's value, if set (and valid UTF-8).
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl EnvSource for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}

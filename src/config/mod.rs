@@ -1,0 +1,852 @@
+//! Validated configuration.
+//!
+//! Precedence, highest first: environment variables (`SESSIONGATE_*`, see [`env`]) > the
+//! config file > built-in defaults. Every problem is collected and reported at once, each
+//! naming its key, so `sessiongate check` shows the whole list in one run.
+
+pub mod env;
+pub mod file;
+
+use crate::secret::Secret;
+use env::EnvSource;
+use file::{FileConfig, SecretSource};
+use jsonwebtoken::Algorithm;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+/// Secrets shipped in `config/sessiongate.toml` for development. Seeing one at start logs a
+/// warning: they are public and must never guard real traffic.
+pub const DEVELOPMENT_SECRETS: &[&str] = &[
+    "dev-admin-token-not-for-production",
+    "dev-only-hs256-secret-change-me-0123456789abcdef",
+];
+
+/// One problem in the configuration, naming its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Dotted key, e.g. `upstream.url`, or the environment variable's name.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Every problem found while loading a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError(pub Vec<ConfigIssue>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for issue in &self.0 {
+            writeln!(f, "  - {issue}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The backend.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The URL as configured (for logs and docs).
+    pub url: String,
+    /// Address resolved once at start (no DNS on the request path).
+    pub addr: SocketAddr,
+    /// Host name used for SNI/Host if needed.
+    pub host: String,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Read timeout.
+    pub read_timeout: Duration,
+}
+
+/// What the proxy forwards.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Normalised public path prefixes.
+    pub public_prefixes: Vec<String>,
+    /// Forward the client's `Authorization` on authenticated requests.
+    pub forward_authorization: bool,
+    /// Optional Hasura admin secret added upstream.
+    pub hasura_admin_secret: Option<Secret>,
+    /// Largest total request header size; 431 beyond.
+    pub max_header_bytes: usize,
+}
+
+/// Where sessions are kept.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// In process; lost on restart. The embedded default.
+    Memory,
+    /// Redis standalone.
+    Redis {
+        /// Connection URL (may hold a password).
+        url: Secret,
+        /// Per-operation timeout.
+        timeout: Duration,
+    },
+}
+
+/// The in-process cache.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Maximum entries.
+    pub max_entries: u64,
+    /// Longest time an entry lives (never beyond the session's expiry).
+    pub ttl: Duration,
+}
+
+/// Key material of one signing/verifying key.
+#[derive(Debug, Clone)]
+pub enum KeyMaterial {
+    /// HMAC shared secret.
+    Shared(Secret),
+    /// PEM keys; `private_pem` absent for verify-only keys.
+    Asymmetric {
+        /// PEM private key.
+        private_pem: Option<Secret>,
+        /// PEM public key.
+        public_pem: String,
+    },
+}
+
+/// One configured key.
+#[derive(Debug, Clone)]
+pub struct KeyConfig {
+    /// Key id.
+    pub kid: String,
+    /// The only algorithm this key accepts.
+    pub algorithm: Algorithm,
+    /// Its material.
+    pub material: KeyMaterial,
+}
+
+/// Access-token settings.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    /// `iss`.
+    pub issuer: String,
+    /// `aud`.
+    pub audience: String,
+    /// Clock-skew leeway in seconds.
+    pub leeway_seconds: u64,
+    /// TTL when none is asked for.
+    pub default_ttl: Duration,
+    /// Longest TTL allowed.
+    pub max_ttl: Duration,
+    /// The signing key's id.
+    pub signing_kid: String,
+    /// Every key.
+    pub keys: Vec<KeyConfig>,
+}
+
+/// The admin API.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Bearer token.
+    pub token: Secret,
+    /// Body size limit.
+    pub max_body_bytes: usize,
+}
+
+/// The validated configuration the gateway runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Proxy listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Proxy worker threads.
+    pub threads: usize,
+    /// Grace period after SIGTERM.
+    pub grace_period: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Backend.
+    pub upstream: UpstreamConfig,
+    /// Forwarding rules.
+    pub proxy: ProxyConfig,
+    /// Session store.
+    pub store: StoreConfig,
+    /// Session cache.
+    pub cache: CacheConfig,
+    /// Tokens.
+    pub tokens: TokenConfig,
+    /// Admin API.
+    pub admin: AdminConfig,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file, applying environment overrides.
+    pub fn load(path: &Path, env: &dyn EnvSource) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(vec![ConfigIssue {
+                key: path.display().to_string(),
+                message: format!("cannot read config file: {e}"),
+            }])
+        })?;
+        Self::from_toml(&text, env)
+    }
+
+    /// Parses and validates config text (TOML), applying environment overrides.
+    pub fn from_toml(text: &str, env: &dyn EnvSource) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| {
+            // toml's message names the key and the line; keep it whole, on one line.
+            let msg = e.to_string().replace('\n', " ");
+            ConfigError(vec![ConfigIssue {
+                key: "config file".into(),
+                message: msg,
+            }])
+        })?;
+        Self::from_file(file, env)
+    }
+
+    /// Validates a parsed file, applying environment overrides.
+    pub fn from_file(file: FileConfig, env: &dyn EnvSource) -> Result<Config, ConfigError> {
+        let mut v = Validator {
+            issues: Vec::new(),
+            env,
+        };
+        let cfg = v.build(file);
+        match cfg {
+            Some(cfg) if v.issues.is_empty() => Ok(cfg),
+            _ => Err(ConfigError(v.issues)),
+        }
+    }
+
+    /// Names of settings that still hold a shipped development secret.
+    pub fn development_credentials(&self) -> Vec<&'static str> {
+        let mut found = Vec::new();
+        let is_dev = |s: &Secret| DEVELOPMENT_SECRETS.contains(&s.expose());
+        if is_dev(&self.admin.token) {
+            found.push("admin.token");
+        }
+        for k in &self.tokens.keys {
+            if let KeyMaterial::Shared(s) = &k.material {
+                if is_dev(s) {
+                    found.push("tokens.keys.secret");
+                }
+            }
+        }
+        found
+    }
+}
+
+struct Validator<'a> {
+    issues: Vec<ConfigIssue>,
+    env: &'a dyn EnvSource,
+}
+
+impl Validator<'_> {
+    fn issue(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.issues.push(ConfigIssue {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// The environment value if set (non-empty), else the file's.
+    fn overridden(&self, var: &str, file_value: Option<String>) -> (Option<String>, String) {
+        match self.env.var(var).filter(|v| !v.is_empty()) {
+            Some(v) => (Some(v), var.to_string()),
+            None => (file_value, String::new()),
+        }
+    }
+
+    fn addr(
+        &mut self,
+        key: &str,
+        var: &str,
+        file_value: Option<String>,
+        default: &str,
+    ) -> SocketAddr {
+        let (value, from_env) = self.overridden(var, file_value);
+        let key = if from_env.is_empty() {
+            key.to_string()
+        } else {
+            from_env
+        };
+        let value = value.unwrap_or_else(|| default.to_string());
+        match value.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                self.issue(
+                    key,
+                    format!("`{value}` is not an address like 127.0.0.1:8080"),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }
+        }
+    }
+
+    fn secret(&mut self, key: &str, source: &SecretSource) -> Option<Secret> {
+        match source {
+            SecretSource::Inline(v) => Some(Secret::new(v.clone())),
+            SecretSource::Env { env } => match self.env.var(env) {
+                Some(v) if !v.is_empty() => Some(Secret::new(v)),
+                _ => {
+                    self.issue(key, format!("environment variable {env} is not set"));
+                    None
+                }
+            },
+            SecretSource::File { file } => self.secret_file(key, file),
+        }
+    }
+
+    fn secret_file(&mut self, key: &str, file: &Path) -> Option<Secret> {
+        match std::fs::read_to_string(file) {
+            Ok(mut v) => {
+                if v.ends_with('\n') {
+                    v.pop();
+                    if v.ends_with('\r') {
+                        v.pop();
+                    }
+                }
+                Some(Secret::new(v))
+            }
+            Err(e) => {
+                self.issue(key, format!("cannot read {}: {e}", file.display()));
+                None
+            }
+        }
+    }
+
+    /// A secret that the environment can override, by value or by file.
+    fn secret_with_env(
+        &mut self,
+        key: &str,
+        var: &str,
+        file_var: &str,
+        source: Option<&SecretSource>,
+    ) -> Option<Secret> {
+        if let Some(v) = self.env.var(var).filter(|v| !v.is_empty()) {
+            return Some(Secret::new(v));
+        }
+        if let Some(path) = self.env.var(file_var).filter(|v| !v.is_empty()) {
+            return self.secret_file(file_var, Path::new(&path));
+        }
+        source.and_then(|s| self.secret(key, s))
+    }
+
+    fn positive(&mut self, key: &str, value: Option<u64>, default: u64) -> u64 {
+        let v = value.unwrap_or(default);
+        if v == 0 {
+            self.issue(key, "must be greater than 0");
+            return default;
+        }
+        v
+    }
+
+    fn build(&mut self, f: FileConfig) -> Option<Config> {
+        let listen = self.addr(
+            "server.listen",
+            env::LISTEN,
+            f.server.listen,
+            "127.0.0.1:8080",
+        );
+        let admin_listen = self.addr(
+            "server.admin_listen",
+            env::ADMIN_LISTEN,
+            f.server.admin_listen,
+            "127.0.0.1:9090",
+        );
+        if listen == admin_listen {
+            self.issue("server.admin_listen", "must differ from server.listen");
+        }
+        let threads = f.server.threads.unwrap_or(2);
+        if threads == 0 || threads > 1024 {
+            self.issue("server.threads", "must be between 1 and 1024");
+        }
+        let grace_period = Duration::from_secs(f.server.grace_period_seconds.unwrap_or(10));
+        let (log_format, log_key) = self.overridden(env::LOG_FORMAT, f.server.log_format);
+        let log_format = match log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                let key = if log_key.is_empty() {
+                    "server.log_format".into()
+                } else {
+                    log_key
+                };
+                self.issue(key, format!("`{other}` is not one of: text, json"));
+                LogFormat::Text
+            }
+        };
+
+        let upstream = self.upstream(f.upstream);
+        let proxy = self.proxy(f.proxy);
+        let store = self.store(f.store);
+        let cache = CacheConfig {
+            max_entries: self.positive("cache.max_entries", f.cache.max_entries, 100_000),
+            ttl: Duration::from_secs(self.positive("cache.ttl_seconds", f.cache.ttl_seconds, 30)),
+        };
+        let tokens = self.tokens(f.tokens);
+        let admin_token = self.secret_with_env(
+            "admin.token",
+            env::ADMIN_TOKEN,
+            env::ADMIN_TOKEN_FILE,
+            f.admin.token.as_ref(),
+        );
+        let admin_token = match admin_token {
+            Some(t) if t.expose().len() >= 16 => Some(t),
+            Some(_) => {
+                self.issue("admin.token", "must be at least 16 characters");
+                None
+            }
+            None => {
+                self.issue(
+                    "admin.token",
+                    format!("is required (or set {})", env::ADMIN_TOKEN),
+                );
+                None
+            }
+        };
+        let max_body_bytes = f.admin.max_body_bytes.unwrap_or(64 * 1024);
+        if max_body_bytes == 0 {
+            self.issue("admin.max_body_bytes", "must be greater than 0");
+        }
+
+        Some(Config {
+            listen,
+            admin_listen,
+            threads,
+            grace_period,
+            log_format,
+            upstream: upstream?,
+            proxy,
+            store,
+            cache,
+            tokens: tokens?,
+            admin: AdminConfig {
+                token: admin_token?,
+                max_body_bytes,
+            },
+        })
+    }
+
+    fn upstream(&mut self, u: file::UpstreamSection) -> Option<UpstreamConfig> {
+        let (url, from_env) = self.overridden(env::UPSTREAM, u.url);
+        let key = if from_env.is_empty() {
+            "upstream.url".to_string()
+        } else {
+            from_env
+        };
+        let url = url.unwrap_or_else(|| "http://127.0.0.1:8081".to_string());
+        let connect_timeout = Duration::from_millis(self.positive(
+            "upstream.connect_timeout_ms",
+            u.connect_timeout_ms,
+            2_000,
+        ));
+        let read_timeout = Duration::from_millis(self.positive(
+            "upstream.read_timeout_ms",
+            u.read_timeout_ms,
+            60_000,
+        ));
+        let Some(rest) = url.strip_prefix("http://") else {
+            let msg = if url.starts_with("https://") {
+                "TLS to the upstream is not supported yet; use an http:// URL"
+            } else {
+                "must be an http://host:port URL"
+            };
+            self.issue(key, msg);
+            return None;
+        };
+        let authority = rest.trim_end_matches('/');
+        if authority.is_empty() || authority.contains('/') || authority.contains('@') {
+            self.issue(
+                key,
+                "must be http://host[:port] with no path or credentials",
+            );
+            return None;
+        }
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            && !authority.ends_with(']')
+        {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        let host = with_port
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_matches(|c| c == '[' || c == ']').to_string())
+            .unwrap_or_default();
+        match with_port.to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(addr)) => Some(UpstreamConfig {
+                url: url.clone(),
+                addr,
+                host,
+                connect_timeout,
+                read_timeout,
+            }),
+            Ok(None) | Err(_) => {
+                self.issue(key, format!("cannot resolve `{authority}`"));
+                None
+            }
+        }
+    }
+
+    fn proxy(&mut self, p: file::ProxySection) -> ProxyConfig {
+        let mut public_prefixes = Vec::new();
+        for (i, prefix) in p
+            .public_prefixes
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let key = format!("proxy.public_prefixes[{i}]");
+            match crate::route::normalize_path(&prefix) {
+                Ok(n) if n == prefix && prefix.starts_with('/') && prefix.len() > 1 => {
+                    public_prefixes.push(prefix)
+                }
+                _ => self.issue(
+                    key,
+                    format!("`{prefix}` must be a normalised absolute path other than `/`"),
+                ),
+            }
+        }
+        let hasura_admin_secret = self.secret_with_env(
+            "proxy.hasura_admin_secret",
+            env::HASURA_ADMIN_SECRET,
+            env::HASURA_ADMIN_SECRET_FILE,
+            p.hasura_admin_secret.as_ref(),
+        );
+        let max_header_bytes = p.max_header_bytes.unwrap_or(32 * 1024);
+        if !(1024..=1024 * 1024).contains(&max_header_bytes) {
+            self.issue("proxy.max_header_bytes", "must be between 1024 and 1048576");
+        }
+        ProxyConfig {
+            public_prefixes,
+            forward_authorization: p.forward_authorization.unwrap_or(false),
+            hasura_admin_secret,
+            max_header_bytes,
+        }
+    }
+
+    fn store(&mut self, s: file::StoreSection) -> StoreConfig {
+        let timeout = Duration::from_millis(self.positive("store.timeout_ms", s.timeout_ms, 500));
+        if let Some(url) = self.env.var(env::REDIS_URL).filter(|v| !v.is_empty()) {
+            return self.redis(env::REDIS_URL, Secret::new(url), timeout);
+        }
+        match s.backend.as_deref() {
+            None | Some("memory") => StoreConfig::Memory,
+            Some("redis") => match s.redis_url.as_ref() {
+                Some(src) => match self.secret("store.redis_url", src) {
+                    Some(url) => self.redis("store.redis_url", url, timeout),
+                    None => StoreConfig::Memory,
+                },
+                None => {
+                    self.issue(
+                        "store.redis_url",
+                        "is required when store.backend = \"redis\"",
+                    );
+                    StoreConfig::Memory
+                }
+            },
+            Some(other) => {
+                self.issue(
+                    "store.backend",
+                    format!("`{other}` is not one of: memory, redis"),
+                );
+                StoreConfig::Memory
+            }
+        }
+    }
+
+    fn redis(&mut self, key: &str, url: Secret, timeout: Duration) -> StoreConfig {
+        if redis::parse_redis_url(url.expose()).is_none() || !url.expose().starts_with("redis://") {
+            // Never echo the URL: it may hold a password.
+            self.issue(key, "must be a redis://host:port[/db] URL");
+        }
+        StoreConfig::Redis { url, timeout }
+    }
+
+    fn tokens(&mut self, t: file::TokensSection) -> Option<TokenConfig> {
+        let issuer = t.issuer.unwrap_or_else(|| "sessiongate".into());
+        let audience = t.audience.unwrap_or_else(|| "sessiongate".into());
+        let default_ttl = self.positive("tokens.default_ttl_seconds", t.default_ttl_seconds, 3600);
+        let max_ttl = self.positive("tokens.max_ttl_seconds", t.max_ttl_seconds, 30 * 86_400);
+        if default_ttl > max_ttl {
+            self.issue(
+                "tokens.default_ttl_seconds",
+                "must not exceed tokens.max_ttl_seconds",
+            );
+        }
+        let mut keys = Vec::new();
+        for (i, k) in t.keys.iter().enumerate() {
+            let key = format!("tokens.keys[{i}]");
+            if keys
+                .iter()
+                .any(|existing: &KeyConfig| existing.kid == k.kid)
+            {
+                self.issue(format!("{key}.kid"), format!("duplicate kid `{}`", k.kid));
+                continue;
+            }
+            if k.kid.is_empty() {
+                self.issue(format!("{key}.kid"), "must not be empty");
+                continue;
+            }
+            let algorithm = match k.algorithm.as_str() {
+                "HS256" => Algorithm::HS256,
+                "HS384" => Algorithm::HS384,
+                "HS512" => Algorithm::HS512,
+                "ES256" => Algorithm::ES256,
+                "RS256" => Algorithm::RS256,
+                "EdDSA" => Algorithm::EdDSA,
+                other => {
+                    self.issue(
+                        format!("{key}.algorithm"),
+                        format!(
+                            "`{other}` is not one of: HS256, HS384, HS512, ES256, RS256, EdDSA"
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let material = if matches!(
+                algorithm,
+                Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+            ) {
+                if k.private_key.is_some() || k.public_key.is_some() {
+                    self.issue(key.clone(), "an HMAC key takes `secret`, not PEM keys");
+                }
+                match k
+                    .secret
+                    .as_ref()
+                    .and_then(|s| self.secret(&format!("{key}.secret"), s))
+                {
+                    Some(s) if s.expose().len() >= 32 => KeyMaterial::Shared(s),
+                    Some(_) => {
+                        self.issue(format!("{key}.secret"), "must be at least 32 bytes");
+                        continue;
+                    }
+                    None => {
+                        if k.secret.is_none() {
+                            self.issue(format!("{key}.secret"), "is required for HMAC keys");
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                if k.secret.is_some() {
+                    self.issue(
+                        format!("{key}.secret"),
+                        "an asymmetric key takes PEM keys, not `secret`",
+                    );
+                }
+                let private_pem = k
+                    .private_key
+                    .as_ref()
+                    .and_then(|s| self.secret(&format!("{key}.private_key"), s));
+                let public_pem = k
+                    .public_key
+                    .as_ref()
+                    .and_then(|s| self.secret(&format!("{key}.public_key"), s));
+                let Some(public_pem) = public_pem else {
+                    if k.public_key.is_none() {
+                        self.issue(
+                            format!("{key}.public_key"),
+                            "is required for asymmetric keys",
+                        );
+                    }
+                    continue;
+                };
+                KeyMaterial::Asymmetric {
+                    private_pem,
+                    public_pem: public_pem.expose().to_string(),
+                }
+            };
+            let kc = KeyConfig {
+                kid: k.kid.clone(),
+                algorithm,
+                material,
+            };
+            if let Err(e) = crate::auth::KeySet::check_key(&kc) {
+                self.issue(key, e);
+                continue;
+            }
+            keys.push(kc);
+        }
+        let signing_kid = match t.signing_kid {
+            Some(kid) => kid,
+            None => {
+                self.issue("tokens.signing_kid", "is required");
+                return None;
+            }
+        };
+        match keys.iter().find(|k| k.kid == signing_kid) {
+            None => {
+                if !t.keys.iter().any(|k| k.kid == signing_kid) {
+                    self.issue(
+                        "tokens.signing_kid",
+                        format!("no key in tokens.keys has kid `{signing_kid}`"),
+                    );
+                }
+                return None;
+            }
+            Some(k) => {
+                if let KeyMaterial::Asymmetric {
+                    private_pem: None, ..
+                } = k.material
+                {
+                    self.issue("tokens.signing_kid", "the signing key needs a private_key");
+                    return None;
+                }
+            }
+        }
+        Some(TokenConfig {
+            issuer,
+            audience,
+            leeway_seconds: t.leeway_seconds.unwrap_or(0),
+            default_ttl: Duration::from_secs(default_ttl),
+            max_ttl: Duration::from_secs(max_ttl),
+            signing_kid,
+            keys,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const SHIPPED: &str = include_str!("../../config/sessiongate.toml");
+
+    fn no_env() -> HashMap<String, String> {
+        HashMap::new()
+    }
+
+    #[test]
+    fn shipped_config_is_valid_and_loopback_memory() -> Result<(), ConfigError> {
+        let c = Config::from_toml(SHIPPED, &no_env())?;
+        assert!(c.listen.ip().is_loopback());
+        assert!(c.admin_listen.ip().is_loopback());
+        assert!(matches!(c.store, StoreConfig::Memory));
+        assert!(!c.development_credentials().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn env_overrides_file() -> Result<(), ConfigError> {
+        let env: HashMap<String, String> = [
+            (env::LISTEN, "127.0.0.1:18080"),
+            (env::ADMIN_LISTEN, "127.0.0.1:19090"),
+            (env::UPSTREAM, "http://127.0.0.1:18081"),
+            (env::REDIS_URL, "redis://127.0.0.1:6390/0"),
+            (env::ADMIN_TOKEN, "an-admin-token-from-the-env"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c = Config::from_toml(SHIPPED, &env)?;
+        assert_eq!(c.listen.port(), 18080);
+        assert_eq!(c.admin_listen.port(), 19090);
+        assert_eq!(c.upstream.addr.port(), 18081);
+        assert!(matches!(c.store, StoreConfig::Redis { .. }));
+        assert!(c.admin.token.matches(b"an-admin-token-from-the-env"));
+        assert!(!c.development_credentials().contains(&"admin.token"));
+        Ok(())
+    }
+
+    #[test]
+    fn formatted_config_hides_secrets() -> Result<(), ConfigError> {
+        let c = Config::from_toml(SHIPPED, &no_env())?;
+        let printed = format!("{c:?}");
+        for secret in DEVELOPMENT_SECRETS {
+            assert!(!printed.contains(secret), "{secret} leaked in Debug output");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn every_bad_key_is_named_at_once() {
+        let text = r#"
+            [server]
+            listen = "nope"
+            [upstream]
+            url = "ftp://x"
+            [store]
+            backend = "etcd"
+            [tokens]
+            signing_kid = "k"
+            [[tokens.keys]]
+            kid = "k"
+            algorithm = "none"
+            secret = "x"
+        "#;
+        let Err(ConfigError(issues)) = Config::from_toml(text, &no_env()) else {
+            panic!("a bad config was accepted");
+        };
+        let keys: Vec<&str> = issues.iter().map(|i| i.key.as_str()).collect();
+        for expected in [
+            "server.listen",
+            "upstream.url",
+            "store.backend",
+            "tokens.keys[0].algorithm",
+            "admin.token",
+        ] {
+            assert!(
+                keys.contains(&expected),
+                "{expected} not reported in {keys:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let Err(e) = Config::from_toml("[server]\nlisen = \"127.0.0.1:1\"\n", &no_env()) else {
+            panic!("unknown key accepted");
+        };
+        let text = e.to_string();
+        assert!(text.contains("lisen"), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+    }
+
+    #[test]
+    fn secrets_come_from_env_and_files() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("admin-token");
+        std::fs::write(&path, "token-from-a-mounted-file\n")?;
+        let text = SHIPPED.replace(
+            "token = \"dev-admin-token-not-for-production\"",
+            &format!("token = {{ file = \"{}\" }}", path.display()),
+        );
+        let c = Config::from_toml(&text, &no_env())?;
+        assert!(c.admin.token.matches(b"token-from-a-mounted-file"));
+
+        let text = SHIPPED.replace(
+            "token = \"dev-admin-token-not-for-production\"",
+            "token = { env = \"MY_ADMIN_TOKEN\" }",
+        );
+        let env: HashMap<String, String> = [(
+            "MY_ADMIN_TOKEN".to_string(),
+            "token-from-the-environment".to_string(),
+        )]
+        .into();
+        let c = Config::from_toml(&text, &env)?;
+        assert!(c.admin.token.matches(b"token-from-the-environment"));
+        let Err(e) = Config::from_toml(&text, &no_env()) else {
+            panic!("missing env secret accepted");
+        };
+        assert!(e.to_string().contains("MY_ADMIN_TOKEN"));
+        Ok(())
+    }
+}

@@ -1,0 +1,159 @@
+//! The one error type of the request path, and its one mapping to HTTP.
+
+use crate::auth::TokenError;
+
+/// Everything that can stop a request inside the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// No `Authorization: Bearer` credential on a protected route.
+    #[error("a bearer access token is required")]
+    MissingToken,
+    /// The access token failed verification.
+    #[error("the access token is invalid: {0}")]
+    InvalidToken(TokenError),
+    /// The token verified but its session no longer exists (revoked or expired in the store).
+    #[error("the session has been revoked or does not exist")]
+    SessionNotFound,
+    /// The session exists but is past its `expires_at`.
+    #[error("the session has expired")]
+    SessionExpired,
+    /// The session store could not be asked; fail closed.
+    #[error("the session store is unavailable")]
+    StoreUnavailable,
+    /// The request is malformed in a way that is not about a field (framing, path, JSON syntax).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A field of a JSON body is missing or invalid.
+    #[error("field `{field}` {message}")]
+    InvalidField {
+        /// The field's name.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The body is larger than the configured limit.
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The request head is larger than the configured limit.
+    #[error("the request headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
+    /// The admin API credential is missing or wrong.
+    #[error("a valid admin bearer token is required")]
+    AdminUnauthorized,
+    /// No such resource or route.
+    #[error("not found")]
+    NotFound,
+    /// The route exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The upstream refused or dropped the connection.
+    #[error("the upstream is unavailable")]
+    UpstreamUnavailable,
+    /// The upstream did not answer in time.
+    #[error("the upstream timed out")]
+    UpstreamTimeout,
+    /// A bug or an unexpected internal state.
+    #[error("internal error")]
+    Internal,
+}
+
+/// What a [`GateError`] looks like on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// Stable machine-readable code, the `error` member of the JSON body.
+    pub code: &'static str,
+    /// Value of `WWW-Authenticate`, for bearer-token failures (RFC 6750).
+    pub www_authenticate: Option<&'static str>,
+}
+
+const BEARER_CHALLENGE: &str = "Bearer realm=\"sessiongate\"";
+const BEARER_INVALID: &str = "Bearer realm=\"sessiongate\", error=\"invalid_token\"";
+
+impl GateError {
+    /// The status, code and challenge of this error. Exhaustive on purpose: a new variant
+    /// must decide its status here, in one place.
+    pub fn response(&self) -> ErrorResponse {
+        let (status, code, www_authenticate) = match self {
+            GateError::MissingToken => (401, "unauthorized", Some(BEARER_CHALLENGE)),
+            GateError::InvalidToken(_) => (401, "invalid_token", Some(BEARER_INVALID)),
+            GateError::SessionNotFound => (401, "invalid_token", Some(BEARER_INVALID)),
+            GateError::SessionExpired => (401, "invalid_token", Some(BEARER_INVALID)),
+            GateError::StoreUnavailable => (503, "store_unavailable", None),
+            GateError::BadRequest(_) => (400, "bad_request", None),
+            GateError::InvalidField { .. } => (400, "invalid_request", None),
+            GateError::PayloadTooLarge(_) => (413, "payload_too_large", None),
+            GateError::HeadersTooLarge(_) => (431, "request_header_fields_too_large", None),
+            GateError::AdminUnauthorized => (401, "unauthorized", Some(BEARER_CHALLENGE)),
+            GateError::NotFound => (404, "not_found", None),
+            GateError::MethodNotAllowed => (405, "method_not_allowed", None),
+            GateError::UpstreamUnavailable => (502, "bad_gateway", None),
+            GateError::UpstreamTimeout => (504, "gateway_timeout", None),
+            GateError::Internal => (500, "internal_error", None),
+        };
+        ErrorResponse {
+            status,
+            code,
+            www_authenticate,
+        }
+    }
+
+    /// The JSON body `{"error": ..., "message": ...}`.
+    pub fn body(&self) -> Vec<u8> {
+        let body = serde_json::json!({
+            "error": self.response().code,
+            "message": self.to_string(),
+        });
+        body.to_string().into_bytes()
+    }
+
+    /// A bounded label for the auth-failure metric, or `None` when this is not an auth failure.
+    pub fn auth_failure_reason(&self) -> Option<&'static str> {
+        match self {
+            GateError::MissingToken => Some("missing_token"),
+            GateError::InvalidToken(e) => Some(e.reason()),
+            GateError::SessionNotFound => Some("session_not_found"),
+            GateError::SessionExpired => Some("session_expired"),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_outage_is_503_never_401() {
+        let r = GateError::StoreUnavailable.response();
+        assert_eq!(r.status, 503);
+        assert!(r.www_authenticate.is_none());
+    }
+
+    #[test]
+    fn auth_failures_carry_rfc6750_challenge() {
+        let r = GateError::MissingToken.response();
+        assert_eq!(r.status, 401);
+        assert_eq!(r.www_authenticate, Some("Bearer realm=\"sessiongate\""));
+        let r = GateError::SessionNotFound.response();
+        assert_eq!(
+            r.www_authenticate,
+            Some("Bearer realm=\"sessiongate\", error=\"invalid_token\"")
+        );
+    }
+
+    #[test]
+    fn body_is_json_with_error_and_message() -> Result<(), serde_json::Error> {
+        let v: serde_json::Value = serde_json::from_slice(
+            &GateError::InvalidField {
+                field: "user_id",
+                message: "is required".into(),
+            }
+            .body(),
+        )?;
+        assert_eq!(v["error"], "invalid_request");
+        assert_eq!(v["message"], "field `user_id` is required");
+        Ok(())
+    }
+}

@@ -1,0 +1,270 @@
+//! Identity headers: strip whatever the client sent, inject what the session says.
+
+use crate::error::GateError;
+use crate::secret::Secret;
+use crate::session::model::Session;
+use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use pingora::http::RequestHeader;
+
+/// `x-hasura-user-id`.
+pub const USER_ID: &str = "x-hasura-user-id";
+/// `x-hasura-business-id`.
+pub const BUSINESS_ID: &str = "x-hasura-business-id";
+/// `x-hasura-role`.
+pub const ROLE: &str = "x-hasura-role";
+/// `x-host-id`.
+pub const HOST_ID: &str = "x-host-id";
+/// `x-hasura-admin-secret`.
+pub const ADMIN_SECRET: &str = "x-hasura-admin-secret";
+
+fn norm(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
+    }
+}
+
+fn starts_with_norm(name: &[u8], prefix: &[u8]) -> bool {
+    name.len() >= prefix.len() && name.iter().zip(prefix).all(|(a, b)| norm(*a) == *b)
+}
+
+/// Whether a header name is an identity header: compared case-insensitively with `_` read
+/// as `-`, it starts with `x-hasura-` or is `x-host-id`.
+pub fn is_identity_header(name: &str) -> bool {
+    let n = name.as_bytes();
+    starts_with_norm(n, b"x-hasura-") || (n.len() == 9 && starts_with_norm(n, b"x-host-id"))
+}
+
+/// Headers a `Connection` listing must never remove: message framing and routing.
+fn is_protected_from_connection(name: &str) -> bool {
+    name.eq_ignore_ascii_case(CONTENT_LENGTH.as_str())
+        || name.eq_ignore_ascii_case(TRANSFER_ENCODING.as_str())
+        || name.eq_ignore_ascii_case(HOST.as_str())
+}
+
+/// How a request is rewritten.
+#[derive(Debug, Clone, Copy)]
+pub struct RewriteOptions<'a> {
+    /// Keep the client's `Authorization` on authenticated requests.
+    pub forward_authorization: bool,
+    /// Added as `x-hasura-admin-secret` on authenticated requests.
+    pub hasura_admin_secret: Option<&'a Secret>,
+}
+
+fn internal(_: impl std::fmt::Debug) -> GateError {
+    GateError::Internal
+}
+
+/// Rewrites the upstream request in place.
+///
+/// Order matters: the `Connection` listing is handled first (its hop-by-hop headers removed,
+/// the header itself dropped) so that nothing downstream of us can remove what we inject;
+/// then every client identity header goes; then the session's identity is set.
+pub fn rewrite(
+    req: &mut RequestHeader,
+    session: Option<&Session>,
+    opts: RewriteOptions<'_>,
+) -> Result<(), GateError> {
+    let mut upgrade = false;
+    if req.headers.contains_key(CONNECTION) {
+        let listed: Vec<String> = req
+            .headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect();
+        req.remove_header(&CONNECTION);
+        for token in listed {
+            match token.as_str() {
+                "upgrade" => upgrade = true,
+                "close" | "keep-alive" => {}
+                name if is_protected_from_connection(name) => {}
+                name => {
+                    req.remove_header(name);
+                }
+            }
+        }
+        if upgrade {
+            req.insert_header(CONNECTION, "upgrade").map_err(internal)?;
+        }
+    }
+
+    // Most requests carry no identity header: check before allocating.
+    if req.headers.keys().any(|k| is_identity_header(k.as_str())) {
+        let spoofed: Vec<String> = req
+            .headers
+            .keys()
+            .filter(|k| is_identity_header(k.as_str()))
+            .map(|k| k.as_str().to_string())
+            .collect();
+        for name in spoofed {
+            req.remove_header(name.as_str());
+        }
+    }
+
+    if let Some(s) = session {
+        if !opts.forward_authorization {
+            req.remove_header(&AUTHORIZATION);
+        }
+        req.insert_header(USER_ID, s.user_id.as_str())
+            .map_err(internal)?;
+        req.insert_header(BUSINESS_ID, s.business_id.as_str())
+            .map_err(internal)?;
+        req.insert_header(HOST_ID, s.host_id.as_str())
+            .map_err(internal)?;
+        req.insert_header(ROLE, s.role.as_str()).map_err(internal)?;
+        if let Some(secret) = opts.hasura_admin_secret {
+            req.insert_header(ADMIN_SECRET, secret.expose())
+                .map_err(internal)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a value can be injected as a header value as-is: visible ASCII and inner spaces.
+pub fn is_header_safe(value: &str) -> bool {
+    !value.is_empty()
+        && value.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !value.starts_with(' ')
+        && !value.ends_with(' ')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        Session {
+            session_id: "s".into(),
+            user_id: "user-1".into(),
+            business_id: "biz-1".into(),
+            host_id: "host-1".into(),
+            role: "agent".into(),
+            created_at: 0,
+            expires_at: i64::MAX,
+        }
+    }
+
+    fn opts() -> RewriteOptions<'static> {
+        RewriteOptions {
+            forward_authorization: false,
+            hasura_admin_secret: None,
+        }
+    }
+
+    fn all(req: &RequestHeader, name: &str) -> Vec<String> {
+        req.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn identity_names_are_normalised() {
+        for n in [
+            "x-hasura-user-id",
+            "X-Hasura-User-Id",
+            "x_hasura_user_id",
+            "X_HASURA_ROLE",
+            "x-hasura-admin-secret",
+            "x-hasura-use-backend-only-permissions",
+            "x-host-id",
+            "X_Host_Id",
+            "x-hasura-",
+        ] {
+            assert!(is_identity_header(n), "{n}");
+        }
+        for n in [
+            "x-hasura",
+            "x-host-idx",
+            "x-host",
+            "authorization",
+            "xx-hasura-role",
+        ] {
+            assert!(!is_identity_header(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn spoofed_headers_are_replaced() -> Result<(), Box<dyn std::error::Error>> {
+        let mut req = RequestHeader::build("POST", b"/v1/graphql", None)?;
+        req.append_header("X-Hasura-User-Id", "attacker")?;
+        req.append_header("x_hasura_user_id", "attacker2")?;
+        req.append_header("X-HASURA-ROLE", "admin")?;
+        req.append_header("x-hasura-admin-secret", "guess")?;
+        req.append_header("X_Host_Id", "evil")?;
+        req.append_header("Authorization", "Bearer t")?;
+        req.append_header("x-other", "kept")?;
+        rewrite(&mut req, Some(&session()), opts())?;
+        assert_eq!(all(&req, USER_ID), vec!["user-1"]);
+        assert_eq!(all(&req, BUSINESS_ID), vec!["biz-1"]);
+        assert_eq!(all(&req, HOST_ID), vec!["host-1"]);
+        assert_eq!(all(&req, ROLE), vec!["agent"]);
+        assert!(all(&req, ADMIN_SECRET).is_empty());
+        assert!(all(&req, "x_hasura_user_id").is_empty());
+        assert!(all(&req, "authorization").is_empty());
+        assert_eq!(all(&req, "x-other"), vec!["kept"]);
+        Ok(())
+    }
+
+    #[test]
+    fn connection_listing_cannot_remove_injected_headers() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let mut req = RequestHeader::build("GET", b"/", None)?;
+        req.append_header(
+            "Connection",
+            "x-hasura-user-id, X-Host-Id, keep-alive, x-drop-me",
+        )?;
+        req.append_header("x-drop-me", "1")?;
+        rewrite(&mut req, Some(&session()), opts())?;
+        assert_eq!(all(&req, USER_ID), vec!["user-1"]);
+        assert_eq!(all(&req, HOST_ID), vec!["host-1"]);
+        assert!(all(&req, "connection").is_empty());
+        assert!(all(&req, "x-drop-me").is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn public_requests_lose_identity_but_get_none() -> Result<(), Box<dyn std::error::Error>> {
+        let mut req = RequestHeader::build("GET", b"/public", None)?;
+        req.append_header("x-hasura-role", "admin")?;
+        req.append_header("authorization", "Bearer x")?;
+        rewrite(&mut req, None, opts())?;
+        assert!(all(&req, ROLE).is_empty());
+        assert!(all(&req, USER_ID).is_empty());
+        assert_eq!(all(&req, "authorization"), vec!["Bearer x"]);
+        Ok(())
+    }
+
+    #[test]
+    fn admin_secret_and_authorization_forwarding() -> Result<(), Box<dyn std::error::Error>> {
+        let secret = Secret::new("hasura-secret");
+        let mut req = RequestHeader::build("GET", b"/", None)?;
+        req.append_header("authorization", "Bearer x")?;
+        rewrite(
+            &mut req,
+            Some(&session()),
+            RewriteOptions {
+                forward_authorization: true,
+                hasura_admin_secret: Some(&secret),
+            },
+        )?;
+        assert_eq!(all(&req, ADMIN_SECRET), vec!["hasura-secret"]);
+        assert_eq!(all(&req, "authorization"), vec!["Bearer x"]);
+        Ok(())
+    }
+
+    #[test]
+    fn header_safety() {
+        assert!(is_header_safe("abc-123 x"));
+        assert!(!is_header_safe(""));
+        assert!(!is_header_safe("a\r\nb"));
+        assert!(!is_header_safe(" a"));
+        assert!(!is_header_safe("caf\u{e9}"));
+    }
+}

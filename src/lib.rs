@@ -1,0 +1,117 @@
+//! sessiongate: an authentication gateway on Pingora in front of Hasura (or any HTTP
+//! backend). It verifies bearer access tokens, looks their session up (moka cache in front
+//! of Redis or memory), strips every client-sent identity header and injects the trusted
+//! ones.
+//!
+//! `main.rs` is a thin CLI; [`build_app`] and [`run`] are what it calls.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod metrics;
+pub mod proxy;
+pub mod route;
+pub mod secret;
+pub mod session;
+
+use config::{Config, StoreConfig};
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use session::cache::SessionCache;
+use session::memory::MemoryStore;
+use session::redis::RedisStore;
+use session::store::SessionStore;
+use session::Sessions;
+use std::sync::Arc;
+
+/// State shared by the proxy and the admin listener.
+#[derive(Debug)]
+pub struct App {
+    /// Validated configuration.
+    pub config: Config,
+    /// Session service.
+    pub sessions: Sessions,
+    /// Metrics.
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Metrics registration failed.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// Keys could not be built.
+    #[error("tokens: {0}")]
+    Keys(String),
+    /// The store could not be set up.
+    #[error("store: {0}")]
+    Store(#[from] session::store::StoreError),
+}
+
+/// Builds the shared state from a validated config (no listener is opened).
+pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
+    let metrics = Arc::new(metrics::Metrics::new()?);
+    let keys = Arc::new(auth::KeySet::new(&config.tokens).map_err(StartError::Keys)?);
+    let store: Arc<dyn SessionStore> = match &config.store {
+        StoreConfig::Memory => Arc::new(MemoryStore::new()),
+        StoreConfig::Redis { url, timeout } => Arc::new(RedisStore::new(url.expose(), *timeout)?),
+    };
+    let cache = SessionCache::new(
+        store,
+        config.cache.max_entries,
+        config.cache.ttl,
+        metrics.clone(),
+    );
+    metrics
+        .development_credentials
+        .set(i64::from(!config.development_credentials().is_empty()));
+    let sessions = Sessions::new(cache, keys, config.cache.max_entries, config.cache.ttl);
+    Ok(Arc::new(App {
+        config,
+        sessions,
+        metrics,
+    }))
+}
+
+/// Starts the proxy and admin listeners and serves until SIGTERM/SIGINT.
+pub fn run(app: Arc<App>) -> Result<(), StartError> {
+    let cfg = &app.config;
+    let conf = ServerConf {
+        threads: cfg.threads,
+        grace_period_seconds: Some(cfg.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(cfg.grace_period.as_secs().max(1)),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        proxy::Gateway::new(app.clone()),
+        "sessiongate proxy",
+    );
+    proxy.add_tcp(&cfg.listen.to_string());
+
+    let mut admin = pingora::services::listening::Service::new(
+        "sessiongate admin".to_string(),
+        admin::AdminApp::new(app.clone()),
+    );
+    admin.add_tcp(&cfg.admin_listen.to_string());
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    tracing::info!(
+        listen = %cfg.listen,
+        admin_listen = %cfg.admin_listen,
+        upstream = %cfg.upstream.url,
+        store = app.sessions.cache().store().kind(),
+        "sessiongate starting"
+    );
+    server.run(pingora::server::RunArgs::default());
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! `sessiongate serve` / `sessiongate check`.
+
+use clap::{Parser, Subcommand};
+use sessiongate::config::{env::ProcessEnv, Config, LogFormat};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const DEFAULT_CONFIG: &str = "config/sessiongate.toml";
+
+/// Authentication gateway in front of Hasura GraphQL Engine or any HTTP backend.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config file (with environment overrides) and exit.
+    Check {
+        /// Config file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path, &ProcessEnv).map_err(|e| {
+        eprintln!("{}: {e}", path.display());
+        // EX_CONFIG
+        ExitCode::from(78)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match load(&config) {
+            Ok(cfg) => {
+                for key in cfg.development_credentials() {
+                    eprintln!("warning: {key} holds a shipped development credential");
+                }
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Serve { config } => {
+            let cfg = match load(&config) {
+                Ok(cfg) => cfg,
+                Err(code) => return code,
+            };
+            init_logging(cfg.log_format);
+            for key in cfg.development_credentials() {
+                tracing::warn!(
+                    key,
+                    "DEVELOPMENT credential in use: public, never use it in production"
+                );
+            }
+            let app = match sessiongate::build_app(cfg) {
+                Ok(app) => app,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match sessiongate::run(app) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "gateway stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Every metric, defined once. Label values come from fixed sets: never a user id, a path
+//! or a token.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// The gateway's metrics and the registry that exposes them.
+pub struct Metrics {
+    registry: Registry,
+    /// `sessiongate_requests_total{outcome}`: forwarded, public, rejected, store_unavailable,
+    /// bad_request, upstream_error.
+    pub requests: IntCounterVec,
+    /// `sessiongate_auth_failures_total{reason}`: see `GateError::auth_failure_reason`.
+    pub auth_failures: IntCounterVec,
+    /// `sessiongate_request_duration_seconds{outcome}`: whole request, as seen by the gateway.
+    pub request_duration: HistogramVec,
+    /// `sessiongate_cache_lookups_total{result}`: hit, miss.
+    pub cache_lookups: IntCounterVec,
+    /// `sessiongate_store_operations_total{op}`: get, put, delete, ping.
+    pub store_operations: IntCounterVec,
+    /// `sessiongate_store_errors_total{op}`.
+    pub store_errors: IntCounterVec,
+    /// `sessiongate_store_duration_seconds{op}`.
+    pub store_duration: HistogramVec,
+    /// `sessiongate_sessions_created_total{source}`: admin (dialects later).
+    pub sessions_created: IntCounterVec,
+    /// `sessiongate_sessions_revoked_total{source}`.
+    pub sessions_revoked: IntCounterVec,
+    /// `sessiongate_store_up`: 1 when the last readiness probe reached the store.
+    pub store_up: IntGauge,
+    /// `sessiongate_development_credentials`: 1 while shipped development secrets are in use.
+    pub development_credentials: IntGauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn counter(r: &Registry, name: &str, help: &str, label: &str) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), &[label])?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    buckets: Vec<f64>,
+) -> prometheus::Result<HistogramVec> {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &[label])?;
+    r.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let g = IntGauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> prometheus::Result<Metrics> {
+        let r = Registry::new();
+        let m = Metrics {
+            requests: counter(
+                &r,
+                "sessiongate_requests_total",
+                "Proxy requests by outcome.",
+                "outcome",
+            )?,
+            auth_failures: counter(
+                &r,
+                "sessiongate_auth_failures_total",
+                "Requests refused for authentication, by reason.",
+                "reason",
+            )?,
+            request_duration: histogram(
+                &r,
+                "sessiongate_request_duration_seconds",
+                "Proxy request duration by outcome.",
+                "outcome",
+                LATENCY_BUCKETS.to_vec(),
+            )?,
+            cache_lookups: counter(
+                &r,
+                "sessiongate_cache_lookups_total",
+                "Session cache lookups by result.",
+                "result",
+            )?,
+            store_operations: counter(
+                &r,
+                "sessiongate_store_operations_total",
+                "Session store operations by kind.",
+                "op",
+            )?,
+            store_errors: counter(
+                &r,
+                "sessiongate_store_errors_total",
+                "Failed session store operations by kind.",
+                "op",
+            )?,
+            store_duration: histogram(
+                &r,
+                "sessiongate_store_duration_seconds",
+                "Session store operation latency by kind.",
+                "op",
+                LATENCY_BUCKETS.to_vec(),
+            )?,
+            sessions_created: counter(
+                &r,
+                "sessiongate_sessions_created_total",
+                "Sessions created, by source.",
+                "source",
+            )?,
+            sessions_revoked: counter(
+                &r,
+                "sessiongate_sessions_revoked_total",
+                "Sessions revoked, by source.",
+                "source",
+            )?,
+            store_up: gauge(
+                &r,
+                "sessiongate_store_up",
+                "1 when the session store answered the last readiness probe.",
+            )?,
+            development_credentials: gauge(
+                &r,
+                "sessiongate_development_credentials",
+                "1 while shipped development credentials are in use.",
+            )?,
+            registry: r,
+        };
+        // Pre-create the label sets dashboards expect, so series exist before traffic.
+        for o in [
+            "forwarded",
+            "public",
+            "rejected",
+            "store_unavailable",
+            "bad_request",
+            "upstream_error",
+        ] {
+            m.requests.with_label_values(&[o]);
+        }
+        for r in ["hit", "miss"] {
+            m.cache_lookups.with_label_values(&[r]);
+        }
+        for op in ["get", "put", "delete", "ping"] {
+            m.store_operations.with_label_values(&[op]);
+            m.store_errors.with_label_values(&[op]);
+        }
+        Ok(m)
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        // Encoding into a Vec only fails on invalid metric families, which `new` rules out.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}

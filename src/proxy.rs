@@ -1,0 +1,404 @@
+//! The request flow, top to bottom: route → authenticate → session lookup → rewrite headers
+//! → upstream. Each hook only delegates; the steps live in `route`, `auth`, `session` and
+//! `headers`, and are tested there without a socket.
+
+use crate::error::GateError;
+use crate::headers::{self, RewriteOptions};
+use crate::route::{self, Route};
+use crate::session::model::Session;
+use crate::App;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::{HttpPeer, ProxyHttp, Session as HttpSession};
+use pingora::proxy::FailToProxy;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a filter decided, converted to Pingora's `bool` in exactly one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Go on to the upstream.
+    Continue,
+    /// A response was written; stop.
+    Responded,
+}
+
+impl Flow {
+    fn into_pingora(self) -> bool {
+        self == Flow::Responded
+    }
+}
+
+/// Per-request state shared by the hooks.
+#[derive(Debug)]
+pub struct RequestCtx {
+    started: Instant,
+    route: Option<Route>,
+    session: Option<Arc<Session>>,
+    /// Normalised path + original query: what goes upstream.
+    forward_uri: Option<http::Uri>,
+    outcome: &'static str,
+}
+
+/// The proxy service.
+pub struct Gateway {
+    app: Arc<App>,
+}
+
+impl Gateway {
+    /// A proxy over the shared application state.
+    pub fn new(app: Arc<App>) -> Self {
+        Gateway { app }
+    }
+
+    /// Decides whether the request may go upstream, filling `ctx` on the way.
+    async fn admit(&self, session: &HttpSession, ctx: &mut RequestCtx) -> Result<(), GateError> {
+        let req = session.req_header();
+        check_header_size(req, self.app.config.proxy.max_header_bytes)?;
+        check_framing(req)?;
+        // Pingora drops Content-Length when Transfer-Encoding is present (RFC 9112 §6.3),
+        // so the parsed headers no longer show the smuggling shape; look at the raw bytes.
+        if req.headers.contains_key(TRANSFER_ENCODING) {
+            if let Some(h1) = session.as_http1() {
+                if raw_has_content_length(&h1.get_headers_raw_bytes()) {
+                    return Err(GateError::BadRequest(
+                        "both Content-Length and Transfer-Encoding are present".into(),
+                    ));
+                }
+            }
+        }
+        let path = route::normalize_path(req.uri.path())
+            .map_err(|e| GateError::BadRequest(e.to_string()))?;
+        ctx.forward_uri = Some(forward_uri(&path, req.uri.query())?);
+        let r = route::route(&path, &self.app.config.proxy.public_prefixes);
+        ctx.route = Some(r);
+        if r == Route::Public {
+            return Ok(());
+        }
+        let token = bearer(req)?;
+        ctx.session = Some(self.app.sessions.authenticate(token).await?);
+        Ok(())
+    }
+
+    async fn reject(
+        &self,
+        session: &mut HttpSession,
+        ctx: &mut RequestCtx,
+        err: &GateError,
+    ) -> Result<()> {
+        ctx.outcome = match err {
+            GateError::StoreUnavailable => "store_unavailable",
+            GateError::BadRequest(_) | GateError::HeadersTooLarge(_) => "bad_request",
+            _ => "rejected",
+        };
+        if let Some(reason) = err.auth_failure_reason() {
+            self.app
+                .metrics
+                .auth_failures
+                .with_label_values(&[reason])
+                .inc();
+        }
+        // The request body (if any) is not read; never reuse the connection after a refusal.
+        session.set_keepalive(None);
+        write_error(session, err).await
+    }
+}
+
+/// Writes a gateway error as JSON.
+async fn write_error(session: &mut HttpSession, err: &GateError) -> Result<()> {
+    let r = err.response();
+    let body = Bytes::from(err.body());
+    let mut resp = ResponseHeader::build(r.status, Some(5))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    if let Some(challenge) = r.www_authenticate {
+        resp.insert_header("www-authenticate", challenge)?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// Refuses request heads over the configured size (Pingora's own cap is far larger).
+fn check_header_size(req: &RequestHeader, limit: usize) -> Result<(), GateError> {
+    let size: usize = req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if size > limit {
+        return Err(GateError::HeadersTooLarge(limit));
+    }
+    Ok(())
+}
+
+/// Refuses the framings used for request smuggling, whatever the HTTP parser let through.
+fn check_framing(req: &RequestHeader) -> Result<(), GateError> {
+    let te = req.headers.get_all(TRANSFER_ENCODING);
+    let te_count = te.iter().count();
+    let mut lengths = req.headers.get_all(CONTENT_LENGTH).iter();
+    let first_len = lengths.next();
+    if te_count > 0 && first_len.is_some() {
+        return Err(GateError::BadRequest(
+            "both Content-Length and Transfer-Encoding are present".into(),
+        ));
+    }
+    if te_count > 1
+        || te
+            .iter()
+            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked"))
+    {
+        return Err(GateError::BadRequest(
+            "unsupported Transfer-Encoding".into(),
+        ));
+    }
+    if let Some(first) = first_len {
+        let valid =
+            |v: &http::HeaderValue| !v.is_empty() && v.as_bytes().iter().all(u8::is_ascii_digit);
+        if !valid(first) || lengths.any(|v| v != first) {
+            return Err(GateError::BadRequest(
+                "invalid or conflicting Content-Length".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a raw HTTP/1 request head has a `Content-Length` field line.
+fn raw_has_content_length(head: &[u8]) -> bool {
+    head.split(|&b| b == b'\n')
+        .skip(1)
+        .any(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+}
+
+fn bearer(req: &RequestHeader) -> Result<&str, GateError> {
+    let mut values = req.headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(GateError::MissingToken);
+    };
+    if values.next().is_some() {
+        return Err(GateError::InvalidToken(crate::auth::TokenError::Malformed));
+    }
+    crate::auth::bearer_token(value.as_bytes()).ok_or(GateError::MissingToken)
+}
+
+fn forward_uri(path: &str, query: Option<&str>) -> Result<http::Uri, GateError> {
+    let pq = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    pq.parse::<http::Uri>()
+        .map_err(|_| GateError::BadRequest("the request target is not a valid URI".into()))
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            route: None,
+            session: None,
+            forward_uri: None,
+            outcome: "rejected",
+        }
+    }
+
+    /// Runs first for every request: normalise and route the path, then (protected routes)
+    /// verify the bearer token and find its session. `Ok(true)` means a refusal was written.
+    async fn request_filter(
+        &self,
+        session: &mut HttpSession,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        let flow = match self.admit(session, ctx).await {
+            Ok(()) => Flow::Continue,
+            Err(e) => {
+                self.reject(session, ctx, &e).await?;
+                Flow::Responded
+            }
+        };
+        Ok(flow.into_pingora())
+    }
+
+    /// The one backend; resolved at start.
+    async fn upstream_peer(
+        &self,
+        _session: &mut HttpSession,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let up = &self.app.config.upstream;
+        let mut peer = HttpPeer::new(up.addr, false, up.host.clone());
+        peer.options.connection_timeout = Some(up.connect_timeout);
+        peer.options.read_timeout = Some(up.read_timeout);
+        Ok(Box::new(peer))
+    }
+
+    /// Runs after `request_filter` admitted the request: the forwarded path is the
+    /// normalised one that was routed, and identity headers are rewritten.
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut HttpSession,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(uri) = ctx.forward_uri.take() {
+            upstream.set_uri(uri);
+        }
+        let proxy = &self.app.config.proxy;
+        headers::rewrite(
+            upstream,
+            ctx.session.as_deref(),
+            RewriteOptions {
+                forward_authorization: proxy.forward_authorization,
+                hasura_admin_secret: proxy.hasura_admin_secret.as_ref(),
+            },
+        )
+        .map_err(|e| Error::because(ErrorType::InternalError, "rewriting identity headers", e))?;
+        ctx.outcome = match ctx.route {
+            Some(Route::Public) => "public",
+            _ => "forwarded",
+        };
+        Ok(())
+    }
+
+    /// Upstream failures become JSON 502/504 instead of Pingora's empty error page.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut HttpSession,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let err = match (e.esource(), e.etype()) {
+            (ErrorSource::Upstream, ErrorType::ConnectTimedout | ErrorType::ReadTimedout) => {
+                Some(GateError::UpstreamTimeout)
+            }
+            (ErrorSource::Upstream, _) => Some(GateError::UpstreamUnavailable),
+            (
+                ErrorSource::Downstream,
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+            ) => None,
+            (ErrorSource::Downstream, _) => Some(GateError::BadRequest("malformed request".into())),
+            (ErrorSource::Internal | ErrorSource::Unset, _) => Some(GateError::Internal),
+        };
+        ctx.outcome = match err {
+            Some(GateError::BadRequest(_)) => "bad_request",
+            _ => "upstream_error",
+        };
+        let code = match &err {
+            Some(err) => {
+                // Only possible before the response started; afterwards the write just fails.
+                if session.response_written().is_none() {
+                    let _ = write_error(session, err).await;
+                }
+                err.response().status
+            }
+            None => 0,
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Last hook of every request: metrics and the access log line (no token, no query).
+    async fn logging(&self, session: &mut HttpSession, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let m = &self.app.metrics;
+        m.requests.with_label_values(&[ctx.outcome]).inc();
+        m.request_duration
+            .with_label_values(&[ctx.outcome])
+            .observe(ctx.started.elapsed().as_secs_f64());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        if ctx.outcome == "forwarded" || ctx.outcome == "public" {
+            tracing::debug!(method = %req.method, path = req.uri.path(), status, outcome = ctx.outcome, "request");
+        } else {
+            tracing::info!(
+                method = %req.method,
+                path = req.uri.path(),
+                status,
+                outcome = ctx.outcome,
+                error = e.map(|e| e.etype().as_str()),
+                "request refused"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> Result<RequestHeader, Box<Error>> {
+        let mut r = RequestHeader::build("POST", b"/x", None)?;
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v)?;
+        }
+        Ok(r)
+    }
+
+    #[test]
+    fn smuggling_shapes_are_refused() -> Result<(), Box<Error>> {
+        assert!(check_framing(&req(&[
+            ("content-length", "5"),
+            ("transfer-encoding", "chunked")
+        ])?)
+        .is_err());
+        assert!(check_framing(&req(&[("content-length", "5"), ("content-length", "6")])?).is_err());
+        assert!(check_framing(&req(&[("content-length", "5, 6")])?).is_err());
+        assert!(check_framing(&req(&[("transfer-encoding", "chunked, identity")])?).is_err());
+        assert!(check_framing(&req(&[("content-length", "5"), ("content-length", "5")])?).is_ok());
+        assert!(check_framing(&req(&[("transfer-encoding", "Chunked")])?).is_ok());
+        assert!(check_framing(&req(&[])?).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn raw_content_length_detection() {
+        assert!(raw_has_content_length(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n"
+        ));
+        assert!(raw_has_content_length(
+            b"POST / HTTP/1.1\r\ncontent-LENGTH: 4\r\n\r\n"
+        ));
+        assert!(!raw_has_content_length(
+            b"POST /content-length: HTTP/1.1\r\nHost: x\r\n\r\n"
+        ));
+        assert!(!raw_has_content_length(
+            b"POST / HTTP/1.1\r\nX-Content-Length: 4\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn bearer_extraction() -> Result<(), Box<Error>> {
+        assert!(matches!(bearer(&req(&[])?), Err(GateError::MissingToken)));
+        assert_eq!(
+            bearer(&req(&[("authorization", "Bearer abc")])?).ok(),
+            Some("abc")
+        );
+        assert!(bearer(&req(&[
+            ("authorization", "Bearer a"),
+            ("authorization", "Bearer b")
+        ])?)
+        .is_err());
+        assert!(matches!(
+            bearer(&req(&[("authorization", "Basic abc")])?),
+            Err(GateError::MissingToken)
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn forwarded_uri_keeps_query() -> Result<(), GateError> {
+        assert_eq!(
+            forward_uri("/v1/graphql", Some("a=1&b=%2F"))?.to_string(),
+            "/v1/graphql?a=1&b=%2F"
+        );
+        assert_eq!(forward_uri("/x", None)?.to_string(), "/x");
+        Ok(())
+    }
+}

@@ -1,0 +1,169 @@
+//! Redis store (standalone). Keys carry a TTL equal to the session's remaining life, so
+//! Redis expires them by itself and sessions survive gateway restarts.
+
+use super::model::{now_unix, Session};
+use super::store::{SessionStore, StoreError};
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+use tokio::runtime::Handle;
+
+/// Key of a session. The braces are a Cluster hash tag, so every key of one session lands
+/// on one slot when Cluster support arrives.
+pub fn session_key(session_id: &str) -> String {
+    format!("sg:sess:{{{session_id}}}")
+}
+
+/// A current-thread Tokio runtime on its own thread, owning the Redis connection's driver
+/// task. Pingora gives each service its own runtime; parking the driver here keeps the
+/// connection independent of which service touched it first. Dropping the store stops it.
+struct IoRuntime {
+    handle: Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl IoRuntime {
+    fn start() -> std::io::Result<IoRuntime> {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("sessiongate-redis".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = handle_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = handle_tx.send(Ok(rt.handle().clone()));
+                rt.block_on(async {
+                    let _ = stop_rx.await;
+                });
+            })?;
+        let handle = handle_rx
+            .recv()
+            .map_err(|_| std::io::Error::other("redis runtime thread died"))??;
+        Ok(IoRuntime {
+            handle,
+            stop: Some(stop),
+        })
+    }
+}
+
+impl Drop for IoRuntime {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Sessions in Redis, through one multiplexed, self-reconnecting connection.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    timeout: Duration,
+    _io: IoRuntime,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl RedisStore {
+    /// Creates the store without connecting: the first command connects, and a lost
+    /// connection is re-established in the background, so the gateway starts (not ready)
+    /// while Redis is down and recovers by itself when it returns.
+    pub fn new(url: &str, timeout: Duration) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| {
+            // redis' message can echo the URL; say only what kind of problem it was.
+            StoreError::Unavailable(format!("invalid redis url ({:?})", e.kind()))
+        })?;
+        let io = IoRuntime::start().map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = {
+            let _guard = io.handle.enter();
+            ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?
+        };
+        Ok(RedisStore {
+            conn,
+            timeout,
+            _io: io,
+        })
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn put(&self, session: &Session) -> Result<(), StoreError> {
+        let ttl_ms = session.remaining_secs(now_unix()).saturating_mul(1000);
+        if ttl_ms == 0 {
+            return Ok(());
+        }
+        let value =
+            serde_json::to_string(session).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(session_key(&session.session_id))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_ms);
+        self.run::<()>(cmd).await
+    }
+
+    async fn get(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(session_key(session_id));
+        let raw: Option<String> = self.run(cmd).await?;
+        let Some(raw) = raw else { return Ok(None) };
+        let session: Session =
+            serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if session.session_id != session_id {
+            return Err(StoreError::Corrupt("session id mismatch".into()));
+        }
+        Ok((!session.is_expired_at(now_unix())).then_some(session))
+    }
+
+    async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(session_key(session_id));
+        let n: i64 = self.run(cmd).await?;
+        Ok(n > 0)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let pong: String = self.run(redis::cmd("PING")).await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable("unexpected PING reply".into()))
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}

@@ -1,0 +1,509 @@
+//! Test harness: a real `redis-server` on a free port, the echo upstream, the real
+//! `sessiongate` binary on free ports, and a raw HTTP/1.1 client that sends exactly the
+//! bytes a test writes (header case, duplicates and framing included).
+
+#![allow(dead_code)]
+
+pub mod echo;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+pub const ADMIN_TOKEN: &str = "integration-admin-token-0123456789";
+pub const HS_SECRET: &str = "integration-hs256-secret-0123456789abcdef";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn wait_for(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+/// A `redis-server` owned by one test; killed on drop.
+pub struct Redis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Result<Redis, Box<dyn std::error::Error>> {
+        let mut r = Redis {
+            port: free_port(),
+            dir: tempfile::tempdir()?,
+            child: None,
+        };
+        r.restart()?;
+        Ok(r)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// (Re)starts on the same port and data directory. AOF is on so that a stop/start
+    /// keeps the data, like a production Redis with persistence.
+    pub fn restart(&mut self) -> Result<(), Box<dyn std::error::Error>> {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+            ])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start redis-server (is it installed?): {e}"))?;
+        self.child = Some(child);
+        if !wait_for(
+            SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_secs(10),
+        ) {
+            return Err("redis-server did not start".into());
+        }
+        Ok(())
+    }
+
+    /// Stops Redis cleanly (SIGTERM, so the AOF is complete) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: a Redis that accepts nothing and
+    /// answers nothing, the shape of a network partition.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
+        }
+    }
+
+    /// Sends one command (inline protocol) and returns the raw reply.
+    pub fn command(&self, cmd: &str) -> Result<String, Box<dyn std::error::Error>> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(format!("{cmd}\r\nQUIT\r\n").as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    /// How many times `cmd` ran, from `INFO commandstats`.
+    pub fn calls(&self, cmd: &str) -> Result<u64, Box<dyn std::error::Error>> {
+        let info = self.command("INFO commandstats")?;
+        let prefix = format!("cmdstat_{cmd}:calls=");
+        Ok(info
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The gateway binary, running on free ports; killed on drop.
+pub struct Gateway {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+/// Config text for a test gateway; `extra` is appended (TOML tables).
+pub fn config_text(
+    proxy: u16,
+    admin: u16,
+    upstream: SocketAddr,
+    redis: Option<&str>,
+    extra: &str,
+) -> String {
+    let store = match redis {
+        Some(url) => format!("backend = \"redis\"\nredis_url = \"{url}\"\ntimeout_ms = 300"),
+        None => "backend = \"memory\"".to_string(),
+    };
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{proxy}"
+admin_listen = "127.0.0.1:{admin}"
+threads = 2
+grace_period_seconds = 0
+
+[upstream]
+url = "http://{upstream}"
+connect_timeout_ms = 1000
+read_timeout_ms = 5000
+
+[proxy]
+public_prefixes = ["/public"]
+forward_authorization = false
+
+[store]
+{store}
+
+[cache]
+max_entries = 10000
+ttl_seconds = 30
+
+[tokens]
+issuer = "sessiongate"
+audience = "sessiongate"
+signing_kid = "k1"
+max_ttl_seconds = 86400
+
+[[tokens.keys]]
+kid = "k1"
+algorithm = "HS256"
+secret = "{HS_SECRET}"
+
+[admin]
+token = "{ADMIN_TOKEN}"
+max_body_bytes = 65536
+{extra}
+"#
+    )
+}
+
+impl Gateway {
+    pub fn start(
+        upstream: SocketAddr,
+        redis: Option<&str>,
+    ) -> Result<Gateway, Box<dyn std::error::Error>> {
+        Self::start_with(upstream, redis, "")
+    }
+
+    pub fn start_with(
+        upstream: SocketAddr,
+        redis: Option<&str>,
+        extra: &str,
+    ) -> Result<Gateway, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let (proxy, admin) = (free_port(), free_port());
+        let config_path = dir.path().join("sessiongate.toml");
+        std::fs::write(
+            &config_path,
+            config_text(proxy, admin, upstream, redis, extra),
+        )?;
+        Self::spawn(dir, config_path, proxy, admin)
+    }
+
+    fn spawn(
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        proxy: u16,
+        admin: u16,
+    ) -> Result<Gateway, Box<dyn std::error::Error>> {
+        let log = std::fs::File::create(dir.path().join("gateway.log"))?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessiongate"));
+        cmd.arg("serve").arg("--config").arg(&config_path);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("SESSIONGATE_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()?;
+        let gw = Gateway {
+            proxy: SocketAddr::from(([127, 0, 0, 1], proxy)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+            config_path,
+            _dir: dir,
+            child,
+        };
+        if !wait_for(gw.admin, Duration::from_secs(20))
+            || !wait_for(gw.proxy, Duration::from_secs(5))
+        {
+            return Err(format!("gateway did not start; log:\n{}", gw.log()).into());
+        }
+        Ok(gw)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// Kills and starts the same config again (same ports).
+    pub fn restart(mut self) -> Result<Gateway, Box<dyn std::error::Error>> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("sessiongate.toml");
+        std::fs::copy(&self.config_path, &path)?;
+        // Wait for the old listeners to be released.
+        std::thread::sleep(Duration::from_millis(200));
+        Self::spawn(dir, path, self.proxy.port(), self.admin.port())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Creates a session through the admin API; returns (session_id, access_token).
+    pub fn create_session(
+        &self,
+        user: &str,
+        business: &str,
+        host: &str,
+        role: &str,
+        ttl: u64,
+    ) -> Result<(String, String), Box<dyn std::error::Error>> {
+        let body = serde_json::json!({
+            "user_id": user, "business_id": business, "host_id": host, "role": role, "ttl_seconds": ttl
+        })
+        .to_string();
+        let r = admin_request(self.admin, "POST", "/admin/sessions", Some(&body))?;
+        if r.status != 201 {
+            return Err(format!("create session: {} {}", r.status, r.body).into());
+        }
+        let v = r.json()?;
+        Ok((
+            v["session_id"].as_str().ok_or("no session_id")?.to_string(),
+            v["access_token"]
+                .as_str()
+                .ok_or("no access_token")?
+                .to_string(),
+        ))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response read off the wire.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(&self.body)
+    }
+
+    /// For echo responses: every value the upstream received for `name` (exact,
+    /// case-insensitive name match).
+    pub fn upstream_header(&self, name: &str) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+        let v = self.json()?;
+        let list = v["headers"].as_array().ok_or("not an echo response")?;
+        Ok(list
+            .iter()
+            .filter(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+            .filter_map(|h| h[1].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// For echo responses: every header name the upstream received.
+    pub fn upstream_header_names(&self) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+        let v = self.json()?;
+        let list = v["headers"].as_array().ok_or("not an echo response")?;
+        Ok(list
+            .iter()
+            .filter_map(|h| h[0].as_str().map(str::to_string))
+            .collect())
+    }
+}
+
+/// Sends raw bytes and reads the response until the server closes the connection.
+pub fn raw(addr: SocketAddr, request: &[u8]) -> Result<Resp, Box<dyn std::error::Error>> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(request)?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse_response(&buf)
+}
+
+pub fn parse_response(buf: &[u8]) -> Result<Resp, Box<dyn std::error::Error>> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(n) = resp.parse(buf)? else {
+        return Err(format!("incomplete response: {:?}", String::from_utf8_lossy(buf)).into());
+    };
+    let headers: Vec<(String, String)> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).to_string(),
+            )
+        })
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let raw_body = &buf[n..];
+    let body = if chunked {
+        dechunk(raw_body)
+    } else {
+        raw_body.to_vec()
+    };
+    Ok(Resp {
+        status: resp.code.unwrap_or(0),
+        headers,
+        body: String::from_utf8_lossy(&body).to_string(),
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(pos) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&b[..pos]).trim(), 16).unwrap_or(0);
+        if size == 0 || b.len() < pos + 2 + size {
+            return out;
+        }
+        out.extend_from_slice(&b[pos + 2..pos + 2 + size]);
+        b = &b[(pos + 4 + size).min(b.len())..];
+    }
+}
+
+/// A request with `Connection: close`; `headers` are written as given.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Result<Resp, Box<dyn std::error::Error>> {
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{b}", b.len()));
+    } else {
+        req.push_str("\r\n");
+    }
+    raw(addr, req.as_bytes())
+}
+
+/// A proxied request carrying a bearer token.
+pub fn authed(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Result<Resp, Box<dyn std::error::Error>> {
+    let auth = format!("Bearer {token}");
+    let mut all = vec![("Authorization", auth.as_str())];
+    all.extend_from_slice(headers);
+    request(addr, method, target, &all, body)
+}
+
+/// An admin API request with the admin token.
+pub fn admin_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<Resp, Box<dyn std::error::Error>> {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    request(
+        addr,
+        method,
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    )
+}
+
+/// Polls until `f` holds or the timeout passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Polls a request until it answers `status` or the timeout passes.
+pub fn eventually_status(
+    timeout: Duration,
+    status: u16,
+    mut send: impl FnMut() -> Result<Resp, Box<dyn std::error::Error>>,
+) -> bool {
+    eventually(timeout, || send().is_ok_and(|r| r.status == status))
+}
