@@ -46,13 +46,14 @@ fn hot_path(c: &mut Criterion) {
         Ok(a) => a,
         Err(e) => panic!("{e}"),
     };
-    let issued = match rt.block_on(app.sessions.create(NewSession {
-        user_id: "user-1".into(),
-        business_id: "550e8400-e29b-41d4-a716-446655440000".into(),
-        host_id: "host-1".into(),
-        role: "user".into(),
-        ttl_secs: 3600,
-    })) {
+    let issued = match rt.block_on(app.sessions.create(NewSession::new(
+        "admin",
+        "user-1".into(),
+        "550e8400-e29b-41d4-a716-446655440000".into(),
+        "host-1".into(),
+        "user".into(),
+        3600,
+    ))) {
         Ok(i) => i,
         Err(e) => panic!("{e}"),
     };

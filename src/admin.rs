@@ -1,5 +1,7 @@
 //! The admin listener: health, readiness, metrics and the admin API.
 
+use crate::config::dialects::parse_uuid4;
+use crate::dialect::{rapidly, Problem};
 use crate::error::GateError;
 use crate::headers::is_header_safe;
 use crate::session::model::{is_valid_session_id, rfc3339, NewSession, Session};
@@ -149,13 +151,14 @@ pub fn parse_new_session(
             }
         },
     };
-    Ok(NewSession {
+    Ok(NewSession::new(
+        "admin",
         user_id,
         business_id,
         host_id,
         role,
         ttl_secs,
-    })
+    ))
 }
 
 impl AdminApp {
@@ -208,6 +211,9 @@ impl AdminApp {
         path: &str,
     ) -> Result<Response<Vec<u8>>, GateError> {
         let sessions = &self.app.sessions;
+        if let Some(id) = path.strip_prefix("/admin/customers/") {
+            return self.customers(http, method, id).await;
+        }
         if path == "/admin/sessions" {
             if method != Method::POST {
                 return Err(GateError::MethodNotAllowed);
@@ -259,6 +265,62 @@ impl AdminApp {
                     Err(GateError::NotFound)
                 }
             }
+            _ => Err(GateError::MethodNotAllowed),
+        }
+    }
+}
+
+/// A dialect problem on the admin API, in the admin API's error format.
+fn admin_error(p: Problem) -> GateError {
+    match p {
+        Problem::Unavailable => GateError::StoreUnavailable,
+        Problem::Internal => GateError::Internal,
+        other => GateError::BadRequest(other.to_string()),
+    }
+}
+
+impl AdminApp {
+    /// `PUT|GET|DELETE /admin/customers/{id}`: Rapidly customers (soft delete).
+    async fn customers(
+        &self,
+        http: &mut ServerSession,
+        method: Method,
+        id: &str,
+    ) -> Result<Response<Vec<u8>>, GateError> {
+        let Some(cfg) = &self.app.config.dialects.rapidly else {
+            return Err(GateError::NotFound);
+        };
+        let Some(id) = parse_uuid4(id) else {
+            return Err(GateError::NotFound);
+        };
+        match method {
+            Method::PUT => {
+                let body = read_body(http, self.app.config.admin.max_body_bytes).await?;
+                let customer =
+                    rapidly::parse_customer(&id, &body, &cfg.workspaces).map_err(admin_error)?;
+                let (customer, created) = rapidly::put_customer(&self.app, customer)
+                    .await
+                    .map_err(admin_error)?;
+                let value = serde_json::to_value(&customer).map_err(|_| GateError::Internal)?;
+                Ok(json_response(if created { 201 } else { 200 }, &value))
+            }
+            Method::GET => match rapidly::find_customer(&self.app, &id)
+                .await
+                .map_err(admin_error)?
+            {
+                Some(c) => {
+                    let value = serde_json::to_value(&c).map_err(|_| GateError::Internal)?;
+                    Ok(json_response(200, &value))
+                }
+                None => Err(GateError::NotFound),
+            },
+            Method::DELETE => match rapidly::delete_customer(&self.app, &id)
+                .await
+                .map_err(admin_error)?
+            {
+                Some(_) => Ok(respond(204, "application/json", Vec::new())),
+                None => Err(GateError::NotFound),
+            },
             _ => Err(GateError::MethodNotAllowed),
         }
     }

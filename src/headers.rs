@@ -146,6 +146,9 @@ mod tests {
             role: "agent".into(),
             created_at: 0,
             expires_at: i64::MAX,
+            source: "admin".into(),
+            external_id: None,
+            refresh_token_sha256: None,
         }
     }
 

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod dialect;
 pub mod error;
 pub mod headers;
 pub mod metrics;

@@ -23,7 +23,10 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     /// `sessiongate_store_duration_seconds{op}`.
     pub store_duration: HistogramVec,
-    /// `sessiongate_sessions_created_total{source}`: admin (dialects later).
+    /// `sessiongate_dialect_requests_total{dialect,status}`: requests to the session APIs the
+    /// gateway terminates (mottasl, amity, rapidly), by HTTP status.
+    pub dialect_requests: IntCounterVec,
+    /// `sessiongate_sessions_created_total{source}`: admin, mottasl, amity, rapidly.
     pub sessions_created: IntCounterVec,
     /// `sessiongate_sessions_revoked_total{source}`.
     pub sessions_revoked: IntCounterVec,
@@ -117,6 +120,17 @@ impl Metrics {
                 "op",
                 LATENCY_BUCKETS.to_vec(),
             )?,
+            dialect_requests: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "sessiongate_dialect_requests_total",
+                        "Requests to the session APIs the gateway terminates, by dialect and status.",
+                    ),
+                    &["dialect", "status"],
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
             sessions_created: counter(
                 &r,
                 "sessiongate_sessions_created_total",

@@ -2,6 +2,7 @@
 //! → upstream. Each hook only delegates; the steps live in `route`, `auth`, `session` and
 //! `headers`, and are tested there without a socket.
 
+use crate::dialect::{self, Endpoint};
 use crate::error::GateError;
 use crate::headers::{self, RewriteOptions};
 use crate::route::{self, Route};
@@ -54,8 +55,13 @@ impl Gateway {
         Gateway { app }
     }
 
-    /// Decides whether the request may go upstream, filling `ctx` on the way.
-    async fn admit(&self, session: &HttpSession, ctx: &mut RequestCtx) -> Result<(), GateError> {
+    /// Decides whether the request may go upstream, filling `ctx` on the way. `Some` names a
+    /// session API the gateway answers itself.
+    async fn admit(
+        &self,
+        session: &HttpSession,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Endpoint>, GateError> {
         let req = session.req_header();
         check_header_size(req, self.app.config.proxy.max_header_bytes)?;
         check_framing(req)?;
@@ -72,15 +78,86 @@ impl Gateway {
         }
         let path = route::normalize_path(req.uri.path())
             .map_err(|e| GateError::BadRequest(e.to_string()))?;
-        ctx.forward_uri = Some(forward_uri(&path, req.uri.query())?);
+        if let Some(ep) = dialect::endpoint(&path, &self.app.config.dialects) {
+            ctx.route = Some(Route::Dialect(ep));
+            return Ok(Some(ep));
+        }
+        let realtime = self.is_realtime(&path);
+        let query = match req.uri.query() {
+            // The realtime token never travels further than it has to.
+            Some(q) if realtime && !self.app.config.proxy.forward_authorization => {
+                without_param(q, "token")
+            }
+            other => other.map(str::to_string),
+        };
+        ctx.forward_uri = Some(forward_uri(&path, query.as_deref())?);
         let r = route::route(&path, &self.app.config.proxy.public_prefixes);
         ctx.route = Some(r);
         if r == Route::Public {
-            return Ok(());
+            return Ok(None);
         }
-        let token = bearer(req)?;
-        ctx.session = Some(self.app.sessions.authenticate(token).await?);
-        Ok(())
+        let session = match bearer(req) {
+            Ok(token) => self.app.sessions.authenticate(token).await?,
+            // Realtime sockets (Amity's SDK) carry the token in the query instead.
+            Err(GateError::MissingToken) if realtime => {
+                let token = dialect::query_param(req.uri.query(), "token")
+                    .filter(|t| !t.is_empty())
+                    .ok_or(GateError::MissingToken)?;
+                self.app.sessions.authenticate(&token).await?
+            }
+            Err(e) => return Err(e),
+        };
+        ctx.session = Some(session);
+        Ok(None)
+    }
+
+    fn is_realtime(&self, path: &str) -> bool {
+        self.app
+            .config
+            .dialects
+            .amity
+            .as_ref()
+            .is_some_and(|a| route::is_public(path, &a.realtime_paths))
+    }
+
+    /// Answers a session API request: reads the (bounded) body, lets the dialect handle it,
+    /// writes its reply. Every failure is in the dialect's own format.
+    async fn terminate(
+        &self,
+        session: &mut HttpSession,
+        ctx: &mut RequestCtx,
+        ep: Endpoint,
+    ) -> Result<()> {
+        ctx.outcome = "dialect";
+        let limit = self.app.config.dialects.max_body_bytes;
+        let reply = match read_body(session, limit).await {
+            Ok(body) => {
+                let req = session.req_header();
+                let request = dialect::Request {
+                    method: &req.method,
+                    query: req.uri.query(),
+                    headers: &req.headers,
+                    body: &body,
+                };
+                dialect::handle(&self.app, ep, &request).await
+            }
+            Err(problem) => {
+                // The rest of the body was not read: the connection cannot be reused.
+                session.set_keepalive(None);
+                dialect::render(ep.dialect(), &problem)
+            }
+        };
+        let mut resp = ResponseHeader::build(reply.status, Some(4 + reply.headers.len()))?;
+        resp.insert_header("content-type", reply.content_type)?;
+        resp.insert_header("content-length", reply.body.len().to_string())?;
+        resp.insert_header("cache-control", "no-store")?;
+        for (name, value) in reply.headers {
+            resp.append_header(name, value)?;
+        }
+        session.write_response_header(Box::new(resp), false).await?;
+        session
+            .write_response_body(Some(Bytes::from(reply.body)), true)
+            .await
     }
 
     async fn reject(
@@ -105,6 +182,51 @@ impl Gateway {
         session.set_keepalive(None);
         write_error(session, err).await
     }
+}
+
+/// Reads a request body of at most `limit` bytes.
+async fn read_body(session: &mut HttpSession, limit: usize) -> Result<Vec<u8>, dialect::Problem> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(dialect::Problem::PayloadTooLarge(limit));
+    }
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(dialect::Problem::PayloadTooLarge(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => {
+                return Err(dialect::Problem::Malformed(
+                    "could not read the request body".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// `query` without any `name=...` parameter (names compared after percent-decoding); the
+/// other parameters are kept byte for byte.
+fn without_param(query: &str, name: &str) -> Option<String> {
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split('=').next().unwrap_or_default();
+            form_urlencoded::parse(key.as_bytes())
+                .next()
+                .is_none_or(|(k, _)| k != name)
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
 }
 
 /// Writes a gateway error as JSON.
@@ -216,7 +338,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
         let flow = match self.admit(session, ctx).await {
-            Ok(()) => Flow::Continue,
+            Ok(None) => Flow::Continue,
+            Ok(Some(ep)) => {
+                self.terminate(session, ctx, ep).await?;
+                Flow::Responded
+            }
             Err(e) => {
                 self.reject(session, ctx, &e).await?;
                 Flow::Responded
@@ -314,7 +440,7 @@ impl ProxyHttp for Gateway {
             .observe(ctx.started.elapsed().as_secs_f64());
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
-        if ctx.outcome == "forwarded" || ctx.outcome == "public" {
+        if matches!(ctx.outcome, "forwarded" | "public" | "dialect") {
             tracing::debug!(method = %req.method, path = req.uri.path(), status, outcome = ctx.outcome, "request");
         } else {
             tracing::info!(
@@ -390,6 +516,23 @@ mod tests {
             Err(GateError::MissingToken)
         ));
         Ok(())
+    }
+
+    #[test]
+    fn realtime_token_is_dropped_from_the_query() {
+        assert_eq!(
+            without_param("token=abc&EIO=3&transport=websocket", "token").as_deref(),
+            Some("EIO=3&transport=websocket")
+        );
+        assert_eq!(
+            without_param("a=%20x&%74oken=abc", "token").as_deref(),
+            Some("a=%20x")
+        );
+        assert_eq!(without_param("token=abc", "token"), None);
+        assert_eq!(
+            without_param("tokens=1", "token").as_deref(),
+            Some("tokens=1")
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@ pub enum Route {
     Protected,
     /// Forwarded without authentication and without identity.
     Public,
+    /// A session API the gateway answers itself (never forwarded).
+    Dialect(crate::dialect::Endpoint),
 }
 
 /// Why a path cannot be normalised.

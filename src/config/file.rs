@@ -58,6 +58,9 @@ pub struct FileConfig {
     /// `[admin]`
     #[serde(default)]
     pub admin: AdminSection,
+    /// `[dialects]`
+    #[serde(default)]
+    pub dialects: DialectsSection,
 }
 
 /// `[server]`: listeners and process settings.
@@ -169,4 +172,160 @@ pub struct AdminSection {
     pub token: Option<SecretSource>,
     /// Largest admin request body accepted.
     pub max_body_bytes: Option<usize>,
+}
+
+/// `[dialects]`: the provider session APIs the gateway terminates itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DialectsSection {
+    /// Largest request body a dialect endpoint reads (default 64 KiB); 413 beyond.
+    pub max_body_bytes: Option<usize>,
+    /// `[dialects.mottasl]`
+    pub mottasl: Option<MottaslSection>,
+    /// `[dialects.amity]`
+    pub amity: Option<AmitySection>,
+    /// `[dialects.rapidly]`
+    pub rapidly: Option<RapidlySection>,
+}
+
+/// `[dialects.mottasl]`: `POST /v1/app/user.new.session`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MottaslSection {
+    /// Whether the endpoint is served (default true when the section exists).
+    pub enabled: Option<bool>,
+    /// Integration tokens.
+    #[serde(default)]
+    pub credentials: Vec<MottaslCredentialSection>,
+}
+
+/// One Mottasl integration token and its scope.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MottaslCredentialSection {
+    /// A name for logs and metrics (never the token).
+    pub name: Option<String>,
+    /// The bearer token (inline, `{env}` or `{file}`).
+    pub token: Option<SecretSource>,
+    /// Or its SHA-256, hex, so the config holds no plaintext.
+    pub token_sha256: Option<String>,
+    /// Businesses it may create sessions for.
+    #[serde(default)]
+    pub businesses: Vec<String>,
+    /// Roles it may grant.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Host ids a request may ask for with `?host_id=` (empty: any).
+    #[serde(default)]
+    pub allowed_host_ids: Vec<String>,
+    /// Host id when the request names none.
+    pub default_host_id: Option<String>,
+    /// Session lifetime.
+    pub session_ttl_seconds: Option<u64>,
+    /// `channels` reported in the response.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// `billing_source` reported in the response.
+    pub billing_source: Option<String>,
+    /// `user_details.language` reported in the response.
+    pub language: Option<String>,
+}
+
+/// `[dialects.amity]`: `POST /api/v3|v4|v5/sessions` and the calls the SDK's login makes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmitySection {
+    /// Whether the endpoints are served (default true when the section exists).
+    pub enabled: Option<bool>,
+    /// Path prefixes (realtime sockets) where the access token may come in a `token` query
+    /// parameter instead of the `Authorization` header.
+    #[serde(default)]
+    pub realtime_paths: Vec<String>,
+    /// Lifetime of secure-mode auth tokens.
+    pub auth_token_ttl_seconds: Option<u64>,
+    /// Networks (one API key each).
+    #[serde(default)]
+    pub networks: Vec<AmityNetworkSection>,
+}
+
+/// One Amity network.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmityNetworkSection {
+    /// A name for logs and metrics.
+    pub name: Option<String>,
+    /// The network id: `x-hasura-business-id` of its sessions.
+    pub network_id: Option<String>,
+    /// `x-api-key` (inline, `{env}` or `{file}`).
+    pub api_key: Option<SecretSource>,
+    /// Or its SHA-256, hex.
+    pub api_key_sha256: Option<String>,
+    /// Secure mode: session creation needs an auth token from the server-key endpoint.
+    pub secure: Option<bool>,
+    /// The server key (`x-server-key`), required in secure mode.
+    pub server_key: Option<SecretSource>,
+    /// Or its SHA-256, hex (it then also keys the auth tokens: keep it secret).
+    pub server_key_sha256: Option<String>,
+    /// `x-host-id` of its sessions.
+    pub default_host_id: Option<String>,
+    /// `x-hasura-role` of its sessions (default `user`).
+    pub role: Option<String>,
+    /// Session lifetime.
+    pub session_ttl_seconds: Option<u64>,
+    /// Served at `GET /api/v3/network-settings/chat` (default: message preview off).
+    pub chat_settings: Option<toml::Value>,
+}
+
+/// `[dialects.rapidly]`: `POST /api/customer-sessions/`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RapidlySection {
+    /// Whether the endpoint is served (default true when the section exists).
+    pub enabled: Option<bool>,
+    /// Workspaces (one access token each).
+    #[serde(default)]
+    pub workspaces: Vec<RapidlyWorkspaceSection>,
+    /// Customers provisioned from the config on first use (the admin API manages others).
+    #[serde(default)]
+    pub customers: Vec<RapidlyCustomerSection>,
+}
+
+/// One Rapidly workspace and its access token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RapidlyWorkspaceSection {
+    /// A name for logs and metrics.
+    pub name: Option<String>,
+    /// Workspace id: `x-hasura-business-id` of its sessions.
+    pub workspace_id: Option<String>,
+    /// Workspace access token (inline, `{env}` or `{file}`).
+    pub token: Option<SecretSource>,
+    /// Or its SHA-256, hex.
+    pub token_sha256: Option<String>,
+    /// Scopes the token carries (default `customer_sessions:write`).
+    pub scopes: Option<Vec<String>>,
+    /// `x-host-id` of its sessions.
+    pub default_host_id: Option<String>,
+    /// Session lifetime.
+    pub session_ttl_seconds: Option<u64>,
+    /// Whether `member_id` / `external_member_id` are accepted.
+    pub member_model_enabled: Option<bool>,
+    /// Customer portal base URL; the response's `customer_portal_url` adds the token.
+    pub portal_base_url: Option<String>,
+}
+
+/// A customer provisioned from the config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RapidlyCustomerSection {
+    /// UUIDv4.
+    pub id: String,
+    /// Workspace it belongs to.
+    pub workspace_id: String,
+    /// Email.
+    pub email: Option<String>,
+    /// Name.
+    pub name: Option<String>,
+    /// External id.
+    pub external_id: Option<String>,
 }

@@ -4,10 +4,12 @@
 //! config file > built-in defaults. Every problem is collected and reported at once, each
 //! naming its key, so `sessiongate check` shows the whole list in one run.
 
+pub mod dialects;
 pub mod env;
 pub mod file;
 
 use crate::secret::Secret;
+use dialects::{CredentialDigest, DialectsConfig};
 use env::EnvSource;
 use file::{FileConfig, SecretSource};
 use jsonwebtoken::Algorithm;
@@ -21,6 +23,11 @@ use std::time::Duration;
 pub const DEVELOPMENT_SECRETS: &[&str] = &[
     "dev-admin-token-not-for-production",
     "dev-only-hs256-secret-change-me-0123456789abcdef",
+    "dev-mottasl-token",
+    "dev-amity-api-key",
+    "dev-amity-secure-key",
+    "dev-amity-server-key",
+    "dev-rapidly-token",
 ];
 
 /// One problem in the configuration, naming its key.
@@ -190,6 +197,8 @@ pub struct Config {
     pub tokens: TokenConfig,
     /// Admin API.
     pub admin: AdminConfig,
+    /// Session dialects (Mottasl, Amity, Rapidly).
+    pub dialects: DialectsConfig,
 }
 
 impl Config {
@@ -242,6 +251,29 @@ impl Config {
                 if is_dev(s) {
                     found.push("tokens.keys.secret");
                 }
+            }
+        }
+        let dev_digests: Vec<CredentialDigest> = DEVELOPMENT_SECRETS
+            .iter()
+            .map(|s| CredentialDigest::of(s.as_bytes()))
+            .collect();
+        let is_dev_digest = |d: &CredentialDigest| dev_digests.contains(d);
+        let d = &self.dialects;
+        if let Some(m) = &d.mottasl {
+            if m.credentials.iter().any(|c| is_dev_digest(&c.digest)) {
+                found.push("dialects.mottasl.credentials");
+            }
+        }
+        if let Some(a) = &d.amity {
+            if a.networks.iter().any(|n| {
+                is_dev_digest(&n.digest) || n.server_key.as_ref().is_some_and(is_dev_digest)
+            }) {
+                found.push("dialects.amity.networks");
+            }
+        }
+        if let Some(r) = &d.rapidly {
+            if r.workspaces.iter().any(|w| is_dev_digest(&w.digest)) {
+                found.push("dialects.rapidly.workspaces");
             }
         }
         found
@@ -397,6 +429,11 @@ impl Validator<'_> {
             ttl: Duration::from_secs(self.positive("cache.ttl_seconds", f.cache.ttl_seconds, 30)),
         };
         let tokens = self.tokens(f.tokens);
+        let ttls = dialects::Ttls {
+            default: tokens.as_ref().map_or(3600, |t| t.default_ttl.as_secs()),
+            max: tokens.as_ref().map_or(30 * 86_400, |t| t.max_ttl.as_secs()),
+        };
+        let dialects = self.dialects(f.dialects, &ttls);
         let admin_token = self.secret_with_env(
             "admin.token",
             env::ADMIN_TOKEN,
@@ -437,6 +474,7 @@ impl Validator<'_> {
                 token: admin_token?,
                 max_body_bytes,
             },
+            dialects,
         })
     }
 

@@ -185,6 +185,7 @@ mod tests {
     use super::*;
     use crate::session::memory::MemoryStore;
     use crate::session::model::new_session_id;
+    use crate::session::store::{RecordKey, WriteMode};
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -211,6 +212,29 @@ mod tests {
         async fn delete(&self, id: &str) -> Result<bool, StoreError> {
             self.inner.delete(id).await
         }
+        async fn record_get(&self, key: &RecordKey) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.record_get(key).await
+        }
+        async fn record_put(
+            &self,
+            key: &RecordKey,
+            value: &[u8],
+            mode: WriteMode,
+            ttl: Option<Duration>,
+        ) -> Result<bool, StoreError> {
+            self.inner.record_put(key, value, mode, ttl).await
+        }
+        async fn record_swap(
+            &self,
+            key: &RecordKey,
+            value: &[u8],
+            ttl: Option<Duration>,
+        ) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.record_swap(key, value, ttl).await
+        }
+        async fn record_delete(&self, key: &RecordKey) -> Result<bool, StoreError> {
+            self.inner.record_delete(key).await
+        }
         async fn ping(&self) -> Result<(), StoreError> {
             Ok(())
         }
@@ -229,6 +253,9 @@ mod tests {
             role: "user".into(),
             created_at: now,
             expires_at: now + ttl,
+            source: "admin".into(),
+            external_id: None,
+            refresh_token_sha256: None,
         }
     }
 

@@ -1,15 +1,30 @@
 //! In-process store: the embedded default. Sessions are lost on restart.
 
 use super::model::{now_unix, Session};
-use super::store::{SessionStore, StoreError};
+use super::store::{RecordKey, SessionStore, StoreError, WriteMode};
 use async_trait::async_trait;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-/// A `HashMap` behind a mutex; the lock is never held across an `.await`.
+/// A record's value and when it stops existing.
+#[derive(Debug)]
+struct Record {
+    value: Vec<u8>,
+    expires: Option<Instant>,
+}
+
+impl Record {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|e| now < e)
+    }
+}
+
+/// `HashMap`s behind mutexes; a lock is never held across an `.await`.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     sessions: Mutex<HashMap<String, Session>>,
+    records: Mutex<HashMap<RecordKey, Record>>,
 }
 
 impl MemoryStore {
@@ -22,6 +37,26 @@ impl MemoryStore {
         self.sessions
             .lock()
             .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))
+    }
+
+    fn records(&self) -> Result<MutexGuard<'_, HashMap<RecordKey, Record>>, StoreError> {
+        let mut map = self
+            .records
+            .lock()
+            .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))?;
+        // Sweep expired records now and then so memory stays bounded by live ones.
+        if map.len() % 1024 == 1023 {
+            let now = Instant::now();
+            map.retain(|_, r| r.live(now));
+        }
+        Ok(map)
+    }
+}
+
+fn record(value: &[u8], ttl: Option<Duration>) -> Record {
+    Record {
+        value: value.to_vec(),
+        expires: ttl.map(|t| Instant::now() + t),
     }
 }
 
@@ -52,6 +87,47 @@ impl SessionStore for MemoryStore {
 
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
         Ok(self.lock()?.remove(session_id).is_some())
+    }
+
+    async fn record_get(&self, key: &RecordKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let now = Instant::now();
+        Ok(self
+            .records()?
+            .get(key)
+            .filter(|r| r.live(now))
+            .map(|r| r.value.clone()))
+    }
+
+    async fn record_put(
+        &self,
+        key: &RecordKey,
+        value: &[u8],
+        mode: WriteMode,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut map = self.records()?;
+        if mode == WriteMode::IfAbsent && map.get(key).is_some_and(|r| r.live(now)) {
+            return Ok(false);
+        }
+        map.insert(key.clone(), record(value, ttl));
+        Ok(true)
+    }
+
+    async fn record_swap(
+        &self,
+        key: &RecordKey,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let now = Instant::now();
+        let previous = self.records()?.insert(key.clone(), record(value, ttl));
+        Ok(previous.filter(|r| r.live(now)).map(|r| r.value))
+    }
+
+    async fn record_delete(&self, key: &RecordKey) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        Ok(self.records()?.remove(key).is_some_and(|r| r.live(now)))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

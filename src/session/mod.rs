@@ -2,6 +2,7 @@
 //! one service every creation path (admin API now, dialects later) goes through.
 
 pub mod cache;
+pub mod directory;
 pub mod memory;
 pub mod model;
 pub mod redis;
@@ -10,7 +11,8 @@ pub mod store;
 use crate::auth::{Claims, KeySet};
 use crate::error::GateError;
 use cache::{LookupError, SessionCache};
-use model::{new_session_id, now_unix, NewSession, Session};
+use directory::Directory;
+use model::{new_session_id, now_unix, random_token, sha256_hex, NewSession, Session};
 use std::sync::Arc;
 
 /// A session just created, with its access token.
@@ -20,6 +22,8 @@ pub struct Issued {
     pub session: Session,
     /// Signed access token (a secret: never log it).
     pub access_token: String,
+    /// Opaque refresh token, when one was asked for (a secret: never log it).
+    pub refresh_token: Option<String>,
 }
 
 /// A token that already verified: its session id and expiry.
@@ -48,6 +52,7 @@ impl moka::Expiry<String, Verified> for VerifiedExpiry {
 /// Creates, looks up and revokes sessions; knows nothing of HTTP dialects.
 pub struct Sessions {
     cache: SessionCache,
+    directory: Directory,
     keys: Arc<KeySet>,
     /// Signature checks dominate the hot path, so a token that verified once is remembered
     /// (bounded, never past its `exp` or the cache TTL). Its session is still looked up on
@@ -78,6 +83,7 @@ impl Sessions {
             .expire_after(VerifiedExpiry { max: ttl })
             .build();
         Sessions {
+            directory: Directory::new(cache.store().clone()),
             cache,
             keys,
             verified,
@@ -87,6 +93,11 @@ impl Sessions {
     /// The cache (and through it, the store).
     pub fn cache(&self) -> &SessionCache {
         &self.cache
+    }
+
+    /// Users, customers and device bindings, in the same store as the sessions.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
     }
 
     /// The key set.
@@ -99,6 +110,7 @@ impl Sessions {
     pub async fn create(&self, new: NewSession) -> Result<Issued, GateError> {
         let now = now_unix();
         let ttl = i64::try_from(new.ttl_secs).map_err(|_| GateError::Internal)?;
+        let refresh_token = new.with_refresh_token.then(random_token);
         let session = Session {
             session_id: new_session_id(),
             user_id: new.user_id,
@@ -107,6 +119,9 @@ impl Sessions {
             role: new.role,
             created_at: now,
             expires_at: now.saturating_add(ttl),
+            source: new.source.to_string(),
+            external_id: new.external_id,
+            refresh_token_sha256: refresh_token.as_deref().map(sha256_hex),
         };
         let claims = Claims {
             iss: self.keys.issuer().to_string(),
@@ -128,6 +143,7 @@ impl Sessions {
         Ok(Issued {
             session,
             access_token,
+            refresh_token,
         })
     }
 

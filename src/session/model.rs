@@ -21,6 +21,15 @@ pub struct Session {
     pub created_at: i64,
     /// Unix seconds; the session is refused from this instant on.
     pub expires_at: i64,
+    /// What created it: `admin`, `mottasl`, `amity` or `rapidly`.
+    #[serde(default)]
+    pub source: String,
+    /// The dialect's own id of this session (Rapidly's customer-session `id`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// SHA-256 (hex) of the refresh token issued with it; the token itself is never kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_sha256: Option<String>,
 }
 
 impl Session {
@@ -48,6 +57,35 @@ pub struct NewSession {
     pub role: String,
     /// Lifetime in seconds (already bounded by config).
     pub ttl_secs: u64,
+    /// What is creating it (a metrics label and part of the stored session).
+    pub source: &'static str,
+    /// The dialect's own id for the session, if it has one.
+    pub external_id: Option<String>,
+    /// Whether to issue a refresh token with it.
+    pub with_refresh_token: bool,
+}
+
+impl NewSession {
+    /// A session without dialect data.
+    pub fn new(
+        source: &'static str,
+        user_id: String,
+        business_id: String,
+        host_id: String,
+        role: String,
+        ttl_secs: u64,
+    ) -> Self {
+        NewSession {
+            user_id,
+            business_id,
+            host_id,
+            role,
+            ttl_secs,
+            source,
+            external_id: None,
+            with_refresh_token: false,
+        }
+    }
 }
 
 /// 256 random bits, base64url without padding (43 characters).
@@ -64,6 +102,17 @@ pub fn is_valid_session_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// 256 random bits as 43 URL-safe characters: refresh tokens and other opaque secrets.
+pub fn random_token() -> String {
+    new_session_id()
+}
+
+/// Hex SHA-256 of a secret, the only form in which issued secrets are stored.
+pub fn sha256_hex(value: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(value.as_bytes()))
 }
 
 /// Current unix time in seconds.

@@ -2,9 +2,10 @@
 //! Redis expires them by itself and sessions survive gateway restarts.
 
 use super::model::{now_unix, Session};
-use super::store::{SessionStore, StoreError};
+use super::store::{RecordKey, SessionStore, StoreError, WriteMode};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tokio::runtime::Handle;
 
@@ -12,6 +13,17 @@ use tokio::runtime::Handle;
 /// on one slot when Cluster support arrives.
 pub fn session_key(session_id: &str) -> String {
     format!("sg:sess:{{{session_id}}}")
+}
+
+/// Key of a directory record: the id is hashed, so any bytes a client sent (a user id, a
+/// device id) make a fixed-size, injection-free key; the hash is also the Cluster hash tag.
+pub fn record_key(key: &RecordKey) -> String {
+    let digest = Sha256::digest(key.id.as_bytes());
+    format!("sg:{}:{{{}}}", key.kind, hex::encode(&digest[..16]))
+}
+
+fn ttl_ms(ttl: Option<Duration>) -> Option<u64> {
+    ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1))
 }
 
 /// A current-thread Tokio runtime on its own thread, owning the Redis connection's driver
@@ -150,6 +162,54 @@ impl SessionStore for RedisStore {
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(session_key(session_id));
+        let n: i64 = self.run(cmd).await?;
+        Ok(n > 0)
+    }
+
+    async fn record_get(&self, key: &RecordKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(record_key(key));
+        self.run(cmd).await
+    }
+
+    async fn record_put(
+        &self,
+        key: &RecordKey,
+        value: &[u8],
+        mode: WriteMode,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(record_key(key)).arg(value);
+        if let Some(ms) = ttl_ms(ttl) {
+            cmd.arg("PX").arg(ms);
+        }
+        if mode == WriteMode::IfAbsent {
+            cmd.arg("NX");
+        }
+        // SET answers OK, or nil when NX found the key.
+        let reply: Option<String> = self.run(cmd).await?;
+        Ok(reply.is_some())
+    }
+
+    async fn record_swap(
+        &self,
+        key: &RecordKey,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(record_key(key)).arg(value);
+        if let Some(ms) = ttl_ms(ttl) {
+            cmd.arg("PX").arg(ms);
+        }
+        cmd.arg("GET");
+        self.run(cmd).await
+    }
+
+    async fn record_delete(&self, key: &RecordKey) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(record_key(key));
         let n: i64 = self.run(cmd).await?;
         Ok(n > 0)
     }

@@ -2,6 +2,26 @@
 
 use super::model::Session;
 use async_trait::async_trait;
+use std::time::Duration;
+
+/// Key of a directory record (a user, a customer, a device binding): a kind and an id unique
+/// within that kind. Stores treat both as opaque and never parse the value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RecordKey {
+    /// Short, fixed namespace such as `user` or `device`.
+    pub kind: &'static str,
+    /// Identifier within the kind; any bytes (the Redis store hashes it into the key).
+    pub id: String,
+}
+
+/// How [`SessionStore::record_put`] treats an existing record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Create or replace.
+    Upsert,
+    /// Create only; an existing record is left alone and `Ok(false)` returned.
+    IfAbsent,
+}
 
 /// A store operation failed; the session's state is unknown, so callers fail closed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -23,6 +43,26 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn get(&self, session_id: &str) -> Result<Option<Session>, StoreError>;
     /// Deletes a session; `Ok(false)` when there was none.
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError>;
+    /// A directory record's value.
+    async fn record_get(&self, key: &RecordKey) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes a directory record (expiring after `ttl` when given); `Ok(false)` when
+    /// `IfAbsent` found one already.
+    async fn record_put(
+        &self,
+        key: &RecordKey,
+        value: &[u8],
+        mode: WriteMode,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError>;
+    /// Replaces a record atomically and returns the previous value.
+    async fn record_swap(
+        &self,
+        key: &RecordKey,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Deletes a record; `Ok(false)` when there was none.
+    async fn record_delete(&self, key: &RecordKey) -> Result<bool, StoreError>;
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
     /// Short name for logs and metrics.

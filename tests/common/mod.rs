@@ -129,6 +129,16 @@ impl Redis {
         Ok(out)
     }
 
+    /// How many keys match `pattern` (`KEYS`; test data sets are tiny).
+    pub fn key_count(&self, pattern: &str) -> Result<usize, Box<dyn std::error::Error>> {
+        let reply = self.command(&format!("KEYS {pattern}"))?;
+        let first = reply.lines().next().unwrap_or_default();
+        Ok(first
+            .strip_prefix('*')
+            .ok_or_else(|| format!("unexpected KEYS reply {first:?}"))?
+            .parse()?)
+    }
+
     /// How many times `cmd` ran, from `INFO commandstats`.
     pub fn calls(&self, cmd: &str) -> Result<u64, Box<dyn std::error::Error>> {
         let info = self.command("INFO commandstats")?;
