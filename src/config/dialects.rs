@@ -282,8 +282,8 @@ impl Validator<'_> {
             }
             (None, None) => {
                 self.issue(
-                    key,
-                    format!("{plain_name} (or {plain_name}_sha256) is required"),
+                    format!("{key}.{plain_name}"),
+                    format!("is required (or {plain_name}_sha256)"),
                 );
                 None
             }

@@ -848,6 +848,115 @@ mod tests {
         }
     }
 
+    fn issue_keys(text: &str) -> Vec<String> {
+        match Config::from_toml(text, &no_env()) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError(issues)) => issues.into_iter().map(|i| i.key).collect(),
+        }
+    }
+
+    const BASE: &str = r#"
+        [tokens]
+        signing_kid = "k"
+        [[tokens.keys]]
+        kid = "k"
+        algorithm = "HS256"
+        secret = "a-test-secret-of-at-least-32-bytes-long"
+        [admin]
+        token = "an-admin-token-0123"
+    "#;
+
+    #[test]
+    fn dialect_config_problems_name_their_keys() {
+        let text = format!(
+            r#"{BASE}
+            [[dialects.mottasl.credentials]]
+            token = "a-token-123"
+            token_sha256 = "abcd"
+            roles = []
+            default_host_id = " bad host "
+            session_ttl_seconds = 0
+            [[dialects.amity.networks]]
+            network_id = "n"
+            api_key = "key-12345678"
+            secure = true
+            default_host_id = "h"
+            [[dialects.amity.networks]]
+            network_id = "n"
+            api_key = "key-12345678"
+            default_host_id = "h"
+            [[dialects.amity.networks]]
+            network_id = "n"
+            api_key = "key-12345678"
+            default_host_id = "h"
+            [[dialects.rapidly.workspaces]]
+            workspace_id = "w"
+            token_sha256 = "not-hex"
+            default_host_id = "h"
+            [[dialects.rapidly.customers]]
+            id = "not-a-uuid"
+            workspace_id = "elsewhere"
+            "#
+        );
+        let keys = issue_keys(&text);
+        for expected in [
+            "dialects.mottasl.credentials[0]",
+            "dialects.mottasl.credentials[0].businesses",
+            "dialects.mottasl.credentials[0].roles",
+            "dialects.mottasl.credentials[0].default_host_id",
+            "dialects.mottasl.credentials[0].session_ttl_seconds",
+            "dialects.amity.networks[0].server_key",
+            "dialects.amity.networks[2].network_id",
+            "dialects.amity.networks[2]",
+            "dialects.rapidly.workspaces[0].token_sha256",
+            "dialects.rapidly.workspaces[0].portal_base_url",
+            "dialects.rapidly.customers[0].id",
+            "dialects.rapidly.customers[0].workspace_id",
+        ] {
+            assert!(
+                keys.iter().any(|k| k == expected),
+                "{expected} not reported in {keys:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn dialects_are_off_unless_configured_and_digests_work() -> Result<(), ConfigError> {
+        let c = Config::from_toml(BASE, &no_env())?;
+        assert!(c.dialects.mottasl.is_none() && c.dialects.amity.is_none());
+        let shipped = Config::from_toml(SHIPPED, &no_env())?;
+        assert!(shipped.dialects.mottasl.is_some());
+        assert!(shipped.dialects.amity.is_some());
+        assert!(shipped.dialects.rapidly.is_some());
+        let dev = shipped.development_credentials();
+        for key in [
+            "dialects.mottasl.credentials",
+            "dialects.amity.networks",
+            "dialects.rapidly.workspaces",
+        ] {
+            assert!(dev.contains(&key), "{key} not flagged as development");
+        }
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"from-a-digest-1"));
+        let text = format!(
+            r#"{BASE}
+            [dialects.mottasl]
+            enabled = true
+            [[dialects.mottasl.credentials]]
+            token_sha256 = "{digest}"
+            businesses = ["b"]
+            roles = ["user"]
+            default_host_id = "h"
+            [dialects.amity]
+            enabled = false
+            "#
+        );
+        let c = Config::from_toml(&text, &no_env())?;
+        let m = c.dialects.mottasl.ok_or_else(|| ConfigError(Vec::new()))?;
+        assert!(dialects::find_credential(&m.credentials, b"from-a-digest-1").is_some());
+        assert!(c.dialects.amity.is_none(), "enabled = false turns it off");
+        Ok(())
+    }
+
     #[test]
     fn unknown_key_is_an_error_naming_it() {
         let Err(e) = Config::from_toml("[server]\nlisen = \"127.0.0.1:1\"\n", &no_env()) else {
