@@ -97,5 +97,64 @@ fn hot_path(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, hot_path);
+/// Session creation through each dialect, without sockets: parsing alone, and Mottasl's
+/// whole handler (credential lookup, parse, user upsert, token signing, store write) on the
+/// memory store.
+fn dialects(c: &mut Criterion) {
+    use sessiongate::dialect::{self, amity, mottasl, rapidly, Endpoint};
+    let mottasl_body = include_bytes!("../tests/fixtures/dialects/mottasl/request.json");
+    let amity_body = include_bytes!("../tests/fixtures/dialects/amity/request.json");
+    let rapidly_body = include_bytes!("../tests/fixtures/dialects/rapidly/request.json");
+    c.bench_function("parse_mottasl", |b| {
+        b.iter(|| black_box(mottasl::parse(Some("host_id=xyz"), black_box(mottasl_body))))
+    });
+    c.bench_function("parse_amity", |b| {
+        b.iter(|| black_box(amity::parse(black_box(amity_body))))
+    });
+    c.bench_function("parse_rapidly", |b| {
+        b.iter(|| black_box(rapidly::parse(black_box(rapidly_body), false)))
+    });
+
+    let env: HashMap<String, String> = HashMap::new();
+    let config = match Config::from_toml(CONFIG, &env) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("{e}"),
+    };
+    let app = match sessiongate::build_app(config) {
+        Ok(a) => a,
+        Err(e) => panic!("{e}"),
+    };
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_static("Bearer dev-mottasl-token"),
+    );
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    let method = http::Method::POST;
+    c.bench_function("mottasl_new_session_memory_store", |b| {
+        b.iter(|| {
+            let req = dialect::Request {
+                method: &method,
+                query: Some("host_id=xyz"),
+                headers: &headers,
+                body: mottasl_body,
+            };
+            let reply = rt.block_on(dialect::handle(&app, Endpoint::MottaslNewSession, &req));
+            assert_eq!(reply.status, 200);
+            reply
+        })
+    });
+}
+
+criterion_group!(benches, hot_path, dialects);
 criterion_main!(benches);

@@ -177,6 +177,7 @@ impl FieldProblem {
         match &self.kind {
             FieldKind::Missing => format!("{f} is required"),
             FieldKind::Type(t) => format!("{f} must be {t}"),
+            FieldKind::TooShort(1) => format!("{f} must not be empty"),
             FieldKind::TooShort(n) => format!("{f} must be at least {n} characters long"),
             FieldKind::TooLong(n) => format!("{f} must be at most {n} characters long"),
             FieldKind::Format(what) => format!("{f} must be a valid {what}"),

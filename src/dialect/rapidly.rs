@@ -91,7 +91,9 @@ pub fn parse(body: &[u8], member_model_enabled: bool) -> Result<CreateSession, P
         .ok_or_else(|| field(&["customer_id"], FieldKind::Missing))?;
     let return_url = f.opt_string("return_url", Len { min: 1, max: 2083 })?;
     if let Some(u) = &return_url {
-        if url::Url::parse(u).is_err() {
+        // Only web URLs: the portal renders it as a back link, and `javascript:` or `data:`
+        // there would be script injection.
+        if !url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
             return Err(field(&["return_url"], FieldKind::Format("URL")));
         }
     }
@@ -551,6 +553,10 @@ mod tests {
         );
         assert_eq!(
             d(json!({"customer_id": CUSTOMER_ID, "return_url": "not a url"}))["type"],
+            "url_parsing"
+        );
+        assert_eq!(
+            d(json!({"customer_id": CUSTOMER_ID, "return_url": "javascript:alert(1)"}))["type"],
             "url_parsing"
         );
         let member = d(json!({"customer_id": CUSTOMER_ID, "member_id": CUSTOMER_ID}));
