@@ -220,11 +220,12 @@ impl AdminApp {
             }
             let tokens = &self.app.config.tokens;
             let body = read_body(http, self.app.config.admin.max_body_bytes).await?;
-            let new = parse_new_session(
+            let mut new = parse_new_session(
                 &body,
                 tokens.default_ttl.as_secs(),
                 tokens.max_ttl.as_secs(),
             )?;
+            new.with_refresh_token = true;
             let issued = sessions.create(new).await?;
             self.app
                 .metrics
@@ -237,6 +238,7 @@ impl AdminApp {
                 &json!({
                     "session_id": issued.session.session_id,
                     "access_token": issued.access_token,
+                    "refresh_token": issued.refresh_token,
                     "expires_at": rfc3339(issued.session.expires_at),
                 }),
             ));

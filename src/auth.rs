@@ -278,6 +278,7 @@ mod tests {
             leeway_seconds: 0,
             default_ttl: Duration::from_secs(60),
             max_ttl: Duration::from_secs(600),
+            access_ttl: None,
             signing_kid: signing.into(),
             keys,
         }

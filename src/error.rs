@@ -17,6 +17,12 @@ pub enum GateError {
     /// The session exists but is past its `expires_at`.
     #[error("the session has expired")]
     SessionExpired,
+    /// The refresh token is malformed, unknown, or its session is gone.
+    #[error("the refresh token is invalid or expired")]
+    InvalidRefreshToken,
+    /// The refresh token was already used: the session has been revoked.
+    #[error("the refresh token was already used; the session has been revoked")]
+    RefreshTokenReused,
     /// The session store could not be asked; fail closed.
     #[error("the session store is unavailable")]
     StoreUnavailable,
@@ -80,6 +86,8 @@ impl GateError {
             GateError::InvalidToken(_) => (401, "invalid_token", Some(BEARER_INVALID)),
             GateError::SessionNotFound => (401, "invalid_token", Some(BEARER_INVALID)),
             GateError::SessionExpired => (401, "invalid_token", Some(BEARER_INVALID)),
+            GateError::InvalidRefreshToken => (401, "invalid_grant", None),
+            GateError::RefreshTokenReused => (401, "invalid_grant", None),
             GateError::StoreUnavailable => (503, "store_unavailable", None),
             GateError::BadRequest(_) => (400, "bad_request", None),
             GateError::InvalidField { .. } => (400, "invalid_request", None),
@@ -115,6 +123,8 @@ impl GateError {
             GateError::InvalidToken(e) => Some(e.reason()),
             GateError::SessionNotFound => Some("session_not_found"),
             GateError::SessionExpired => Some("session_expired"),
+            GateError::InvalidRefreshToken => Some("invalid_refresh_token"),
+            GateError::RefreshTokenReused => Some("refresh_token_reused"),
             _ => None,
         }
     }

@@ -148,7 +148,6 @@ mod tests {
             expires_at: i64::MAX,
             source: "admin".into(),
             external_id: None,
-            refresh_token_sha256: None,
         }
     }
 

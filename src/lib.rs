@@ -71,7 +71,13 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
     metrics
         .development_credentials
         .set(i64::from(!config.development_credentials().is_empty()));
-    let sessions = Sessions::new(cache, keys, config.cache.max_entries, config.cache.ttl);
+    let sessions = Sessions::new(
+        cache,
+        keys,
+        config.cache.max_entries,
+        config.cache.ttl,
+        config.tokens.access_ttl,
+    );
     Ok(Arc::new(App {
         config,
         sessions,

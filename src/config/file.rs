@@ -141,6 +141,9 @@ pub struct TokensSection {
     pub default_ttl_seconds: Option<u64>,
     /// Longest session TTL a request may ask for.
     pub max_ttl_seconds: Option<u64>,
+    /// Lifetime of each access token (never beyond its session); refresh issues new ones.
+    /// Absent: an access token lives as long as its session.
+    pub access_token_ttl_seconds: Option<u64>,
     /// The `kid` of the key that signs new tokens.
     pub signing_kid: Option<String>,
     /// Every key that verifies tokens (the signing key among them).

@@ -157,6 +157,8 @@ pub struct TokenConfig {
     pub default_ttl: Duration,
     /// Longest TTL allowed.
     pub max_ttl: Duration,
+    /// Lifetime of one access token (capped by its session's expiry); `None`: the session's.
+    pub access_ttl: Option<Duration>,
     /// The signing key's id.
     pub signing_kid: String,
     /// Every key.
@@ -755,6 +757,14 @@ impl Validator<'_> {
             leeway_seconds: t.leeway_seconds.unwrap_or(0),
             default_ttl: Duration::from_secs(default_ttl),
             max_ttl: Duration::from_secs(max_ttl),
+            access_ttl: match t.access_token_ttl_seconds {
+                None => None,
+                Some(0) => {
+                    self.issue("tokens.access_token_ttl_seconds", "must be greater than 0");
+                    None
+                }
+                Some(s) => Some(Duration::from_secs(s)),
+            },
             signing_kid,
             keys,
         })

@@ -487,7 +487,6 @@ mod tests {
             expires_at: 1_700_003_700,
             source: "amity".into(),
             external_id: None,
-            refresh_token_sha256: None,
         };
         let got = render_success("access", "refresh", &session, &user, &network());
         let want: Value = serde_json::from_str(RESPONSE)?;

@@ -9,6 +9,7 @@
 //! [`NewSession`]: crate::session::model::NewSession
 
 pub mod amity;
+pub mod gateway;
 pub mod mottasl;
 pub mod rapidly;
 
@@ -28,6 +29,8 @@ pub enum Dialect {
     Amity,
     /// Rapidly.
     Rapidly,
+    /// The gateway's own API (refresh, logout).
+    Gateway,
 }
 
 impl Dialect {
@@ -37,6 +40,7 @@ impl Dialect {
             Dialect::Mottasl => "mottasl",
             Dialect::Amity => "amity",
             Dialect::Rapidly => "rapidly",
+            Dialect::Gateway => "gateway",
         }
     }
 }
@@ -56,6 +60,10 @@ pub enum Endpoint {
     AmityChatSettings,
     /// `POST /api/customer-sessions/` (with or without the slash).
     RapidlyCustomerSessions,
+    /// `POST /auth/refresh`.
+    AuthRefresh,
+    /// `POST /auth/logout`.
+    AuthLogout,
 }
 
 impl Endpoint {
@@ -68,6 +76,7 @@ impl Endpoint {
             | Endpoint::AmityAuthTokenV4
             | Endpoint::AmityChatSettings => Dialect::Amity,
             Endpoint::RapidlyCustomerSessions => Dialect::Rapidly,
+            Endpoint::AuthRefresh | Endpoint::AuthLogout => Dialect::Gateway,
         }
     }
 
@@ -89,9 +98,12 @@ pub fn endpoint(path: &str, cfg: &DialectsConfig) -> Option<Endpoint> {
         "/api/v4/authentication/token" => Endpoint::AmityAuthTokenV4,
         "/api/v3/network-settings/chat" => Endpoint::AmityChatSettings,
         "/api/customer-sessions" | "/api/customer-sessions/" => Endpoint::RapidlyCustomerSessions,
+        "/auth/refresh" => Endpoint::AuthRefresh,
+        "/auth/logout" => Endpoint::AuthLogout,
         _ => return None,
     };
     let enabled = match ep.dialect() {
+        Dialect::Gateway => true,
         Dialect::Mottasl => cfg.mottasl.is_some(),
         Dialect::Amity => cfg.amity.is_some(),
         Dialect::Rapidly => cfg.rapidly.is_some(),
@@ -415,6 +427,8 @@ pub async fn handle(app: &App, ep: Endpoint, req: &Request<'_>) -> Reply {
             }
             Endpoint::AmityChatSettings => amity::chat_settings(app, req).await,
             Endpoint::RapidlyCustomerSessions => rapidly::create_session(app, req).await,
+            Endpoint::AuthRefresh => gateway::refresh(app, req).await,
+            Endpoint::AuthLogout => gateway::logout(app, req).await,
         }
     };
     let reply = match result {
@@ -434,12 +448,13 @@ pub fn render(dialect: Dialect, problem: &Problem) -> Reply {
         Dialect::Mottasl => mottasl::render(problem),
         Dialect::Amity => amity::render(problem),
         Dialect::Rapidly => rapidly::render(problem),
+        Dialect::Gateway => gateway::render(problem),
     };
     if let Problem::MethodNotAllowed(allow) = problem {
         reply.headers.push(("allow", allow.to_string()));
     }
     if let Problem::Unauthorized(_) = problem {
-        if dialect != Dialect::Amity {
+        if dialect != Dialect::Amity && dialect != Dialect::Gateway {
             reply
                 .headers
                 .push(("www-authenticate", "Bearer".to_string()));
@@ -452,6 +467,7 @@ fn status_label(status: u16) -> &'static str {
     match status {
         200 => "200",
         201 => "201",
+        204 => "204",
         400 => "400",
         401 => "401",
         403 => "403",

@@ -9,7 +9,7 @@
 //!   insert, so a revoked session is refused on this replica at once.
 
 use super::model::{now_unix, Session};
-use super::store::{SessionStore, StoreError};
+use super::store::{Rotation, SessionStore, StoreError};
 use crate::metrics::Metrics;
 use moka::Expiry;
 use std::sync::Arc;
@@ -152,9 +152,28 @@ impl SessionCache {
         self.timed("get", self.store.get(session_id)).await
     }
 
-    /// Stores a new session.
-    pub async fn insert(&self, session: &Session) -> Result<(), StoreError> {
-        self.timed("put", self.store.put(session)).await
+    /// Stores a new session (with the SHA-256 of its refresh token, if it has one).
+    pub async fn insert(
+        &self,
+        session: &Session,
+        refresh_sha256: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.timed("put", self.store.put(session, refresh_sha256))
+            .await
+    }
+
+    /// Rotates a session's refresh token (hashes) in the store.
+    pub async fn rotate_refresh(
+        &self,
+        session_id: &str,
+        presented: &str,
+        next: &str,
+    ) -> Result<Rotation, StoreError> {
+        self.timed(
+            "rotate",
+            self.store.rotate_refresh(session_id, presented, next),
+        )
+        .await
     }
 
     /// Deletes a session from the store, then from this replica's cache. On a store error
@@ -197,8 +216,16 @@ mod tests {
 
     #[async_trait]
     impl SessionStore for CountingStore {
-        async fn put(&self, s: &Session) -> Result<(), StoreError> {
-            self.inner.put(s).await
+        async fn put(&self, s: &Session, r: Option<&str>) -> Result<(), StoreError> {
+            self.inner.put(s, r).await
+        }
+        async fn rotate_refresh(
+            &self,
+            id: &str,
+            presented: &str,
+            next: &str,
+        ) -> Result<Rotation, StoreError> {
+            self.inner.rotate_refresh(id, presented, next).await
         }
         async fn get(&self, id: &str) -> Result<Option<Session>, StoreError> {
             self.gets.fetch_add(1, Ordering::SeqCst);
@@ -255,7 +282,6 @@ mod tests {
             expires_at: now + ttl,
             source: "admin".into(),
             external_id: None,
-            refresh_token_sha256: None,
         }
     }
 
@@ -280,7 +306,7 @@ mod tests {
         let (store, cache) = setup()?;
         let cache = Arc::new(cache);
         let s = session(600);
-        cache.insert(&s).await?;
+        cache.insert(&s, None).await?;
         let mut tasks = Vec::new();
         for _ in 0..100 {
             let cache = cache.clone();
@@ -300,7 +326,7 @@ mod tests {
     async fn revoke_takes_effect_on_a_cached_session() -> Result<(), Box<dyn std::error::Error>> {
         let (_, cache) = setup()?;
         let s = session(600);
-        cache.insert(&s).await?;
+        cache.insert(&s, None).await?;
         cache.lookup(&s.session_id).await?;
         assert!(cache.revoke(&s.session_id).await?);
         assert!(matches!(
@@ -314,7 +340,7 @@ mod tests {
     async fn store_error_is_not_cached_and_not_a_miss() -> Result<(), Box<dyn std::error::Error>> {
         let (store, cache) = setup()?;
         let s = session(600);
-        cache.insert(&s).await?;
+        cache.insert(&s, None).await?;
         store.fail.store(true, Ordering::SeqCst);
         assert!(matches!(
             cache.lookup(&s.session_id).await,
@@ -329,7 +355,7 @@ mod tests {
     async fn expired_session_is_refused_even_if_cached() -> Result<(), Box<dyn std::error::Error>> {
         let (_, cache) = setup()?;
         let mut s = session(600);
-        cache.insert(&s).await?;
+        cache.insert(&s, None).await?;
         cache.lookup(&s.session_id).await?;
         // Simulate time passing by caching an already-expired copy directly.
         s.expires_at = now_unix() - 1;

@@ -1,7 +1,7 @@
 //! In-process store: the embedded default. Sessions are lost on restart.
 
 use super::model::{now_unix, Session};
-use super::store::{RecordKey, SessionStore, StoreError, WriteMode};
+use super::store::{RecordKey, Rotation, SessionStore, StoreError, WriteMode};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -20,10 +20,18 @@ impl Record {
     }
 }
 
+/// A session with its refresh-token state (kept under one lock, so rotation is atomic).
+#[derive(Debug)]
+struct Stored {
+    session: Session,
+    refresh: Option<String>,
+    used: Vec<String>,
+}
+
 /// `HashMap`s behind mutexes; a lock is never held across an `.await`.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    sessions: Mutex<HashMap<String, Session>>,
+    sessions: Mutex<HashMap<String, Stored>>,
     records: Mutex<HashMap<RecordKey, Record>>,
 }
 
@@ -33,7 +41,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Session>>, StoreError> {
+    fn lock(&self) -> Result<MutexGuard<'_, HashMap<String, Stored>>, StoreError> {
         self.sessions
             .lock()
             .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))
@@ -62,14 +70,21 @@ fn record(value: &[u8], ttl: Option<Duration>) -> Record {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
-    async fn put(&self, session: &Session) -> Result<(), StoreError> {
+    async fn put(&self, session: &Session, refresh_sha256: Option<&str>) -> Result<(), StoreError> {
         let now = now_unix();
         let mut map = self.lock()?;
         // Sweep expired entries on write so memory stays bounded by live sessions.
         if map.len() % 1024 == 0 {
-            map.retain(|_, s| !s.is_expired_at(now));
+            map.retain(|_, s| !s.session.is_expired_at(now));
         }
-        map.insert(session.session_id.clone(), session.clone());
+        map.insert(
+            session.session_id.clone(),
+            Stored {
+                session: session.clone(),
+                refresh: refresh_sha256.map(str::to_string),
+                used: Vec::new(),
+            },
+        );
         Ok(())
     }
 
@@ -77,12 +92,37 @@ impl SessionStore for MemoryStore {
         let now = now_unix();
         let mut map = self.lock()?;
         match map.get(session_id) {
-            Some(s) if s.is_expired_at(now) => {
+            Some(s) if s.session.is_expired_at(now) => {
                 map.remove(session_id);
                 Ok(None)
             }
-            other => Ok(other.cloned()),
+            other => Ok(other.map(|s| s.session.clone())),
         }
+    }
+
+    async fn rotate_refresh(
+        &self,
+        session_id: &str,
+        presented: &str,
+        next: &str,
+    ) -> Result<Rotation, StoreError> {
+        let now = now_unix();
+        let mut map = self.lock()?;
+        let Some(stored) = map
+            .get_mut(session_id)
+            .filter(|s| !s.session.is_expired_at(now))
+        else {
+            return Ok(Rotation::Unknown);
+        };
+        if stored.refresh.as_deref() == Some(presented) {
+            stored.used.push(presented.to_string());
+            stored.refresh = Some(next.to_string());
+            return Ok(Rotation::Rotated);
+        }
+        if stored.used.iter().any(|u| u == presented) {
+            return Ok(Rotation::Reused);
+        }
+        Ok(Rotation::Unknown)
     }
 
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {

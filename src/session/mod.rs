@@ -12,8 +12,11 @@ use crate::auth::{Claims, KeySet};
 use crate::error::GateError;
 use cache::{LookupError, SessionCache};
 use directory::Directory;
-use model::{new_session_id, now_unix, random_token, sha256_hex, NewSession, Session};
+use model::{
+    is_valid_session_id, new_session_id, now_unix, random_token, sha256_hex, NewSession, Session,
+};
 use std::sync::Arc;
+use store::Rotation;
 
 /// A session just created, with its access token.
 #[derive(Debug, Clone)]
@@ -24,6 +27,29 @@ pub struct Issued {
     pub access_token: String,
     /// Opaque refresh token, when one was asked for (a secret: never log it).
     pub refresh_token: Option<String>,
+}
+
+/// What a refresh returns.
+#[derive(Debug, Clone)]
+pub struct Refreshed {
+    /// New access token (a secret).
+    pub access_token: String,
+    /// The successor refresh token (a secret); the presented one is now spent.
+    pub refresh_token: String,
+    /// The access token's `exp`.
+    pub expires_at: i64,
+}
+
+/// A refresh token: the session id, a dot, 256 random bits. The id locates the session's
+/// refresh state without an index; the random part is what makes it unguessable.
+fn refresh_token_for(session_id: &str) -> String {
+    format!("{session_id}.{}", random_token())
+}
+
+/// The session id of a well-formed refresh token.
+fn session_of_refresh_token(token: &str) -> Option<&str> {
+    let (sid, secret) = token.split_once('.')?;
+    (is_valid_session_id(sid) && is_valid_session_id(secret)).then_some(sid)
 }
 
 /// A token that already verified: its session id and expiry.
@@ -54,6 +80,7 @@ pub struct Sessions {
     cache: SessionCache,
     directory: Directory,
     keys: Arc<KeySet>,
+    access_ttl: Option<std::time::Duration>,
     /// Signature checks dominate the hot path, so a token that verified once is remembered
     /// (bounded, never past its `exp` or the cache TTL). Its session is still looked up on
     /// every request, so revocation is unaffected.
@@ -77,6 +104,7 @@ impl Sessions {
         keys: Arc<KeySet>,
         max_entries: u64,
         ttl: std::time::Duration,
+        access_ttl: Option<std::time::Duration>,
     ) -> Self {
         let verified = moka::future::Cache::builder()
             .max_capacity(max_entries)
@@ -86,6 +114,7 @@ impl Sessions {
             directory: Directory::new(cache.store().clone()),
             cache,
             keys,
+            access_ttl,
             verified,
         }
     }
@@ -105,12 +134,12 @@ impl Sessions {
         &self.keys
     }
 
-    /// Creates a session and its token. The token is signed before anything is stored, so a
-    /// failure leaves nothing behind; a store failure is `StoreUnavailable`.
+    /// Creates a session and its access token (and refresh token, when asked for). Tokens
+    /// are signed before anything is stored, so a failure leaves nothing behind; a store
+    /// failure is `StoreUnavailable`.
     pub async fn create(&self, new: NewSession) -> Result<Issued, GateError> {
         let now = now_unix();
         let ttl = i64::try_from(new.ttl_secs).map_err(|_| GateError::Internal)?;
-        let refresh_token = new.with_refresh_token.then(random_token);
         let session = Session {
             session_id: new_session_id(),
             user_id: new.user_id,
@@ -121,7 +150,33 @@ impl Sessions {
             expires_at: now.saturating_add(ttl),
             source: new.source.to_string(),
             external_id: new.external_id,
-            refresh_token_sha256: refresh_token.as_deref().map(sha256_hex),
+        };
+        let refresh_token = new
+            .with_refresh_token
+            .then(|| refresh_token_for(&session.session_id));
+        let (access_token, _) = self.sign_access(&session, now)?;
+        self.cache
+            .insert(
+                &session,
+                refresh_token.as_deref().map(sha256_hex).as_deref(),
+            )
+            .await
+            .map_err(|_| GateError::StoreUnavailable)?;
+        Ok(Issued {
+            session,
+            access_token,
+            refresh_token,
+        })
+    }
+
+    /// An access token for `session`: it expires after `tokens.access_token_ttl_seconds`,
+    /// never after the session. Returns the token and its `exp`.
+    fn sign_access(&self, session: &Session, now: i64) -> Result<(String, i64), GateError> {
+        let exp = match self.access_ttl {
+            Some(ttl) => now
+                .saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
+                .min(session.expires_at),
+            None => session.expires_at,
         };
         let claims = Claims {
             iss: self.keys.issuer().to_string(),
@@ -133,17 +188,46 @@ impl Sessions {
             role: session.role.clone(),
             iat: now,
             nbf: now,
-            exp: session.expires_at,
+            exp,
         };
-        let access_token = self.keys.sign(&claims).map_err(|_| GateError::Internal)?;
-        self.cache
-            .insert(&session)
+        let token = self.keys.sign(&claims).map_err(|_| GateError::Internal)?;
+        Ok((token, exp))
+    }
+
+    /// Redeems a refresh token: a new access token and a new refresh token (rotation). A
+    /// token that was already redeemed is reuse: the whole session is revoked and every
+    /// token of it stops working. Of concurrent redemptions of one token exactly one
+    /// succeeds; the others are reuse.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Refreshed, GateError> {
+        let sid = session_of_refresh_token(refresh_token).ok_or(GateError::InvalidRefreshToken)?;
+        let next = refresh_token_for(sid);
+        let rotation = self
+            .cache
+            .rotate_refresh(sid, &sha256_hex(refresh_token), &sha256_hex(&next))
             .await
             .map_err(|_| GateError::StoreUnavailable)?;
-        Ok(Issued {
-            session,
+        match rotation {
+            Rotation::Rotated => {}
+            Rotation::Reused => {
+                self.revoke(sid).await?;
+                return Err(GateError::RefreshTokenReused);
+            }
+            Rotation::Unknown => return Err(GateError::InvalidRefreshToken),
+        }
+        let session = match self.cache.get_uncached(sid).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Err(GateError::InvalidRefreshToken),
+            Err(_) => return Err(GateError::StoreUnavailable),
+        };
+        let now = now_unix();
+        if session.is_expired_at(now) {
+            return Err(GateError::InvalidRefreshToken);
+        }
+        let (access_token, exp) = self.sign_access(&session, now)?;
+        Ok(Refreshed {
             access_token,
-            refresh_token,
+            refresh_token: next,
+            expires_at: exp,
         })
     }
 
@@ -180,5 +264,114 @@ impl Sessions {
             .revoke(session_id)
             .await
             .map_err(|_| GateError::StoreUnavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::collections::HashMap;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn app() -> Result<Arc<crate::App>, Box<dyn std::error::Error>> {
+        let env: HashMap<String, String> = HashMap::new();
+        let config = Config::from_toml(include_str!("../../config/sessiongate.toml"), &env)?;
+        Ok(crate::build_app(config)?)
+    }
+
+    fn new_session() -> NewSession {
+        let mut n = NewSession::new(
+            "admin",
+            "u".into(),
+            "b".into(),
+            "h".into(),
+            "user".into(),
+            600,
+        );
+        n.with_refresh_token = true;
+        n
+    }
+
+    #[tokio::test]
+    async fn refresh_rotates_and_reuse_revokes_the_session() -> TestResult {
+        let app = app()?;
+        let s = &app.sessions;
+        let issued = s.create(new_session()).await?;
+        let rt1 = issued.refresh_token.clone().ok_or("no refresh token")?;
+        let r2 = s.refresh(&rt1).await?;
+        assert_ne!(r2.refresh_token, rt1);
+        assert!(s.authenticate(&r2.access_token).await.is_ok());
+        let r3 = s.refresh(&r2.refresh_token).await?;
+        // rt1 again: reuse. The session dies, with every token of it.
+        assert!(matches!(
+            s.refresh(&rt1).await,
+            Err(GateError::RefreshTokenReused)
+        ));
+        assert!(s.authenticate(&issued.access_token).await.is_err());
+        assert!(s.authenticate(&r3.access_token).await.is_err());
+        assert!(matches!(
+            s.refresh(&r3.refresh_token).await,
+            Err(GateError::InvalidRefreshToken)
+        ));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn malformed_and_foreign_refresh_tokens_are_invalid_not_reuse() -> TestResult {
+        let app = app()?;
+        let s = &app.sessions;
+        let issued = s.create(new_session()).await?;
+        for bad in [
+            "",
+            "x",
+            "a.b",
+            &format!("{}.short", issued.session.session_id),
+        ] {
+            assert!(matches!(
+                s.refresh(bad).await,
+                Err(GateError::InvalidRefreshToken)
+            ));
+        }
+        // A well-formed guess for a real session is not reuse: the session survives.
+        let guess = refresh_token_for(&issued.session.session_id);
+        assert!(matches!(
+            s.refresh(&guess).await,
+            Err(GateError::InvalidRefreshToken)
+        ));
+        assert!(s.authenticate(&issued.access_token).await.is_ok());
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_refreshes_of_one_token_leave_at_most_one_live_successor() -> TestResult {
+        let app = app()?;
+        let issued = app.sessions.create(new_session()).await?;
+        let rt = issued.refresh_token.ok_or("no refresh token")?;
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let app = app.clone();
+            let rt = rt.clone();
+            tasks.push(tokio::spawn(async move { app.sessions.refresh(&rt).await }));
+        }
+        let mut successors = Vec::new();
+        for t in tasks {
+            if let Ok(r) = t.await? {
+                successors.push(r);
+            }
+        }
+        assert!(successors.len() <= 1, "{} successors", successors.len());
+        let live = {
+            let mut n = 0;
+            for r in &successors {
+                if app.sessions.refresh(&r.refresh_token).await.is_ok() {
+                    n += 1;
+                }
+            }
+            n
+        };
+        assert!(live <= 1);
+        Ok(())
     }
 }

@@ -27,9 +27,6 @@ pub struct Session {
     /// The dialect's own id of this session (Rapidly's customer-session `id`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
-    /// SHA-256 (hex) of the refresh token issued with it; the token itself is never kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_token_sha256: Option<String>,
 }
 
 impl Session {

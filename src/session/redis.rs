@@ -2,7 +2,7 @@
 //! Redis expires them by itself and sessions survive gateway restarts.
 
 use super::model::{now_unix, Session};
-use super::store::{RecordKey, SessionStore, StoreError, WriteMode};
+use super::store::{RecordKey, Rotation, SessionStore, StoreError, WriteMode};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest, Sha256};
@@ -14,6 +14,32 @@ use tokio::runtime::Handle;
 pub fn session_key(session_id: &str) -> String {
     format!("sg:sess:{{{session_id}}}")
 }
+
+/// Current refresh-token hash of a session (same hash tag as the session).
+pub fn refresh_key(session_id: &str) -> String {
+    format!("sg:rt:{{{session_id}}}")
+}
+
+/// Refresh-token hashes of a session that have been rotated away (reuse detection).
+pub fn used_refresh_key(session_id: &str) -> String {
+    format!("sg:rtu:{{{session_id}}}")
+}
+
+/// Rotation in one step: KEYS = current, used; ARGV = presented, next.
+/// 1 rotated, 2 reused, 3 unknown (or no refresh state: the session is gone).
+const ROTATE: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 3 end
+if cur == ARGV[1] then
+  local ttl = redis.call('PTTL', KEYS[1])
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  redis.call('SADD', KEYS[2], ARGV[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+  return 1
+end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 2 end
+return 3
+";
 
 /// Key of a directory record: the id is hashed, so any bytes a client sent (a user id, a
 /// device id) make a fixed-size, injection-free key; the hash is also the Cluster hash tag.
@@ -119,6 +145,18 @@ impl RedisStore {
         })
     }
 
+    async fn run_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
+        }
+    }
+
     async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
         let mut conn = self.conn.clone();
         match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
@@ -131,19 +169,55 @@ impl RedisStore {
 
 #[async_trait]
 impl SessionStore for RedisStore {
-    async fn put(&self, session: &Session) -> Result<(), StoreError> {
+    async fn put(&self, session: &Session, refresh_sha256: Option<&str>) -> Result<(), StoreError> {
         let ttl_ms = session.remaining_secs(now_unix()).saturating_mul(1000);
         if ttl_ms == 0 {
             return Ok(());
         }
         let value =
             serde_json::to_string(session).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(session_key(&session.session_id))
+        let id = &session.session_id;
+        // One MULTI: the session never exists without its refresh state (same hash slot).
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(session_key(id))
             .arg(value)
             .arg("PX")
-            .arg(ttl_ms);
-        self.run::<()>(cmd).await
+            .arg(ttl_ms)
+            .ignore();
+        if let Some(hash) = refresh_sha256 {
+            pipe.cmd("SET")
+                .arg(refresh_key(id))
+                .arg(hash)
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+        }
+        self.run_pipe::<()>(pipe).await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        session_id: &str,
+        presented: &str,
+        next: &str,
+    ) -> Result<Rotation, StoreError> {
+        let script = redis::Script::new(ROTATE);
+        let mut inv = script.prepare_invoke();
+        inv.key(refresh_key(session_id))
+            .key(used_refresh_key(session_id))
+            .arg(presented)
+            .arg(next);
+        let mut conn = self.conn.clone();
+        let result = tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut conn)).await;
+        match result {
+            Ok(Ok(1)) => Ok(Rotation::Rotated),
+            Ok(Ok(2)) => Ok(Rotation::Reused),
+            Ok(Ok(_)) => Ok(Rotation::Unknown),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
+        }
     }
 
     async fn get(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
@@ -161,7 +235,13 @@ impl SessionStore for RedisStore {
 
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
         let mut cmd = redis::cmd("DEL");
+        // The session's key decides the answer; its refresh state goes with it.
         cmd.arg(session_key(session_id));
+        let mut state = redis::cmd("DEL");
+        state
+            .arg(refresh_key(session_id))
+            .arg(used_refresh_key(session_id));
+        self.run::<i64>(state).await?;
         let n: i64 = self.run(cmd).await?;
         Ok(n > 0)
     }

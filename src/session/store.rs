@@ -14,6 +14,17 @@ pub struct RecordKey {
     pub id: String,
 }
 
+/// What presenting a refresh token (as its SHA-256) for rotation found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// It was the session's current token; the successor is now current.
+    Rotated,
+    /// It was a token of this session that has already been rotated: reuse.
+    Reused,
+    /// Not a token of this session (or the session is gone).
+    Unknown,
+}
+
 /// How [`SessionStore::record_put`] treats an existing record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
@@ -37,8 +48,17 @@ pub enum StoreError {
 /// Where sessions live.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// Stores a new session; it disappears by itself at `expires_at`.
-    async fn put(&self, session: &Session) -> Result<(), StoreError>;
+    /// Stores a new session (and, atomically with it, the SHA-256 of its first refresh
+    /// token); both disappear by themselves at `expires_at`.
+    async fn put(&self, session: &Session, refresh_sha256: Option<&str>) -> Result<(), StoreError>;
+    /// Atomically replaces the session's current refresh token `presented` by `next`
+    /// (both SHA-256 hex). Exactly one of concurrent rotations of one token succeeds.
+    async fn rotate_refresh(
+        &self,
+        session_id: &str,
+        presented: &str,
+        next: &str,
+    ) -> Result<Rotation, StoreError>;
     /// The session, if it exists and has not expired.
     async fn get(&self, session_id: &str) -> Result<Option<Session>, StoreError>;
     /// Deletes a session; `Ok(false)` when there was none.

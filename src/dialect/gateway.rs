@@ -1,0 +1,110 @@
+//! The gateway's own session API on the proxy listener: `POST /auth/refresh` (rotate a
+//! refresh token) and `POST /auth/logout` (end the bearer's session). Errors use the
+//! gateway's format, `{"error": <code>, "message": ...}`, as everywhere outside the dialects.
+
+use super::{bearer, json_object, require_json, Fields, Len};
+use super::{Problem, Reply, Request};
+use crate::error::GateError;
+use crate::session::model::rfc3339;
+use crate::App;
+use serde_json::json;
+
+/// A [`GateError`] as a reply (status, JSON body, RFC 6750 challenge).
+pub fn error_reply(err: &GateError) -> Reply {
+    let r = err.response();
+    Reply {
+        status: r.status,
+        content_type: "application/json",
+        headers: r
+            .www_authenticate
+            .map(|c| vec![("www-authenticate", c.to_string())])
+            .unwrap_or_default(),
+        body: err.body(),
+    }
+}
+
+fn record_failure(app: &App, err: &GateError) {
+    if let Some(reason) = err.auth_failure_reason() {
+        app.metrics.auth_failures.with_label_values(&[reason]).inc();
+    }
+}
+
+/// `POST /auth/refresh` `{"refresh_token": ...}` → 200 `{"access_token", "refresh_token",
+/// "expires_at"}`; a spent token is reuse: 401 and the session is revoked.
+pub async fn refresh(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
+    require_json(req.headers)?;
+    let obj = json_object(req.body)?;
+    let token = Fields::new(&obj).string("refresh_token", Len { min: 1, max: 256 })?;
+    match app.sessions.refresh(&token).await {
+        Ok(r) => Ok(Reply::json(
+            200,
+            &json!({
+                "access_token": r.access_token,
+                "refresh_token": r.refresh_token,
+                "expires_at": rfc3339(r.expires_at),
+            }),
+        )),
+        Err(e) => {
+            if matches!(e, GateError::RefreshTokenReused) {
+                app.metrics
+                    .sessions_revoked
+                    .with_label_values(&["refresh_reuse"])
+                    .inc();
+                tracing::warn!("refresh token reuse: session revoked");
+            }
+            record_failure(app, &e);
+            Ok(error_reply(&e))
+        }
+    }
+}
+
+/// `POST /auth/logout` with the bearer access token → 204; the session is gone.
+pub async fn logout(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
+    let Some(token) = bearer(req.headers) else {
+        let e = GateError::MissingToken;
+        record_failure(app, &e);
+        return Ok(error_reply(&e));
+    };
+    let session = match app.sessions.authenticate(token).await {
+        Ok(s) => s,
+        Err(e) => {
+            record_failure(app, &e);
+            return Ok(error_reply(&e));
+        }
+    };
+    match app.sessions.revoke(&session.session_id).await {
+        Ok(_) => {
+            app.metrics
+                .sessions_revoked
+                .with_label_values(&["logout"])
+                .inc();
+            Ok(Reply {
+                status: 204,
+                content_type: "application/json",
+                headers: Vec::new(),
+                body: Vec::new(),
+            })
+        }
+        Err(e) => Ok(error_reply(&e)),
+    }
+}
+
+/// Body and method problems, in the gateway's format.
+pub fn render(problem: &Problem) -> Reply {
+    let err = match problem {
+        Problem::Malformed(m) => GateError::BadRequest(m.clone()),
+        Problem::ContentType => {
+            GateError::BadRequest("Content-Type must be application/json".into())
+        }
+        Problem::Field(f) => GateError::BadRequest(f.describe()),
+        Problem::Unauthorized(_) => GateError::MissingToken,
+        Problem::Forbidden(m) | Problem::NotFound { message: m, .. } => {
+            GateError::BadRequest(m.clone())
+        }
+        Problem::PayloadTooLarge(n) => GateError::PayloadTooLarge(*n),
+        Problem::MethodNotAllowed(_) => GateError::MethodNotAllowed,
+        Problem::Unavailable => GateError::StoreUnavailable,
+        Problem::Internal => GateError::Internal,
+    };
+    error_reply(&err)
+}
