@@ -185,11 +185,31 @@ impl AdminApp {
     async fn ready(&self) -> Response<Vec<u8>> {
         let probe =
             tokio::time::timeout(Duration::from_secs(2), self.app.sessions.cache().ping()).await;
+        let health = self.app.sessions.cache().health();
+        let events = if health.subscribed {
+            "subscribed"
+        } else {
+            // Ready all the same: the cache is bypassed until resubscribed, so nothing
+            // revoked is served; requests just cost a store round trip.
+            "resubscribing"
+        };
         match probe {
-            Ok(Ok(())) => json_response(200, &json!({"status": "ready", "store": "up"})),
+            Ok(Ok(())) => json_response(
+                200,
+                &json!({"status": "ready", "store": "up", "events": events}),
+            ),
             Ok(Err(_)) | Err(_) => {
                 self.app.metrics.store_up.set(0);
-                json_response(503, &json!({"status": "not_ready", "store": "down"}))
+                let degraded_for = health.degraded_for.map_or(0, |d| d.as_secs());
+                json_response(
+                    503,
+                    &json!({
+                        "status": "degraded",
+                        "store": "down",
+                        "degraded_for_seconds": degraded_for,
+                        "stale_window_seconds": self.app.config.cache.stale_window.as_secs(),
+                    }),
+                )
             }
         }
     }
@@ -213,6 +233,34 @@ impl AdminApp {
         let sessions = &self.app.sessions;
         if let Some(id) = path.strip_prefix("/admin/customers/") {
             return self.customers(http, method, id).await;
+        }
+        if let Some(rest) = path.strip_prefix("/admin/users/") {
+            let user = scope_id(rest)?;
+            if method != Method::DELETE {
+                return Err(GateError::MethodNotAllowed);
+            }
+            sessions.revoke_user(&user).await?;
+            self.app
+                .metrics
+                .sessions_revoked
+                .with_label_values(&["revoke_user"])
+                .inc();
+            tracing::info!(user_id = %user, "all sessions of a user revoked");
+            return Ok(respond(204, "application/json", Vec::new()));
+        }
+        if let Some(rest) = path.strip_prefix("/admin/businesses/") {
+            let business = scope_id(rest)?;
+            if method != Method::DELETE {
+                return Err(GateError::MethodNotAllowed);
+            }
+            sessions.revoke_business(&business).await?;
+            self.app
+                .metrics
+                .sessions_revoked
+                .with_label_values(&["revoke_business"])
+                .inc();
+            tracing::info!(business_id = %business, "all sessions of a business revoked");
+            return Ok(respond(204, "application/json", Vec::new()));
         }
         if path == "/admin/sessions" {
             if method != Method::POST {
@@ -270,6 +318,18 @@ impl AdminApp {
             _ => Err(GateError::MethodNotAllowed),
         }
     }
+}
+
+/// The id in `<id>/sessions` (percent-decoded); ids are header-safe, like the sessions'.
+fn scope_id(rest: &str) -> Result<String, GateError> {
+    let raw = rest.strip_suffix("/sessions").ok_or(GateError::NotFound)?;
+    let id = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| GateError::NotFound)?;
+    if raw.contains('/') || !is_header_safe(&id) || id.len() > 256 {
+        return Err(GateError::NotFound);
+    }
+    Ok(id.into_owned())
 }
 
 /// A dialect problem on the admin API, in the admin API's error format.

@@ -148,6 +148,8 @@ mod tests {
             expires_at: i64::MAX,
             source: "admin".into(),
             external_id: None,
+            user_gen: 0,
+            business_gen: 0,
         }
     }
 

@@ -66,6 +66,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
         store,
         config.cache.max_entries,
         config.cache.ttl,
+        config.cache.stale_window,
         metrics.clone(),
     );
     metrics

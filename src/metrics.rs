@@ -34,6 +34,14 @@ pub struct Metrics {
     pub store_up: IntGauge,
     /// `sessiongate_development_credentials`: 1 while shipped development secrets are in use.
     pub development_credentials: IntGauge,
+    /// `sessiongate_degraded`: 1 while the store is unreachable (cached sessions served
+    /// within the stale window, everything else 503).
+    pub degraded: IntGauge,
+    /// `sessiongate_events_subscribed`: 1 while this replica receives other replicas'
+    /// invalidations (0: its cache is bypassed).
+    pub events_subscribed: IntGauge,
+    /// `sessiongate_events_unreadable_total`: invalidation events this replica could not parse.
+    pub events_unreadable: prometheus::IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -153,6 +161,24 @@ impl Metrics {
                 "sessiongate_development_credentials",
                 "1 while shipped development credentials are in use.",
             )?,
+            degraded: gauge(
+                &r,
+                "sessiongate_degraded",
+                "1 while the session store is unreachable (degraded mode).",
+            )?,
+            events_subscribed: gauge(
+                &r,
+                "sessiongate_events_subscribed",
+                "1 while this replica receives cross-replica invalidation events.",
+            )?,
+            events_unreadable: {
+                let c = prometheus::IntCounter::new(
+                    "sessiongate_events_unreadable_total",
+                    "Invalidation events that could not be parsed.",
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
             registry: r,
         };
         // Pre-create the label sets dashboards expect, so series exist before traffic.
@@ -166,10 +192,19 @@ impl Metrics {
         ] {
             m.requests.with_label_values(&[o]);
         }
-        for r in ["hit", "miss"] {
+        for r in ["hit", "miss", "bypass", "stale"] {
             m.cache_lookups.with_label_values(&[r]);
         }
-        for op in ["get", "put", "delete", "ping"] {
+        for op in [
+            "get",
+            "put",
+            "delete",
+            "ping",
+            "generations",
+            "bump_generation",
+            "publish",
+            "rotate",
+        ] {
             m.store_operations.with_label_values(&[op]);
             m.store_errors.with_label_values(&[op]);
         }

@@ -115,6 +115,8 @@ pub struct StoreSection {
     pub redis_url: Option<SecretSource>,
     /// Per-operation timeout.
     pub timeout_ms: Option<u64>,
+    /// How long into a store outage cached sessions are still served (0 = strict).
+    pub stale_window_seconds: Option<u64>,
 }
 
 /// `[cache]`: the in-process session cache.

@@ -113,6 +113,8 @@ pub enum StoreConfig {
 /// The in-process cache.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
+    /// How long into a store outage cached sessions are still served (zero: strict).
+    pub stale_window: Duration,
     /// Maximum entries.
     pub max_entries: u64,
     /// Longest time an entry lives (never beyond the session's expiry).
@@ -425,8 +427,13 @@ impl Validator<'_> {
 
         let upstream = self.upstream(f.upstream);
         let proxy = self.proxy(f.proxy);
+        let stale_window = f.store.stale_window_seconds.unwrap_or(30);
+        if stale_window > 3600 {
+            self.issue("store.stale_window_seconds", "must be at most 3600");
+        }
         let store = self.store(f.store);
         let cache = CacheConfig {
+            stale_window: Duration::from_secs(stale_window),
             max_entries: self.positive("cache.max_entries", f.cache.max_entries, 100_000),
             ttl: Duration::from_secs(self.positive("cache.ttl_seconds", f.cache.ttl_seconds, 30)),
         };

@@ -487,6 +487,8 @@ mod tests {
             expires_at: 1_700_003_700,
             source: "amity".into(),
             external_id: None,
+            user_gen: 0,
+            business_gen: 0,
         };
         let got = render_success("access", "refresh", &session, &user, &network());
         let want: Value = serde_json::from_str(RESPONSE)?;

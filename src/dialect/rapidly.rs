@@ -519,6 +519,8 @@ mod tests {
             expires_at: 1_700_003_700,
             source: "rapidly".into(),
             external_id: Some("2f0c1d6e-3b4a-4c5d-8e9f-0a1b2c3d4e5f".into()),
+            user_gen: 0,
+            business_gen: 0,
         };
         let got = render_success("tok", &session, &req, &customer, &workspace());
         let want: Value = serde_json::from_str(RESPONSE)?;

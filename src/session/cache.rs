@@ -1,17 +1,29 @@
-//! The session cache: moka in front of the store.
+//! The session cache: moka in front of the store, kept honest across replicas.
 //!
 //! - An entry never outlives its session (per-entry expiry = min(cache TTL, time left)).
 //! - Misses are single-flight: a burst of requests for one uncached session makes one store
-//!   round trip (`try_get_with`).
-//! - Misses are not cached (no negative caching): a revoked or unknown session id costs one
-//!   store lookup per request. That keeps revocation exact; rate limits come with issue 5.
+//!   round trip (`try_get_with`). Misses are not cached (no negative caching).
 //! - Revocation leaves a tombstone that outlives any entry a racing loader could still
-//!   insert, so a revoked session is refused on this replica at once.
+//!   insert, so a revoked session is refused on this replica at once. Other replicas hear
+//!   of it through the store's events ([`EventSink`]) and do the same.
+//! - Revoke-all raises a scope's generation (user or business) in the store; a session
+//!   created before is refused. Each replica keeps "floors" (lowest valid generation per
+//!   scope) from its own revocations, from events and from every load, checked on every
+//!   hit: O(1) per request, whatever the number of sessions.
+//! - While this replica is not subscribed to events (or its subscription went silent), the
+//!   cache is bypassed: every lookup asks the store. On resubscription the cache is flushed,
+//!   since events sent in the gap are lost.
+//! - Degraded mode: while the store is unreachable, cached sessions are served for at most
+//!   `stale_window` since the outage began (0 = strict: none), then refused with 503.
+//!   Nothing is deleted because of a store error.
 
-use super::model::{now_unix, Session};
-use super::store::{Rotation, SessionStore, StoreError};
+use super::model::{business_scope, now_unix, user_scope, Session};
+use super::store::{EventSink, Rotation, SessionStore, StoreError};
 use crate::metrics::Metrics;
+use async_trait::async_trait;
 use moka::Expiry;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +36,7 @@ pub enum LookupError {
     /// Found but past its expiry.
     #[error("session expired")]
     Expired,
-    /// The store could not be asked.
+    /// The store could not be asked (or the stale window is over).
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -44,52 +56,116 @@ impl Expiry<String, Arc<Session>> for SessionExpiry {
     }
 }
 
-/// Cache + store, with the metrics of both.
-pub struct SessionCache {
+/// An invalidation every replica applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Event {
+    /// One session was revoked.
+    Revoked {
+        /// Its id.
+        sid: String,
+    },
+    /// Every session of a scope with a lower generation is revoked.
+    Floor {
+        /// `u:<user>` or `b:<business>`.
+        scope: String,
+        /// The scope's new generation.
+        generation: u64,
+    },
+}
+
+/// Cache state shared with the store's event tasks.
+struct State {
     store: Arc<dyn SessionStore>,
     cache: moka::future::Cache<String, Arc<Session>>,
     revoked: moka::future::Cache<String, ()>,
+    floors: moka::sync::Cache<String, u64>,
+    /// Set once any floor exists, so the hot path skips floor checks until then.
+    any_floor: AtomicBool,
+    subscribed: AtomicBool,
+    /// Milliseconds since `epoch` when the store became unreachable; 0 while reachable.
+    down_since_ms: AtomicU64,
+    epoch: Instant,
+    stale_window: Duration,
     metrics: Arc<Metrics>,
+}
+
+/// Cache + store, with the metrics of both.
+pub struct SessionCache {
+    state: Arc<State>,
 }
 
 impl std::fmt::Debug for SessionCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionCache")
-            .field("store", &self.store.kind())
-            .field("entries", &self.cache.entry_count())
+            .field("store", &self.state.store.kind())
+            .field("entries", &self.state.cache.entry_count())
             .finish()
     }
 }
 
-impl SessionCache {
-    /// A cache of at most `max_entries` sessions, each kept at most `ttl`.
-    pub fn new(
-        store: Arc<dyn SessionStore>,
-        max_entries: u64,
-        ttl: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        let cache = moka::future::Cache::builder()
-            .max_capacity(max_entries)
-            .expire_after(SessionExpiry { max: ttl })
-            .build();
-        // A racing loader inserts at most one store timeout after the tombstone; twice the
-        // TTL plus a margin covers it with room to spare.
-        let revoked = moka::future::Cache::builder()
-            .max_capacity(max_entries)
-            .time_to_live(ttl * 2 + Duration::from_secs(5))
-            .build();
-        SessionCache {
-            store,
-            cache,
-            revoked,
-            metrics,
+/// Whether the store is reachable, and whether this replica hears other replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    /// The last probe (or operation) reached the store.
+    pub store_reachable: bool,
+    /// Invalidation events are being received.
+    pub subscribed: bool,
+    /// How long the store has been unreachable.
+    pub degraded_for: Option<Duration>,
+}
+
+impl State {
+    fn raise_floor(&self, scope: &str, generation: u64) {
+        if generation == 0 {
+            return;
+        }
+        self.any_floor.store(true, Ordering::Release);
+        self.floors
+            .entry_by_ref(scope)
+            .and_upsert_with(|old| old.map_or(generation, |e| (*e.value()).max(generation)));
+    }
+
+    /// Whether a revoke-all (known here) covers this session.
+    fn below_floor(&self, s: &Session) -> bool {
+        if !self.any_floor.load(Ordering::Acquire) {
+            return false;
+        }
+        let under = |scope: String, generation: u64| {
+            self.floors.get(&scope).is_some_and(|f| generation < f)
+        };
+        under(user_scope(&s.user_id), s.user_gen)
+            || under(business_scope(&s.business_id), s.business_gen)
+    }
+
+    fn mark_reachable(&self, up: bool) {
+        if up {
+            self.down_since_ms.store(0, Ordering::Release);
+        } else {
+            let now = u64::try_from(self.epoch.elapsed().as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let _ =
+                self.down_since_ms
+                    .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
+        }
+        self.metrics.store_up.set(i64::from(up));
+        self.metrics.degraded.set(i64::from(!up));
+    }
+
+    fn degraded_for(&self) -> Option<Duration> {
+        match self.down_since_ms.load(Ordering::Acquire) {
+            0 => None,
+            since => {
+                let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+                Some(Duration::from_millis(now.saturating_sub(since)))
+            }
         }
     }
 
-    /// The store behind the cache.
-    pub fn store(&self) -> &Arc<dyn SessionStore> {
-        &self.store
+    async fn evict(&self, session_id: &str) {
+        self.revoked.insert(session_id.to_string(), ()).await;
+        self.cache.invalidate(session_id).await;
     }
 
     async fn timed<T>(
@@ -104,41 +180,170 @@ impl SessionCache {
             .store_duration
             .with_label_values(&[op])
             .observe(started.elapsed().as_secs_f64());
-        if result.is_err() {
-            self.metrics.store_errors.with_label_values(&[op]).inc();
+        match &result {
+            Err(StoreError::Unavailable(_)) => {
+                self.metrics.store_errors.with_label_values(&[op]).inc();
+                self.mark_reachable(false);
+            }
+            Err(StoreError::Corrupt(_)) => {
+                self.metrics.store_errors.with_label_values(&[op]).inc();
+            }
+            Ok(_) => self.mark_reachable(true),
         }
         result
     }
 
-    /// The live session with this id, from the cache or the store.
-    pub async fn lookup(&self, session_id: &str) -> Result<Arc<Session>, LookupError> {
-        if self.revoked.contains_key(session_id) {
+    /// The session from the store, checked against its scopes' current generations (which
+    /// also become this replica's floors).
+    async fn load(&self, session_id: &str) -> Result<Arc<Session>, LookupError> {
+        let Some(session) = self.timed("get", self.store.get(session_id)).await? else {
+            return Err(LookupError::NotFound);
+        };
+        let scopes = [
+            user_scope(&session.user_id),
+            business_scope(&session.business_id),
+        ];
+        let gens = self
+            .timed("generations", self.store.generations(&scopes))
+            .await?;
+        for (scope, g) in scopes.iter().zip(&gens) {
+            self.raise_floor(scope, *g);
+        }
+        let user_gen = gens.first().copied().unwrap_or(0);
+        let business_gen = gens.get(1).copied().unwrap_or(0);
+        if session.user_gen < user_gen || session.business_gen < business_gen {
             return Err(LookupError::NotFound);
         }
-        let session = match self.cache.get(session_id).await {
-            Some(s) => {
-                self.metrics.cache_lookups.with_label_values(&["hit"]).inc();
-                s
+        Ok(Arc::new(session))
+    }
+}
+
+#[async_trait]
+impl EventSink for State {
+    async fn event(&self, payload: &[u8]) {
+        match serde_json::from_slice::<Event>(payload) {
+            Ok(Event::Revoked { sid }) => self.evict(&sid).await,
+            Ok(Event::Floor { scope, generation }) => self.raise_floor(&scope, generation),
+            // Another version's event, or noise on the channel: nothing to apply. A
+            // revocation we cannot read is still bounded by the cache TTL.
+            Err(_) => self.metrics.events_unreadable.inc(),
+        }
+    }
+
+    fn subscribed(&self, up: bool) {
+        let was = self.subscribed.swap(up, Ordering::AcqRel);
+        if up && !was {
+            // Whatever was published while we were not listening is lost: start over.
+            self.cache.invalidate_all();
+        }
+        self.metrics.events_subscribed.set(i64::from(up));
+    }
+
+    fn store_reachable(&self, up: bool) {
+        self.mark_reachable(up);
+    }
+}
+
+impl SessionCache {
+    /// A cache of at most `max_entries` sessions, each kept at most `ttl`; cached sessions
+    /// are served for at most `stale_window` of a store outage.
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        max_entries: u64,
+        ttl: Duration,
+        stale_window: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let cache = moka::future::Cache::builder()
+            .max_capacity(max_entries)
+            .expire_after(SessionExpiry { max: ttl })
+            .build();
+        // A racing loader inserts at most one store timeout after the tombstone (or floor);
+        // twice the TTL plus a margin covers it with room to spare.
+        let guard_ttl = ttl * 2 + Duration::from_secs(5);
+        let revoked = moka::future::Cache::builder()
+            .max_capacity(max_entries)
+            .time_to_live(guard_ttl)
+            .build();
+        let floors = moka::sync::Cache::builder()
+            .max_capacity(max_entries)
+            .time_to_live(guard_ttl)
+            .build();
+        let state = Arc::new(State {
+            store: store.clone(),
+            cache,
+            revoked,
+            floors,
+            any_floor: AtomicBool::new(false),
+            subscribed: AtomicBool::new(false),
+            down_since_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            stale_window,
+            metrics,
+        });
+        store.start_events(state.clone());
+        SessionCache { state }
+    }
+
+    /// The store behind the cache.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.state.store
+    }
+
+    /// Store reachability and event subscription, as this replica sees them.
+    pub fn health(&self) -> Health {
+        let degraded_for = self.state.degraded_for();
+        Health {
+            store_reachable: degraded_for.is_none(),
+            subscribed: self.state.subscribed.load(Ordering::Acquire),
+            degraded_for,
+        }
+    }
+
+    /// The live session with this id, from the cache or the store.
+    pub async fn lookup(&self, session_id: &str) -> Result<Arc<Session>, LookupError> {
+        let st = &self.state;
+        if st.revoked.contains_key(session_id) {
+            return Err(LookupError::NotFound);
+        }
+        let session = if let Some(outage) = st.degraded_for() {
+            // Degraded: only what is cached, only within the stale window.
+            match st.cache.get(session_id).await {
+                Some(s) if outage <= st.stale_window && !st.stale_window.is_zero() => {
+                    st.metrics.cache_lookups.with_label_values(&["stale"]).inc();
+                    s
+                }
+                // Not cached, or the window is over: the store is the only authority left,
+                // and a success there ends the outage.
+                _ => st.load(session_id).await?,
             }
-            None => {
-                self.metrics
-                    .cache_lookups
-                    .with_label_values(&["miss"])
-                    .inc();
-                self.cache
-                    .try_get_with_by_ref(session_id, async {
-                        match self.timed("get", self.store.get(session_id)).await {
-                            Ok(Some(s)) => Ok(Arc::new(s)),
-                            Ok(None) => Err(LookupError::NotFound),
-                            Err(e) => Err(LookupError::Store(e)),
-                        }
-                    })
-                    .await
-                    .map_err(|e| (*e).clone())?
+        } else if !st.subscribed.load(Ordering::Acquire) {
+            st.metrics
+                .cache_lookups
+                .with_label_values(&["bypass"])
+                .inc();
+            st.load(session_id).await?
+        } else {
+            match st.cache.get(session_id).await {
+                Some(s) => {
+                    st.metrics.cache_lookups.with_label_values(&["hit"]).inc();
+                    s
+                }
+                None => {
+                    st.metrics.cache_lookups.with_label_values(&["miss"]).inc();
+                    st.cache
+                        .try_get_with_by_ref(session_id, st.load(session_id))
+                        .await
+                        .map_err(|e| (*e).clone())?
+                }
             }
         };
+        if st.below_floor(&session) {
+            st.cache.invalidate(session_id).await;
+            return Err(LookupError::NotFound);
+        }
         if session.is_expired_at(now_unix()) {
-            self.cache.invalidate(session_id).await;
+            st.cache.invalidate(session_id).await;
             return Err(LookupError::Expired);
         }
         Ok(session)
@@ -146,10 +351,31 @@ impl SessionCache {
 
     /// The session straight from the store, bypassing the cache (admin reads).
     pub async fn get_uncached(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
-        if self.revoked.contains_key(session_id) {
+        if self.state.revoked.contains_key(session_id) {
             return Ok(None);
         }
-        self.timed("get", self.store.get(session_id)).await
+        match self.state.load(session_id).await {
+            Ok(s) => Ok(Some((*s).clone())),
+            Err(LookupError::NotFound | LookupError::Expired) => Ok(None),
+            Err(LookupError::Store(e)) => Err(e),
+        }
+    }
+
+    /// Current generations of the user's and the business's scopes (for new sessions).
+    pub async fn generations(
+        &self,
+        user_id: &str,
+        business_id: &str,
+    ) -> Result<(u64, u64), StoreError> {
+        let scopes = [user_scope(user_id), business_scope(business_id)];
+        let g = self
+            .state
+            .timed("generations", self.state.store.generations(&scopes))
+            .await?;
+        Ok((
+            g.first().copied().unwrap_or(0),
+            g.get(1).copied().unwrap_or(0),
+        ))
     }
 
     /// Stores a new session (with the SHA-256 of its refresh token, if it has one).
@@ -158,7 +384,8 @@ impl SessionCache {
         session: &Session,
         refresh_sha256: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.timed("put", self.store.put(session, refresh_sha256))
+        self.state
+            .timed("put", self.state.store.put(session, refresh_sha256))
             .await
     }
 
@@ -169,33 +396,71 @@ impl SessionCache {
         presented: &str,
         next: &str,
     ) -> Result<Rotation, StoreError> {
-        self.timed(
-            "rotate",
-            self.store.rotate_refresh(session_id, presented, next),
-        )
-        .await
+        self.state
+            .timed(
+                "rotate",
+                self.state.store.rotate_refresh(session_id, presented, next),
+            )
+            .await
     }
 
-    /// Deletes a session from the store, then from this replica's cache. On a store error
-    /// nothing is changed and the caller must report failure.
+    /// Deletes a session from the store, then from this replica's cache, then tells the
+    /// other replicas. On a store error nothing is changed and the caller must report
+    /// failure; a failed broadcast is logged and counted (the deletion stands, and other
+    /// replicas' caches expire within the cache TTL).
     pub async fn revoke(&self, session_id: &str) -> Result<bool, StoreError> {
-        let existed = self.timed("delete", self.store.delete(session_id)).await?;
-        self.evict(session_id).await;
+        let existed = self
+            .state
+            .timed("delete", self.state.store.delete(session_id))
+            .await?;
+        self.state.evict(session_id).await;
+        self.broadcast(&Event::Revoked {
+            sid: session_id.to_string(),
+        })
+        .await;
         Ok(existed)
     }
 
-    /// Drops a session from this replica's cache and refuses it from now on (also the hook
-    /// for cross-replica invalidation messages).
+    /// Revokes every session of a scope (`u:<user>` / `b:<business>`) in O(1): the scope's
+    /// generation is raised in the store, here and on every replica.
+    pub async fn revoke_scope(&self, scope: &str) -> Result<u64, StoreError> {
+        let generation = self
+            .state
+            .timed("bump_generation", self.state.store.bump_generation(scope))
+            .await?;
+        self.state.raise_floor(scope, generation);
+        self.broadcast(&Event::Floor {
+            scope: scope.to_string(),
+            generation,
+        })
+        .await;
+        Ok(generation)
+    }
+
+    async fn broadcast(&self, event: &Event) {
+        let Ok(payload) = serde_json::to_vec(event) else {
+            return;
+        };
+        if self
+            .state
+            .timed("publish", self.state.store.publish(&payload))
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "could not broadcast a revocation; other replicas rely on their cache TTL"
+            );
+        }
+    }
+
+    /// Drops a session from this replica's cache and refuses it from now on.
     pub async fn evict(&self, session_id: &str) {
-        self.revoked.insert(session_id.to_string(), ()).await;
-        self.cache.invalidate(session_id).await;
+        self.state.evict(session_id).await;
     }
 
     /// Readiness probe of the store.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let r = self.timed("ping", self.store.ping()).await;
-        self.metrics.store_up.set(i64::from(r.is_ok()));
-        r
+        self.state.timed("ping", self.state.store.ping()).await
     }
 }
 
@@ -212,6 +477,13 @@ mod tests {
         inner: MemoryStore,
         gets: AtomicUsize,
         fail: std::sync::atomic::AtomicBool,
+        sink: std::sync::Mutex<Option<Arc<dyn EventSink>>>,
+    }
+
+    impl CountingStore {
+        fn sink(&self) -> Option<Arc<dyn EventSink>> {
+            self.sink.lock().ok().and_then(|s| s.clone())
+        }
     }
 
     #[async_trait]
@@ -262,6 +534,21 @@ mod tests {
         async fn record_delete(&self, key: &RecordKey) -> Result<bool, StoreError> {
             self.inner.record_delete(key).await
         }
+        async fn generations(&self, scopes: &[String]) -> Result<Vec<u64>, StoreError> {
+            self.inner.generations(scopes).await
+        }
+        async fn bump_generation(&self, scope: &str) -> Result<u64, StoreError> {
+            self.inner.bump_generation(scope).await
+        }
+        async fn publish(&self, _payload: &[u8]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn start_events(&self, sink: Arc<dyn EventSink>) {
+            sink.subscribed(true);
+            if let Ok(mut s) = self.sink.lock() {
+                *s = Some(sink);
+            }
+        }
         async fn ping(&self) -> Result<(), StoreError> {
             Ok(())
         }
@@ -282,6 +569,8 @@ mod tests {
             expires_at: now + ttl,
             source: "admin".into(),
             external_id: None,
+            user_gen: 0,
+            business_gen: 0,
         }
     }
 
@@ -290,11 +579,13 @@ mod tests {
             inner: MemoryStore::new(),
             gets: AtomicUsize::new(0),
             fail: Default::default(),
+            sink: Default::default(),
         });
         let cache = SessionCache::new(
             store.clone(),
             1000,
             Duration::from_secs(60),
+            Duration::from_secs(2),
             Arc::new(Metrics::new()?),
         );
         Ok((store, cache))
@@ -360,10 +651,128 @@ mod tests {
         // Simulate time passing by caching an already-expired copy directly.
         s.expires_at = now_unix() - 1;
         cache
+            .state
             .cache
             .insert(s.session_id.clone(), Arc::new(s.clone()))
             .await;
         assert!(cache.lookup(&s.session_id).await.is_err());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn revoke_all_refuses_cached_sessions_of_the_scope_only(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (_, cache) = setup()?;
+        let a = session(600);
+        let mut other_user = session(600);
+        other_user.user_id = "someone-else".into();
+        for s in [&a, &other_user] {
+            cache.insert(s, None).await?;
+            cache.lookup(&s.session_id).await?;
+        }
+        cache.revoke_scope(&user_scope("u")).await?;
+        assert!(matches!(
+            cache.lookup(&a.session_id).await,
+            Err(LookupError::NotFound)
+        ));
+        assert!(cache.lookup(&other_user.session_id).await.is_ok());
+        // A session created after the revoke-all carries the new generation.
+        let mut fresh = session(600);
+        fresh.user_gen = cache.generations("u", "b").await?.0;
+        cache.insert(&fresh, None).await?;
+        assert!(cache.lookup(&fresh.session_id).await.is_ok());
+        // And the business scope covers every user of it.
+        cache.revoke_scope(&business_scope("b")).await?;
+        assert!(cache.lookup(&fresh.session_id).await.is_err());
+        assert!(cache.lookup(&other_user.session_id).await.is_err());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn floor_events_from_other_replicas_apply_here() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let (store, cache) = setup()?;
+        let s = session(600);
+        cache.insert(&s, None).await?;
+        cache.lookup(&s.session_id).await?;
+        // Another replica bumped the generation and published it.
+        let generation = store.inner.bump_generation(&user_scope("u")).await?;
+        let sink = store.sink().ok_or("no sink")?;
+        let payload = serde_json::to_vec(&Event::Floor {
+            scope: user_scope("u"),
+            generation,
+        })?;
+        sink.event(&payload).await;
+        assert!(cache.lookup(&s.session_id).await.is_err());
+        // A revocation event for one session (of another user: "u" is revoked wholesale).
+        let mut t = session(600);
+        t.user_id = "v".into();
+        cache.insert(&t, None).await?;
+        cache.lookup(&t.session_id).await?;
+        sink.event(&serde_json::to_vec(&Event::Revoked {
+            sid: t.session_id.clone(),
+        })?)
+        .await;
+        assert!(cache.lookup(&t.session_id).await.is_err());
+        sink.event(b"not json").await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn unsubscribed_replica_bypasses_its_cache_and_flushes_on_resubscribe(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (store, cache) = setup()?;
+        let s = session(600);
+        cache.insert(&s, None).await?;
+        cache.lookup(&s.session_id).await?;
+        let gets = store.gets.load(Ordering::SeqCst);
+        let sink = store.sink().ok_or("no sink")?;
+        sink.subscribed(false);
+        cache.lookup(&s.session_id).await?;
+        cache.lookup(&s.session_id).await?;
+        assert_eq!(
+            store.gets.load(Ordering::SeqCst),
+            gets + 2,
+            "every lookup asks the store"
+        );
+        // Revoked elsewhere while we were deaf: the store says so at once.
+        store.inner.delete(&s.session_id).await?;
+        assert!(cache.lookup(&s.session_id).await.is_err());
+        sink.subscribed(true);
+        assert_eq!(cache.state.cache.entry_count(), 0);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn degraded_mode_serves_cached_sessions_only_within_the_stale_window(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (store, cache) = setup()?; // stale window: 2 s
+        let s = session(600);
+        cache.insert(&s, None).await?;
+        cache.lookup(&s.session_id).await?;
+        let uncached = session(600);
+        store.inner.put(&uncached, None).await?;
+        store.fail.store(true, Ordering::SeqCst);
+        let sink = store.sink().ok_or("no sink")?;
+        sink.store_reachable(false);
+        assert!(cache.health().degraded_for.is_some());
+        assert!(cache.lookup(&s.session_id).await.is_ok(), "cached: served");
+        assert!(matches!(
+            cache.lookup(&uncached.session_id).await,
+            Err(LookupError::Store(_))
+        ));
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert!(
+            matches!(
+                cache.lookup(&s.session_id).await,
+                Err(LookupError::Store(_))
+            ),
+            "past the window: 503"
+        );
+        store.fail.store(false, Ordering::SeqCst);
+        sink.store_reachable(true);
+        assert!(cache.lookup(&s.session_id).await.is_ok());
+        assert!(cache.lookup(&uncached.session_id).await.is_ok());
         Ok(())
     }
 }

@@ -32,6 +32,7 @@ struct Stored {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     sessions: Mutex<HashMap<String, Stored>>,
+    generations: Mutex<HashMap<String, u64>>,
     records: Mutex<HashMap<RecordKey, Record>>,
 }
 
@@ -127,6 +128,37 @@ impl SessionStore for MemoryStore {
 
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
         Ok(self.lock()?.remove(session_id).is_some())
+    }
+
+    async fn generations(&self, scopes: &[String]) -> Result<Vec<u64>, StoreError> {
+        let map = self
+            .generations
+            .lock()
+            .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))?;
+        Ok(scopes
+            .iter()
+            .map(|s| map.get(s).copied().unwrap_or(0))
+            .collect())
+    }
+
+    async fn bump_generation(&self, scope: &str) -> Result<u64, StoreError> {
+        let mut map = self
+            .generations
+            .lock()
+            .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))?;
+        let g = map.entry(scope.to_string()).or_insert(0);
+        *g += 1;
+        Ok(*g)
+    }
+
+    // One process, one cache: the revoking call already updated it; nothing to send.
+    async fn publish(&self, _payload: &[u8]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn start_events(&self, sink: std::sync::Arc<dyn super::store::EventSink>) {
+        sink.subscribed(true);
+        sink.store_reachable(true);
     }
 
     async fn record_get(&self, key: &RecordKey) -> Result<Option<Vec<u8>>, StoreError> {

@@ -140,6 +140,13 @@ impl Sessions {
     pub async fn create(&self, new: NewSession) -> Result<Issued, GateError> {
         let now = now_unix();
         let ttl = i64::try_from(new.ttl_secs).map_err(|_| GateError::Internal)?;
+        // A session belongs to the current generation of its user and business: a later
+        // revoke-all of either raises it past this one.
+        let (user_gen, business_gen) = self
+            .cache
+            .generations(&new.user_id, &new.business_id)
+            .await
+            .map_err(|_| GateError::StoreUnavailable)?;
         let session = Session {
             session_id: new_session_id(),
             user_id: new.user_id,
@@ -150,6 +157,8 @@ impl Sessions {
             expires_at: now.saturating_add(ttl),
             source: new.source.to_string(),
             external_id: new.external_id,
+            user_gen,
+            business_gen,
         };
         let refresh_token = new
             .with_refresh_token
@@ -258,7 +267,26 @@ impl Sessions {
         })
     }
 
-    /// Revokes a session everywhere this replica can see; `Ok(false)` if there was none.
+    /// Revokes every session of a user (all businesses), on every replica, in O(1).
+    pub async fn revoke_user(&self, user_id: &str) -> Result<(), GateError> {
+        self.cache
+            .revoke_scope(&model::user_scope(user_id))
+            .await
+            .map(|_| ())
+            .map_err(|_| GateError::StoreUnavailable)
+    }
+
+    /// Revokes every session of a business, on every replica, in O(1).
+    pub async fn revoke_business(&self, business_id: &str) -> Result<(), GateError> {
+        self.cache
+            .revoke_scope(&model::business_scope(business_id))
+            .await
+            .map(|_| ())
+            .map_err(|_| GateError::StoreUnavailable)
+    }
+
+    /// Revokes a session everywhere (this replica at once, others through events);
+    /// `Ok(false)` if there was none.
     pub async fn revoke(&self, session_id: &str) -> Result<bool, GateError> {
         self.cache
             .revoke(session_id)

@@ -27,6 +27,23 @@ pub struct Session {
     /// The dialect's own id of this session (Rapidly's customer-session `id`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
+    /// Revocation generation of its user when it was created; a revoke-all of the user
+    /// raises the user's generation past it.
+    #[serde(default)]
+    pub user_gen: u64,
+    /// Revocation generation of its business when it was created.
+    #[serde(default)]
+    pub business_gen: u64,
+}
+
+/// Revocation scope of every session of one user (user ids are global to the gateway).
+pub fn user_scope(user_id: &str) -> String {
+    format!("u:{user_id}")
+}
+
+/// Revocation scope of every session of one business.
+pub fn business_scope(business_id: &str) -> String {
+    format!("b:{business_id}")
 }
 
 impl Session {

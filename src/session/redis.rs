@@ -2,11 +2,13 @@
 //! Redis expires them by itself and sessions survive gateway restarts.
 
 use super::model::{now_unix, Session};
-use super::store::{RecordKey, Rotation, SessionStore, StoreError, WriteMode};
+use super::store::{EventSink, RecordKey, Rotation, SessionStore, StoreError, WriteMode};
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
+use std::time::Instant;
 use tokio::runtime::Handle;
 
 /// Key of a session. The braces are a Cluster hash tag, so every key of one session lands
@@ -100,11 +102,28 @@ impl Drop for IoRuntime {
     }
 }
 
-/// Sessions in Redis, through one multiplexed, self-reconnecting connection.
+/// Sessions in Redis, through one multiplexed, self-reconnecting connection (plus one
+/// pub/sub connection for invalidation events, see [`SessionStore::start_events`]).
 pub struct RedisStore {
+    client: redis::Client,
     conn: ConnectionManager,
     timeout: Duration,
-    _io: IoRuntime,
+    io: IoRuntime,
+}
+
+/// The channel every replica publishes invalidations (and heartbeats) on.
+pub const EVENTS_CHANNEL: &str = "sg:events";
+/// Payload of the heartbeat each replica publishes every second; hearing any message proves
+/// the subscription is alive.
+const HEARTBEAT: &[u8] = b"hb";
+/// A subscription that has heard nothing (not even heartbeats) for this long is dead, even
+/// if its TCP connection looks open.
+const SILENCE_LIMIT: Duration = Duration::from_secs(3);
+
+/// Key of a revocation generation counter.
+pub fn generation_key(scope: &str) -> String {
+    let digest = Sha256::digest(scope.as_bytes());
+    format!("sg:gen:{{{}}}", hex::encode(&digest[..16]))
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -136,12 +155,13 @@ impl RedisStore {
             .set_max_delay(Duration::from_secs(2));
         let conn = {
             let _guard = io.handle.enter();
-            ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?
         };
         Ok(RedisStore {
+            client,
             conn,
             timeout,
-            _io: io,
+            io,
         })
     }
 
@@ -246,6 +266,46 @@ impl SessionStore for RedisStore {
         Ok(n > 0)
     }
 
+    async fn generations(&self, scopes: &[String]) -> Result<Vec<u64>, StoreError> {
+        let mut pipe = redis::pipe();
+        for s in scopes {
+            pipe.cmd("GET").arg(generation_key(s));
+        }
+        let values: Vec<Option<u64>> = self.run_pipe(pipe).await?;
+        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    async fn bump_generation(&self, scope: &str) -> Result<u64, StoreError> {
+        let mut cmd = redis::cmd("INCR");
+        cmd.arg(generation_key(scope));
+        self.run(cmd).await
+    }
+
+    async fn publish(&self, payload: &[u8]) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(EVENTS_CHANNEL).arg(payload);
+        self.run::<i64>(cmd).await.map(|_| ())
+    }
+
+    fn start_events(&self, sink: std::sync::Arc<dyn EventSink>) {
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Instant::now()));
+        let restart = std::sync::Arc::new(tokio::sync::Notify::new());
+        self.io.handle.spawn(subscriber(
+            self.client.clone(),
+            self.timeout,
+            sink.clone(),
+            heard.clone(),
+            restart.clone(),
+        ));
+        self.io.handle.spawn(prober(
+            self.conn.clone(),
+            self.timeout,
+            sink,
+            heard,
+            restart,
+        ));
+    }
+
     async fn record_get(&self, key: &RecordKey) -> Result<Option<Vec<u8>>, StoreError> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(record_key(key));
@@ -305,5 +365,87 @@ impl SessionStore for RedisStore {
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+}
+
+/// Keeps one pub/sub subscription alive and feeds its messages to `sink`. While it is down
+/// (or silent), the sink is told so and bypasses its cache; after every (re)subscription it
+/// flushes, since messages sent in the gap are lost.
+async fn subscriber(
+    client: redis::Client,
+    timeout: Duration,
+    sink: std::sync::Arc<dyn EventSink>,
+    heard: std::sync::Arc<std::sync::Mutex<Instant>>,
+    restart: std::sync::Arc<tokio::sync::Notify>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = tokio::time::timeout(timeout.max(Duration::from_secs(1)), async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(EVENTS_CHANNEL).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        })
+        .await;
+        if let Ok(Ok(pubsub)) = connected {
+            backoff = Duration::from_millis(100);
+            if let Ok(mut h) = heard.lock() {
+                *h = Instant::now();
+            }
+            sink.subscribed(true);
+            let mut messages = pubsub.into_on_message();
+            loop {
+                tokio::select! {
+                    msg = messages.next() => {
+                        let Some(msg) = msg else { break };
+                        if let Ok(mut h) = heard.lock() {
+                            *h = Instant::now();
+                        }
+                        let payload = msg.get_payload_bytes();
+                        if payload != HEARTBEAT {
+                            sink.event(payload).await;
+                        }
+                    }
+                    () = restart.notified() => break,
+                }
+            }
+            tracing::warn!(
+                "redis subscription lost; bypassing the session cache until resubscribed"
+            );
+        }
+        sink.subscribed(false);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Every second: publish a heartbeat (which is also the store's health probe), and restart a
+/// subscription that has heard nothing for [`SILENCE_LIMIT`].
+async fn prober(
+    conn: ConnectionManager,
+    timeout: Duration,
+    sink: std::sync::Arc<dyn EventSink>,
+    heard: std::sync::Arc<std::sync::Mutex<Instant>>,
+    restart: std::sync::Arc<tokio::sync::Notify>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut conn = conn.clone();
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(EVENTS_CHANNEL).arg(HEARTBEAT);
+        let ok = matches!(
+            tokio::time::timeout(timeout, cmd.query_async::<i64>(&mut conn)).await,
+            Ok(Ok(_))
+        );
+        sink.store_reachable(ok);
+        let silent = heard
+            .lock()
+            .map(|h| h.elapsed() > SILENCE_LIMIT)
+            .unwrap_or(true);
+        if silent {
+            sink.subscribed(false);
+            restart.notify_one();
+        }
     }
 }

@@ -45,6 +45,18 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Receives what other replicas (and the store's own probes) report. Implemented by the
+/// session cache; a store calls it from its background tasks.
+#[async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    /// An invalidation event published by some replica (possibly this one).
+    async fn event(&self, payload: &[u8]);
+    /// Whether this replica currently receives events (false: it may miss invalidations).
+    fn subscribed(&self, up: bool);
+    /// Whether the store answered its last probe.
+    fn store_reachable(&self, up: bool);
+}
+
 /// Where sessions live.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
@@ -63,6 +75,16 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn get(&self, session_id: &str) -> Result<Option<Session>, StoreError>;
     /// Deletes a session; `Ok(false)` when there was none.
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError>;
+    /// Current revocation generations of `scopes` (0 for a scope never revoked).
+    async fn generations(&self, scopes: &[String]) -> Result<Vec<u64>, StoreError>;
+    /// Raises a scope's generation by one, revoking every session created before, in O(1);
+    /// returns the new generation.
+    async fn bump_generation(&self, scope: &str) -> Result<u64, StoreError>;
+    /// Sends an invalidation event to every replica's [`EventSink`].
+    async fn publish(&self, payload: &[u8]) -> Result<(), StoreError>;
+    /// Starts delivering events and health to `sink` (background tasks for a shared store;
+    /// a single-process store reports itself subscribed and reachable at once).
+    fn start_events(&self, sink: std::sync::Arc<dyn EventSink>);
     /// A directory record's value.
     async fn record_get(&self, key: &RecordKey) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes a directory record (expiring after `ttl` when given); `Ok(false)` when

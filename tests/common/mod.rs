@@ -298,6 +298,21 @@ impl Gateway {
         Self::spawn(dir, path, self.proxy.port(), self.admin.port())
     }
 
+    /// Waits until the gateway receives cross-replica events (its cache is in use).
+    pub fn wait_subscribed(&self) -> Result<(), Box<dyn std::error::Error>> {
+        let ok = eventually(Duration::from_secs(10), || {
+            request(self.admin, "GET", "/readyz", &[], None)
+                .ok()
+                .and_then(|r| r.json().ok())
+                .is_some_and(|v| v["events"] == "subscribed")
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("gateway never subscribed; log:\n{}", self.log()).into())
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
