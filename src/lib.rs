@@ -60,7 +60,21 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
     let keys = Arc::new(auth::KeySet::new(&config.tokens).map_err(StartError::Keys)?);
     let store: Arc<dyn SessionStore> = match &config.store {
         StoreConfig::Memory => Arc::new(MemoryStore::new()),
-        StoreConfig::Redis { url, timeout } => Arc::new(RedisStore::new(url.expose(), *timeout)?),
+        StoreConfig::Redis {
+            urls,
+            mode,
+            tls_ca_pem,
+            timeout,
+        } => {
+            // rediss:// needs a process-wide rustls provider; a second install is a no-op.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            Arc::new(RedisStore::new(session::redis_conn::Topology {
+                mode: mode.clone(),
+                urls: urls.iter().map(|u| u.expose().to_string()).collect(),
+                tls_ca_pem: tls_ca_pem.clone(),
+                timeout: *timeout,
+            })?)
+        }
     };
     let cache = SessionCache::new(
         store,

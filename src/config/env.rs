@@ -11,6 +11,10 @@ pub const ADMIN_LISTEN: &str = "SESSIONGATE_ADMIN_LISTEN";
 pub const UPSTREAM: &str = "SESSIONGATE_UPSTREAM";
 /// Redis URL; when set, the Redis store is used.
 pub const REDIS_URL: &str = "SESSIONGATE_REDIS_URL";
+/// `standalone` (default), `sentinel` or `cluster`.
+pub const REDIS_MODE: &str = "SESSIONGATE_REDIS_MODE";
+/// Name of the master the sentinels monitor (sentinel mode).
+pub const REDIS_SENTINEL_MASTER: &str = "SESSIONGATE_REDIS_SENTINEL_MASTER";
 /// Admin API bearer token.
 pub const ADMIN_TOKEN: &str = "SESSIONGATE_ADMIN_TOKEN";
 /// File holding the admin API bearer token.

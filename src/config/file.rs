@@ -111,8 +111,16 @@ pub struct ProxySection {
 pub struct StoreSection {
     /// `memory` or `redis`.
     pub backend: Option<String>,
-    /// `redis://[user:password@]host:port[/db]`; may carry a password, hence a secret.
+    /// `redis[s]://[user:password@]host:port[/db]`, or a comma-separated list (cluster
+    /// nodes, or the sentinels); may carry a password, hence a secret.
     pub redis_url: Option<SecretSource>,
+    /// `standalone`, `sentinel` or `cluster`.
+    pub mode: Option<String>,
+    /// The master the sentinels monitor (sentinel mode).
+    pub sentinel_master: Option<String>,
+    /// PEM file of the CA that signed the Redis servers' certificates (`rediss://`); the
+    /// system roots are used when absent.
+    pub tls_ca_file: Option<PathBuf>,
     /// Per-operation timeout.
     pub timeout_ms: Option<u64>,
     /// How long into a store outage cached sessions are still served (0 = strict).

@@ -6,6 +6,7 @@ pub mod directory;
 pub mod memory;
 pub mod model;
 pub mod redis;
+pub mod redis_conn;
 pub mod store;
 
 use crate::auth::{Claims, KeySet};

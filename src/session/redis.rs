@@ -2,10 +2,10 @@
 //! Redis expires them by itself and sessions survive gateway restarts.
 
 use super::model::{now_unix, Session};
+use super::redis_conn::{Conn, Topology};
 use super::store::{EventSink, RecordKey, Rotation, SessionStore, StoreError, WriteMode};
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use std::time::Instant;
@@ -26,6 +26,13 @@ pub fn refresh_key(session_id: &str) -> String {
 pub fn used_refresh_key(session_id: &str) -> String {
     format!("sg:rtu:{{{session_id}}}")
 }
+
+/// A session and (when ARGV[2] is not empty) its first refresh hash, with one TTL.
+const PUT: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
+return 1
+";
 
 /// Rotation in one step: KEYS = current, used; ARGV = presented, next.
 /// 1 rotated, 2 reused, 3 unknown (or no refresh state: the session is gone).
@@ -105,8 +112,8 @@ impl Drop for IoRuntime {
 /// Sessions in Redis, through one multiplexed, self-reconnecting connection (plus one
 /// pub/sub connection for invalidation events, see [`SessionStore::start_events`]).
 pub struct RedisStore {
-    client: redis::Client,
-    conn: ConnectionManager,
+    topology: Topology,
+    conn: Conn,
     timeout: Duration,
     io: IoRuntime,
 }
@@ -142,39 +149,18 @@ impl RedisStore {
     /// Creates the store without connecting: the first command connects, and a lost
     /// connection is re-established in the background, so the gateway starts (not ready)
     /// while Redis is down and recovers by itself when it returns.
-    pub fn new(url: &str, timeout: Duration) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| {
-            // redis' message can echo the URL; say only what kind of problem it was.
-            StoreError::Unavailable(format!("invalid redis url ({:?})", e.kind()))
-        })?;
+    pub fn new(topology: Topology) -> Result<RedisStore, StoreError> {
         let io = IoRuntime::start().map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = {
-            let _guard = io.handle.enter();
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?
-        };
+        let (conn, _) = Conn::new(&topology, &io.handle).map_err(|e| {
+            // redis' message can echo the URL; say only what kind of problem it was.
+            StoreError::Unavailable(format!("invalid redis configuration ({:?})", e.kind()))
+        })?;
         Ok(RedisStore {
-            client,
+            timeout: topology.timeout,
+            topology,
             conn,
-            timeout,
             io,
         })
-    }
-
-    async fn run_pipe<T: redis::FromRedisValue>(
-        &self,
-        pipe: redis::Pipeline,
-    ) -> Result<T, StoreError> {
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
-        }
     }
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
@@ -197,24 +183,22 @@ impl SessionStore for RedisStore {
         let value =
             serde_json::to_string(session).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let id = &session.session_id;
-        // One MULTI: the session never exists without its refresh state (same hash slot).
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
-            .arg(session_key(id))
+        // One script: the session never exists without its refresh state. Both keys share
+        // the session's hash tag, so this works on Cluster too (where MULTI across a
+        // connection pool is not an option).
+        let script = redis::Script::new(PUT);
+        let mut inv = script.prepare_invoke();
+        inv.key(session_key(id))
+            .key(refresh_key(id))
             .arg(value)
-            .arg("PX")
-            .arg(ttl_ms)
-            .ignore();
-        if let Some(hash) = refresh_sha256 {
-            pipe.cmd("SET")
-                .arg(refresh_key(id))
-                .arg(hash)
-                .arg("PX")
-                .arg(ttl_ms)
-                .ignore();
+            .arg(refresh_sha256.unwrap_or_default())
+            .arg(ttl_ms);
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
         }
-        self.run_pipe::<()>(pipe).await
     }
 
     async fn rotate_refresh(
@@ -267,11 +251,13 @@ impl SessionStore for RedisStore {
     }
 
     async fn generations(&self, scopes: &[String]) -> Result<Vec<u64>, StoreError> {
-        let mut pipe = redis::pipe();
-        for s in scopes {
-            pipe.cmd("GET").arg(generation_key(s));
-        }
-        let values: Vec<Option<u64>> = self.run_pipe(pipe).await?;
+        // Concurrent single GETs, not a pipeline: the counters live in different slots.
+        let gets = scopes.iter().map(|s| {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(generation_key(s));
+            self.run::<Option<u64>>(cmd)
+        });
+        let values = futures_util::future::try_join_all(gets).await?;
         Ok(values.into_iter().map(Option::unwrap_or_default).collect())
     }
 
@@ -291,7 +277,8 @@ impl SessionStore for RedisStore {
         let heard = std::sync::Arc::new(std::sync::Mutex::new(Instant::now()));
         let restart = std::sync::Arc::new(tokio::sync::Notify::new());
         self.io.handle.spawn(subscriber(
-            self.client.clone(),
+            self.conn.clone(),
+            self.topology.clone(),
             self.timeout,
             sink.clone(),
             heard.clone(),
@@ -372,15 +359,19 @@ impl SessionStore for RedisStore {
 /// (or silent), the sink is told so and bypasses its cache; after every (re)subscription it
 /// flushes, since messages sent in the gap are lost.
 async fn subscriber(
-    client: redis::Client,
+    conn: Conn,
+    topology: Topology,
     timeout: Duration,
     sink: std::sync::Arc<dyn EventSink>,
     heard: std::sync::Arc<std::sync::Mutex<Instant>>,
     restart: std::sync::Arc<tokio::sync::Notify>,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let mut attempt = 0usize;
     loop {
+        attempt = attempt.wrapping_add(1);
         let connected = tokio::time::timeout(timeout.max(Duration::from_secs(1)), async {
+            let client = conn.pubsub_client(&topology, attempt).await?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(EVENTS_CHANNEL).await?;
             Ok::<_, redis::RedisError>(pubsub)
@@ -421,7 +412,7 @@ async fn subscriber(
 /// Every second: publish a heartbeat (which is also the store's health probe), and restart a
 /// subscription that has heard nothing for [`SILENCE_LIMIT`].
 async fn prober(
-    conn: ConnectionManager,
+    conn: Conn,
     timeout: Duration,
     sink: std::sync::Arc<dyn EventSink>,
     heard: std::sync::Arc<std::sync::Mutex<Instant>>,
