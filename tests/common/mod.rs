@@ -40,17 +40,32 @@ pub struct Redis {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Extra `redis-server` arguments (cluster, replicaof, ACL, TLS ...).
+    extra: Vec<String>,
+    /// Serve TLS on `port` (and no plain-text port).
+    tls: bool,
 }
 
 impl Redis {
     pub fn start() -> Result<Redis, Box<dyn std::error::Error>> {
+        Self::start_with(&[], false)
+    }
+
+    /// A server with extra arguments; `tls` serves TLS only (test certificates).
+    pub fn start_with(extra: &[&str], tls: bool) -> Result<Redis, Box<dyn std::error::Error>> {
         let mut r = Redis {
             port: free_port(),
             dir: tempfile::tempdir()?,
             child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls,
         };
         r.restart()?;
         Ok(r)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn url(&self) -> String {
@@ -60,10 +75,29 @@ impl Redis {
     /// (Re)starts on the same port and data directory. AOF is on so that a stop/start
     /// keeps the data, like a production Redis with persistence.
     pub fn restart(&mut self) -> Result<(), Box<dyn std::error::Error>> {
-        let child = Command::new("redis-server")
-            .args([
+        let port = self.port.to_string();
+        let mut cmd = Command::new("redis-server");
+        if self.tls {
+            let tls = repo_path("tests/fixtures/tls");
+            cmd.args([
                 "--port",
-                &self.port.to_string(),
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-auth-clients",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(tls.join("server.pem"))
+            .arg("--tls-key-file")
+            .arg(tls.join("server-key.pem"))
+            .arg("--tls-ca-cert-file")
+            .arg(tls.join("ca.pem"));
+        } else {
+            cmd.args(["--port", &port]);
+        }
+        let child = cmd
+            .args([
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -75,6 +109,7 @@ impl Redis {
                 "--dir",
             ])
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -179,6 +214,8 @@ pub fn config_text(
     extra: &str,
 ) -> String {
     let store = match redis {
+        // A whole [store] body, for topologies and TLS.
+        Some(body) if body.starts_with("backend") => body.to_string(),
         Some(url) => format!("backend = \"redis\"\nredis_url = \"{url}\"\ntimeout_ms = 300"),
         None => "backend = \"memory\"".to_string(),
     };
@@ -531,4 +568,84 @@ pub fn eventually_status(
     mut send: impl FnMut() -> Result<Resp, Box<dyn std::error::Error>>,
 ) -> bool {
     eventually(timeout, || send().is_ok_and(|r| r.status == status))
+}
+
+/// A Redis Sentinel (`redis-server --sentinel`) watching one master as `mymaster`.
+pub struct Sentinel {
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Sentinel {
+    pub fn start(master_port: u16) -> Result<Sentinel, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel failover-timeout mymaster 4000\n\
+                 sentinel parallel-syncs mymaster 1\n",
+                dir.path().display()
+            ),
+        )?;
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        if !wait_for(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(10),
+        ) {
+            return Err("sentinel did not start".into());
+        }
+        Ok(Sentinel {
+            port,
+            _dir: dir,
+            child,
+        })
+    }
+
+    /// One inline command; the raw RESP reply.
+    pub fn command(&self, cmd: &str) -> Result<String, Box<dyn std::error::Error>> {
+        // Sentinel does not close on QUIT: read until the reply stops coming.
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.write_all(format!("{cmd}\r\n").as_bytes())?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            let wait = if out.is_empty() { 1000 } else { 200 };
+            s.set_read_timeout(Some(Duration::from_millis(wait)))?;
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(_) if !out.is_empty() => break,
+                Err(_) => {}
+            }
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// The port of the master the sentinel currently names.
+    pub fn master_port(&self) -> Option<u16> {
+        let reply = self
+            .command("SENTINEL get-master-addr-by-name mymaster")
+            .ok()?;
+        // *2 $9 127.0.0.1 $5 <port>
+        reply.lines().nth(4)?.trim().parse().ok()
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
