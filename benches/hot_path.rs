@@ -29,7 +29,8 @@ fn request() -> RequestHeader {
     req
 }
 
-fn hot_path(c: &mut Criterion) {
+/// A current-thread runtime and the gateway built from the shipped config (memory store).
+fn runtime_and_app() -> (tokio::runtime::Runtime, std::sync::Arc<sessiongate::App>) {
     let env: HashMap<String, String> = HashMap::new();
     let config = match Config::from_toml(CONFIG, &env) {
         Ok(c) => c,
@@ -46,6 +47,11 @@ fn hot_path(c: &mut Criterion) {
         Ok(a) => a,
         Err(e) => panic!("{e}"),
     };
+    (rt, app)
+}
+
+fn hot_path(c: &mut Criterion) {
+    let (rt, app) = runtime_and_app();
     let issued = match rt.block_on(app.sessions.create(NewSession::new(
         "admin",
         "user-1".into(),
@@ -115,22 +121,7 @@ fn dialects(c: &mut Criterion) {
         b.iter(|| black_box(rapidly::parse(black_box(rapidly_body), false)))
     });
 
-    let env: HashMap<String, String> = HashMap::new();
-    let config = match Config::from_toml(CONFIG, &env) {
-        Ok(c) => c,
-        Err(e) => panic!("{e}"),
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => panic!("{e}"),
-    };
-    let app = match sessiongate::build_app(config) {
-        Ok(a) => a,
-        Err(e) => panic!("{e}"),
-    };
+    let (rt, app) = runtime_and_app();
     let mut headers = http::HeaderMap::new();
     headers.insert(
         http::header::AUTHORIZATION,

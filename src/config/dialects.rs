@@ -47,12 +47,24 @@ pub trait Credentialed {
 /// The entry whose credential is `presented`, comparing against every entry in constant
 /// time (no early exit), so timing tells nothing about which entry came close.
 pub fn find_credential<'a, T: Credentialed>(entries: &'a [T], presented: &[u8]) -> Option<&'a T> {
+    find_credential_by(entries, presented, |e| Some(e.digest()))
+}
+
+/// [`find_credential`] over another digest of each entry (entries without one never match),
+/// e.g. an Amity network's server key.
+pub fn find_credential_by<'a, T>(
+    entries: &'a [T],
+    presented: &[u8],
+    digest: impl Fn(&T) -> Option<&CredentialDigest>,
+) -> Option<&'a T> {
     let presented = CredentialDigest::of(presented);
     let mut found = None;
     for entry in entries {
-        let equal: bool = entry.digest().0.ct_eq(&presented.0).into();
-        if equal && found.is_none() {
-            found = Some(entry);
+        if let Some(d) = digest(entry) {
+            let equal: bool = d.0.ct_eq(&presented.0).into();
+            if equal && found.is_none() {
+                found = Some(entry);
+            }
         }
     }
     found

@@ -5,7 +5,7 @@
 
 use super::{bearer, json_object, require_json, single_header, FieldKind, Fields, Len};
 use super::{Endpoint, Problem, Reply, Request};
-use crate::config::dialects::{find_credential, AmityNetwork};
+use crate::config::dialects::{find_credential, find_credential_by, AmityConfig, AmityNetwork};
 use crate::headers::is_header_safe;
 use crate::session::directory::UserRecord;
 use crate::session::model::{now_unix, rfc3339, NewSession, Session};
@@ -196,13 +196,12 @@ pub fn render_success(
     })
 }
 
+fn amity_config(app: &App) -> Result<&AmityConfig, Problem> {
+    app.config.dialects.amity.as_ref().ok_or(Problem::Internal)
+}
+
 fn network<'a>(app: &'a App, req: &Request<'_>) -> Result<&'a AmityNetwork, Problem> {
-    let cfg = app
-        .config
-        .dialects
-        .amity
-        .as_ref()
-        .ok_or(Problem::Internal)?;
+    let cfg = amity_config(app)?;
     let key = single_header(req.headers, "x-api-key")
         .ok_or_else(|| Problem::Unauthorized("an x-api-key header is required".into()))?;
     find_credential(&cfg.networks, key.as_bytes())
@@ -338,26 +337,18 @@ async fn replace_device_session(
 /// `GET /api/v3/authentication/token?userId=` and `POST /api/v4/authentication/token`
 /// (`{"userId"}`), authenticated by `x-server-key`: a secure-mode auth token, as text.
 pub async fn auth_token(app: &App, ep: Endpoint, req: &Request<'_>) -> Result<Reply, Problem> {
-    let cfg = app
-        .config
-        .dialects
-        .amity
-        .as_ref()
-        .ok_or(Problem::Internal)?;
+    let cfg = amity_config(app)?;
     let presented = single_header(req.headers, "x-server-key")
         .ok_or_else(|| Problem::Unauthorized("an x-server-key header is required".into()))?;
-    let presented = crate::config::dialects::CredentialDigest::of(presented.as_bytes());
-    let mut found: Option<(&AmityNetwork, &[u8; 32])> = None;
-    for n in &cfg.networks {
-        if let Some(k) = &n.server_key {
-            let equal: bool = k.as_bytes().ct_eq(presented.as_bytes()).into();
-            if equal && found.is_none() {
-                found = Some((n, k.as_bytes()));
-            }
-        }
-    }
-    let (network, key) =
-        found.ok_or_else(|| Problem::Unauthorized("the server key is not valid".into()))?;
+    let network = find_credential_by(&cfg.networks, presented.as_bytes(), |n| {
+        n.server_key.as_ref()
+    })
+    .ok_or_else(|| Problem::Unauthorized("the server key is not valid".into()))?;
+    let key = network
+        .server_key
+        .as_ref()
+        .ok_or(Problem::Internal)?
+        .as_bytes();
     let user_id = if ep == Endpoint::AmityAuthTokenV4 {
         require_json(req.headers)?;
         let obj = json_object(req.body)?;
@@ -388,12 +379,7 @@ pub async fn auth_token(app: &App, ep: Endpoint, req: &Request<'_>) -> Result<Re
 /// `GET /api/v3/network-settings/chat` with the bearer access token: the network's chat
 /// settings (the SDK's login fails without them).
 pub async fn chat_settings(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
-    let cfg = app
-        .config
-        .dialects
-        .amity
-        .as_ref()
-        .ok_or(Problem::Internal)?;
+    let cfg = amity_config(app)?;
     let session = amity_session(app, req, None)
         .await?
         .ok_or_else(|| Problem::Unauthorized("a valid access token is required".into()))?;
