@@ -83,6 +83,10 @@ algorithm = "HS256"
 secret = "soak-hs256-secret-0123456789abcdef0123"
 [admin]
 token = "{ADMIN_TOKEN}"
+[rate_limits]
+# Every soak client comes from 127.0.0.1 and revoked tokens are probed on purpose: the
+# per-IP limits would measure themselves, not revocation. tests/rate_limits.rs covers them.
+enabled = false
 """)
     return path
 

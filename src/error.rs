@@ -58,6 +58,9 @@ pub enum GateError {
     /// The upstream did not answer in time.
     #[error("the upstream timed out")]
     UpstreamTimeout,
+    /// Over a rate limit; holds `Retry-After` in seconds.
+    #[error("too many requests; retry after {0} seconds")]
+    RateLimited(u64),
     /// A bug or an unexpected internal state.
     #[error("internal error")]
     Internal,
@@ -72,6 +75,8 @@ pub struct ErrorResponse {
     pub code: &'static str,
     /// Value of `WWW-Authenticate`, for bearer-token failures (RFC 6750).
     pub www_authenticate: Option<&'static str>,
+    /// `Retry-After` in seconds, for rate-limited requests.
+    pub retry_after: Option<u64>,
 }
 
 const BEARER_CHALLENGE: &str = "Bearer realm=\"sessiongate\"";
@@ -98,12 +103,18 @@ impl GateError {
             GateError::MethodNotAllowed => (405, "method_not_allowed", None),
             GateError::UpstreamUnavailable => (502, "bad_gateway", None),
             GateError::UpstreamTimeout => (504, "gateway_timeout", None),
+            GateError::RateLimited(_) => (429, "rate_limited", None),
             GateError::Internal => (500, "internal_error", None),
+        };
+        let retry_after = match self {
+            GateError::RateLimited(secs) => Some(*secs),
+            _ => None,
         };
         ErrorResponse {
             status,
             code,
             www_authenticate,
+            retry_after,
         }
     }
 
@@ -139,6 +150,15 @@ mod tests {
         let r = GateError::StoreUnavailable.response();
         assert_eq!(r.status, 503);
         assert!(r.www_authenticate.is_none());
+    }
+
+    #[test]
+    fn rate_limited_is_429_with_retry_after() {
+        let r = GateError::RateLimited(7).response();
+        assert_eq!(
+            (r.status, r.code, r.retry_after),
+            (429, "rate_limited", Some(7))
+        );
     }
 
     #[test]

@@ -9,10 +9,12 @@
 
 pub mod admin;
 pub mod auth;
+pub mod client_ip;
 pub mod config;
 pub mod dialect;
 pub mod error;
 pub mod headers;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod route;
@@ -38,6 +40,8 @@ pub struct App {
     pub sessions: Sessions,
     /// Metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// Rate limits.
+    pub limits: limits::Limits,
 }
 
 /// Why the gateway could not start.
@@ -76,6 +80,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
             })?)
         }
     };
+    let limits = limits::Limits::new(config.rate_limits.clone(), store.clone(), metrics.clone());
     let cache = SessionCache::new(
         store,
         config.cache.max_entries,
@@ -97,6 +102,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
         config,
         sessions,
         metrics,
+        limits,
     }))
 }
 

@@ -9,7 +9,7 @@ use prometheus::{
 pub struct Metrics {
     registry: Registry,
     /// `sessiongate_requests_total{outcome}`: forwarded, public, rejected, store_unavailable,
-    /// bad_request, upstream_error.
+    /// bad_request, upstream_error, rate_limited, dialect.
     pub requests: IntCounterVec,
     /// `sessiongate_auth_failures_total{reason}`: see `GateError::auth_failure_reason`.
     pub auth_failures: IntCounterVec,
@@ -40,6 +40,13 @@ pub struct Metrics {
     /// `sessiongate_events_subscribed`: 1 while this replica receives other replicas'
     /// invalidations (0: its cache is bypassed).
     pub events_subscribed: IntGauge,
+    /// `sessiongate_rate_limited_total{limit}`: requests refused with 429, by the limit that
+    /// refused them (create_per_ip, create_per_credential, refresh_per_ip,
+    /// refresh_per_session, auth_failures_per_ip).
+    pub rate_limited: IntCounterVec,
+    /// `sessiongate_rate_limit_fallback_total`: limit checks counted in process because the
+    /// shared store did not answer (those limits are then per replica).
+    pub rate_limit_fallback: prometheus::IntCounter,
     /// `sessiongate_events_unreadable_total`: invalidation events this replica could not parse.
     pub events_unreadable: prometheus::IntCounter,
 }
@@ -179,6 +186,20 @@ impl Metrics {
                 r.register(Box::new(c.clone()))?;
                 c
             },
+            rate_limited: counter(
+                &r,
+                "sessiongate_rate_limited_total",
+                "Requests refused with 429, by limit.",
+                "limit",
+            )?,
+            rate_limit_fallback: {
+                let c = prometheus::IntCounter::new(
+                    "sessiongate_rate_limit_fallback_total",
+                    "Rate-limit checks counted in process because the store did not answer.",
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
             registry: r,
         };
         // Pre-create the label sets dashboards expect, so series exist before traffic.
@@ -189,8 +210,12 @@ impl Metrics {
             "store_unavailable",
             "bad_request",
             "upstream_error",
+            "rate_limited",
         ] {
             m.requests.with_label_values(&[o]);
+        }
+        for l in crate::limits::Bucket::ALL {
+            m.rate_limited.with_label_values(&[l.name()]);
         }
         for r in ["hit", "miss", "bypass", "stale"] {
             m.cache_lookups.with_label_values(&[r]);

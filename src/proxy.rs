@@ -15,6 +15,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session as HttpSession};
 use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,6 +42,8 @@ pub struct RequestCtx {
     session: Option<Arc<Session>>,
     /// Normalised path + original query: what goes upstream.
     forward_uri: Option<http::Uri>,
+    /// The client's address (socket peer, or `X-Forwarded-For` from a trusted proxy).
+    client_ip: IpAddr,
     outcome: &'static str,
 }
 
@@ -63,6 +66,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Option<Endpoint>, GateError> {
         let req = session.req_header();
+        ctx.client_ip = self.client_ip(session);
         check_header_size(req, self.app.config.proxy.max_header_bytes)?;
         check_framing(req)?;
         // Pingora drops Content-Length when Transfer-Encoding is present (RFC 9112 §6.3),
@@ -96,6 +100,9 @@ impl Gateway {
         if r == Route::Public {
             return Ok(None);
         }
+        if let Some(blocked) = self.app.limits.blocked(ctx.client_ip) {
+            return Err(GateError::RateLimited(blocked.retry_after_secs()));
+        }
         let session = match bearer(req) {
             Ok(token) => self.app.sessions.authenticate(token).await?,
             // Realtime sockets (Amity's SDK) carry the token in the query instead.
@@ -109,6 +116,19 @@ impl Gateway {
         };
         ctx.session = Some(session);
         Ok(None)
+    }
+
+    /// The socket's peer, or what a trusted proxy says in `X-Forwarded-For`.
+    fn client_ip(&self, session: &HttpSession) -> IpAddr {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        crate::client_ip::client_ip(
+            peer,
+            &session.req_header().headers,
+            &self.app.config.proxy.trusted_proxies,
+        )
     }
 
     fn is_realtime(&self, path: &str) -> bool {
@@ -130,7 +150,11 @@ impl Gateway {
     ) -> Result<()> {
         ctx.outcome = "dialect";
         let limit = self.app.config.dialects.max_body_bytes;
-        let reply = match read_body(session, limit).await {
+        let admitted = match dialect::precheck(&self.app, ep, ctx.client_ip).await {
+            Ok(()) => read_body(session, limit).await,
+            Err(problem) => Err(problem),
+        };
+        let reply = match admitted {
             Ok(body) => {
                 let req = session.req_header();
                 let request = dialect::Request {
@@ -138,6 +162,7 @@ impl Gateway {
                     query: req.uri.query(),
                     headers: &req.headers,
                     body: &body,
+                    client_ip: ctx.client_ip,
                 };
                 dialect::handle(&self.app, ep, &request).await
             }
@@ -169,6 +194,7 @@ impl Gateway {
         ctx.outcome = match err {
             GateError::StoreUnavailable => "store_unavailable",
             GateError::BadRequest(_) | GateError::HeadersTooLarge(_) => "bad_request",
+            GateError::RateLimited(_) => "rate_limited",
             _ => "rejected",
         };
         if let Some(reason) = err.auth_failure_reason() {
@@ -177,6 +203,14 @@ impl Gateway {
                 .auth_failures
                 .with_label_values(&[reason])
                 .inc();
+        }
+        // A credential was presented and refused: count it against the client's address.
+        // (No credential at all is not a guess; it is not counted.)
+        if matches!(
+            err,
+            GateError::InvalidToken(_) | GateError::SessionNotFound | GateError::SessionExpired
+        ) {
+            self.app.limits.auth_failed(ctx.client_ip).await;
         }
         // The request body (if any) is not read; never reuse the connection after a refusal.
         session.set_keepalive(None);
@@ -233,12 +267,15 @@ fn without_param(query: &str, name: &str) -> Option<String> {
 async fn write_error(session: &mut HttpSession, err: &GateError) -> Result<()> {
     let r = err.response();
     let body = Bytes::from(err.body());
-    let mut resp = ResponseHeader::build(r.status, Some(5))?;
+    let mut resp = ResponseHeader::build(r.status, Some(6))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
     resp.insert_header("cache-control", "no-store")?;
     if let Some(challenge) = r.www_authenticate {
         resp.insert_header("www-authenticate", challenge)?;
+    }
+    if let Some(secs) = r.retry_after {
+        resp.insert_header("retry-after", secs.to_string())?;
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
@@ -326,6 +363,7 @@ impl ProxyHttp for Gateway {
             route: None,
             session: None,
             forward_uri: None,
+            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             outcome: "rejected",
         }
     }

@@ -133,6 +133,15 @@ fn exercise(gws: &[Gateway]) -> TestResult {
         ids[0], ids[1],
         "one identity, one user id, whichever replica"
     );
+    // Rate limits (refresh, creation, failed authentication above) were counted in this
+    // store, never in process.
+    for gw in [a, b] {
+        let metrics = request(gw.admin, "GET", "/metrics", &[], None)?.body;
+        assert!(
+            metrics.contains("\nsessiongate_rate_limit_fallback_total 0\n"),
+            "rate limits fell back to in-process counting"
+        );
+    }
     Ok(())
 }
 

@@ -113,6 +113,8 @@ pub struct MottaslCredential {
     pub billing_source: String,
     /// `user_details.language` of the response.
     pub language: String,
+    /// Session-creation requests per rate-limit window (`None`: the global default).
+    pub session_rate_limit: Option<u32>,
 }
 
 impl Credentialed for MottaslCredential {
@@ -151,6 +153,8 @@ pub struct AmityNetwork {
     pub ttl_secs: u64,
     /// Body of `GET /api/v3/network-settings/chat`.
     pub chat_settings: serde_json::Value,
+    /// Session-creation requests per rate-limit window (`None`: the global default).
+    pub session_rate_limit: Option<u32>,
 }
 
 impl Credentialed for AmityNetwork {
@@ -187,6 +191,8 @@ pub struct RapidlyWorkspace {
     pub member_model_enabled: bool,
     /// Customer portal base URL.
     pub portal_base_url: String,
+    /// Session-creation requests per rate-limit window (`None`: the global default).
+    pub session_rate_limit: Option<u32>,
 }
 
 impl Credentialed for RapidlyWorkspace {
@@ -409,6 +415,7 @@ impl Validator<'_> {
             channels: c.channels,
             billing_source: c.billing_source.unwrap_or_default(),
             language: c.language.unwrap_or_else(|| "en".into()),
+            session_rate_limit: c.session_rate_limit,
         })
     }
 
@@ -523,6 +530,7 @@ impl Validator<'_> {
             role,
             ttl_secs,
             chat_settings,
+            session_rate_limit: n.session_rate_limit,
         })
     }
 
@@ -606,6 +614,7 @@ impl Validator<'_> {
             ttl_secs,
             member_model_enabled: w.member_model_enabled.unwrap_or(false),
             portal_base_url,
+            session_rate_limit: w.session_rate_limit,
         })
     }
 

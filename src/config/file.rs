@@ -61,6 +61,32 @@ pub struct FileConfig {
     /// `[dialects]`
     #[serde(default)]
     pub dialects: DialectsSection,
+    /// `[rate_limits]`
+    #[serde(default)]
+    pub rate_limits: RateLimitsSection,
+}
+
+/// `[rate_limits]`: abuse protection on session creation, refresh and failed authentication.
+/// Every limit counts requests per `window_seconds`; 0 turns that one limit off.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsSection {
+    /// Whether any limit applies (default true).
+    pub enabled: Option<bool>,
+    /// Length of the sliding window.
+    pub window_seconds: Option<u64>,
+    /// Session-creation requests per client IP.
+    pub create_per_ip: Option<u32>,
+    /// Session-creation requests per credential (API key / token); a credential's own
+    /// `session_rate_limit` overrides it.
+    pub create_per_credential: Option<u32>,
+    /// `POST /auth/refresh` requests per client IP.
+    pub refresh_per_ip: Option<u32>,
+    /// `POST /auth/refresh` requests per session (the credential a refresh token is).
+    pub refresh_per_session: Option<u32>,
+    /// Failed authentications per client IP; past it, the IP gets 429 on everything that
+    /// needs authentication until the window lets it go.
+    pub auth_failures_per_ip: Option<u32>,
 }
 
 /// `[server]`: listeners and process settings.
@@ -103,6 +129,9 @@ pub struct ProxySection {
     pub max_header_bytes: Option<usize>,
     /// Adds `x-hasura-admin-secret` on authenticated requests (Hasura trusted-header mode).
     pub hasura_admin_secret: Option<SecretSource>,
+    /// Addresses or CIDR ranges of proxies in front of the gateway whose
+    /// `X-Forwarded-For` is believed (empty: the socket's peer is the client).
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// `[store]`: where sessions live.
@@ -242,6 +271,9 @@ pub struct MottaslCredentialSection {
     pub billing_source: Option<String>,
     /// `user_details.language` reported in the response.
     pub language: Option<String>,
+    /// Session-creation requests per rate-limit window for this token (overrides
+    /// `rate_limits.create_per_credential`; 0 = unlimited).
+    pub session_rate_limit: Option<u32>,
 }
 
 /// `[dialects.amity]`: `POST /api/v3|v4|v5/sessions` and the calls the SDK's login makes.
@@ -287,6 +319,9 @@ pub struct AmityNetworkSection {
     pub session_ttl_seconds: Option<u64>,
     /// Served at `GET /api/v3/network-settings/chat` (default: message preview off).
     pub chat_settings: Option<toml::Value>,
+    /// Session-creation requests per rate-limit window for this API key (overrides
+    /// `rate_limits.create_per_credential`; 0 = unlimited).
+    pub session_rate_limit: Option<u32>,
 }
 
 /// `[dialects.rapidly]`: `POST /api/customer-sessions/`.
@@ -325,6 +360,9 @@ pub struct RapidlyWorkspaceSection {
     pub member_model_enabled: Option<bool>,
     /// Customer portal base URL; the response's `customer_portal_url` adds the token.
     pub portal_base_url: Option<String>,
+    /// Session-creation requests per rate-limit window for this token (overrides
+    /// `rate_limits.create_per_credential`; 0 = unlimited).
+    pub session_rate_limit: Option<u32>,
 }
 
 /// A customer provisioned from the config.

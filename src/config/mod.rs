@@ -12,6 +12,7 @@ use crate::secret::Secret;
 use dialects::{CredentialDigest, DialectsConfig};
 use env::EnvSource;
 use file::{FileConfig, SecretSource};
+use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -94,6 +95,43 @@ pub struct ProxyConfig {
     pub hasura_admin_secret: Option<Secret>,
     /// Largest total request header size; 431 beyond.
     pub max_header_bytes: usize,
+    /// Proxies whose `X-Forwarded-For` names the client (empty: the socket peer is it).
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// Abuse protection. Every limit counts per sliding `window`; 0 means that limit is off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Whether any limit applies.
+    pub enabled: bool,
+    /// The window every limit counts over.
+    pub window: Duration,
+    /// Session-creation requests per client IP.
+    pub create_per_ip: u32,
+    /// Session-creation requests per credential, unless the credential sets its own.
+    pub create_per_credential: u32,
+    /// Refresh requests per client IP.
+    pub refresh_per_ip: u32,
+    /// Refresh requests per session.
+    pub refresh_per_session: u32,
+    /// Failed authentications per client IP before it is refused.
+    pub auth_failures_per_ip: u32,
+}
+
+impl Default for RateLimitConfig {
+    /// Generous enough for a backend that creates sessions for many users from one address,
+    /// tight enough to stop guessing: see the README's "Abuse protection".
+    fn default() -> Self {
+        RateLimitConfig {
+            enabled: true,
+            window: Duration::from_secs(60),
+            create_per_ip: 600,
+            create_per_credential: 0,
+            refresh_per_ip: 600,
+            refresh_per_session: 30,
+            auth_failures_per_ip: 100,
+        }
+    }
 }
 
 /// How the Redis deployment is reached.
@@ -222,6 +260,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Session dialects (Mottasl, Amity, Rapidly).
     pub dialects: DialectsConfig,
+    /// Abuse protection.
+    pub rate_limits: RateLimitConfig,
 }
 
 impl Config {
@@ -462,6 +502,7 @@ impl Validator<'_> {
             max: tokens.as_ref().map_or(30 * 86_400, |t| t.max_ttl.as_secs()),
         };
         let dialects = self.dialects(f.dialects, &ttls);
+        let rate_limits = self.rate_limits(f.rate_limits);
         let admin_token = self.secret_with_env(
             "admin.token",
             env::ADMIN_TOKEN,
@@ -503,7 +544,25 @@ impl Validator<'_> {
                 max_body_bytes,
             },
             dialects,
+            rate_limits,
         })
+    }
+
+    fn rate_limits(&mut self, r: file::RateLimitsSection) -> RateLimitConfig {
+        let d = RateLimitConfig::default();
+        let window = r.window_seconds.unwrap_or(d.window.as_secs());
+        if !(1..=86_400).contains(&window) {
+            self.issue("rate_limits.window_seconds", "must be between 1 and 86400");
+        }
+        RateLimitConfig {
+            enabled: r.enabled.unwrap_or(d.enabled),
+            window: Duration::from_secs(window.clamp(1, 86_400)),
+            create_per_ip: r.create_per_ip.unwrap_or(d.create_per_ip),
+            create_per_credential: r.create_per_credential.unwrap_or(d.create_per_credential),
+            refresh_per_ip: r.refresh_per_ip.unwrap_or(d.refresh_per_ip),
+            refresh_per_session: r.refresh_per_session.unwrap_or(d.refresh_per_session),
+            auth_failures_per_ip: r.auth_failures_per_ip.unwrap_or(d.auth_failures_per_ip),
+        }
     }
 
     fn upstream(&mut self, u: file::UpstreamSection) -> Option<UpstreamConfig> {
@@ -598,11 +657,25 @@ impl Validator<'_> {
         if !(1024..=1024 * 1024).contains(&max_header_bytes) {
             self.issue("proxy.max_header_bytes", "must be between 1024 and 1048576");
         }
+        let mut trusted_proxies = Vec::new();
+        for (i, entry) in p.trusted_proxies.unwrap_or_default().iter().enumerate() {
+            let net = entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from));
+            match net {
+                Ok(n) => trusted_proxies.push(n.trunc()),
+                Err(_) => self.issue(
+                    format!("proxy.trusted_proxies[{i}]"),
+                    format!("`{entry}` is not an IP address or CIDR range like 10.0.0.0/8"),
+                ),
+            }
+        }
         ProxyConfig {
             public_prefixes,
             forward_authorization: p.forward_authorization.unwrap_or(false),
             hasura_admin_secret,
             max_header_bytes,
+            trusted_proxies,
         }
     }
 
@@ -987,6 +1060,51 @@ mod tests {
         [admin]
         token = "an-admin-token-0123"
     "#;
+
+    #[test]
+    fn rate_limits_and_trusted_proxies() -> Result<(), ConfigError> {
+        let cfg = Config::from_toml(BASE, &no_env())?;
+        assert_eq!(cfg.rate_limits, RateLimitConfig::default());
+        assert!(cfg.proxy.trusted_proxies.is_empty());
+        let text = format!(
+            r#"{BASE}
+            [proxy]
+            trusted_proxies = ["10.0.0.0/8", "192.0.2.7", "fd00::/8"]
+            [rate_limits]
+            window_seconds = 10
+            create_per_ip = 5
+            auth_failures_per_ip = 0
+            "#
+        );
+        let cfg = Config::from_toml(&text, &no_env())?;
+        assert_eq!(cfg.proxy.trusted_proxies.len(), 3);
+        assert!(cfg.proxy.trusted_proxies[1].contains(
+            &"192.0.2.7"
+                .parse::<std::net::IpAddr>()
+                .map_err(|_| ConfigError(Vec::new()))?
+        ));
+        assert_eq!(cfg.rate_limits.window, Duration::from_secs(10));
+        assert_eq!(
+            (
+                cfg.rate_limits.create_per_ip,
+                cfg.rate_limits.auth_failures_per_ip
+            ),
+            (5, 0)
+        );
+        let bad = format!(
+            r#"{BASE}
+            [proxy]
+            trusted_proxies = ["10.0.0.0/8", "not-a-net"]
+            [rate_limits]
+            window_seconds = 0
+            "#
+        );
+        assert_eq!(
+            issue_keys(&bad),
+            vec!["proxy.trusted_proxies[1]", "rate_limits.window_seconds"]
+        );
+        Ok(())
+    }
 
     #[test]
     fn dialect_config_problems_name_their_keys() {

@@ -26,6 +26,9 @@ mod code {
     pub const FORBIDDEN: u32 = 400_300;
     pub const ITEM_NOT_FOUND: u32 = 400_400;
     pub const BUSINESS_ERROR: u32 = 500_000;
+    /// The SDK's `ServerError` enum (6.35) has no rate-limit code; HTTP 429 is the signal,
+    /// and this follows the 500000 pattern (status × 1000).
+    pub const RATE_LIMITED: u32 = 429_000;
 }
 
 /// A validated session registration.
@@ -230,6 +233,9 @@ async fn amity_session(
 /// `POST /api/v3|v4|v5/sessions`: register (or renew) a session.
 pub async fn register_session(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
     let network = network(app, req)?;
+    app.limits
+        .create_with("amity", &network.digest, network.session_rate_limit)
+        .await?;
     require_json(req.headers)?;
     let reg = parse(req.body)?;
     // Renewal (the SDK posts again with its current access token): a live session of the
@@ -415,6 +421,11 @@ pub fn render(problem: &Problem) -> Reply {
             code::BUSINESS_ERROR,
             "the session store is unavailable; nothing was created".into(),
         ),
+        Problem::RateLimited(secs) => (
+            429,
+            code::RATE_LIMITED,
+            format!("too many requests; retry after {secs} seconds"),
+        ),
         Problem::Internal => (
             500,
             code::BUSINESS_ERROR,
@@ -446,6 +457,7 @@ mod tests {
             role: "user".into(),
             ttl_secs: 3600,
             chat_settings: json!({}),
+            session_rate_limit: None,
         }
     }
 

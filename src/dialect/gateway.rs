@@ -12,13 +12,17 @@ use serde_json::json;
 /// A [`GateError`] as a reply (status, JSON body, RFC 6750 challenge).
 pub fn error_reply(err: &GateError) -> Reply {
     let r = err.response();
+    let mut headers = Vec::new();
+    if let Some(c) = r.www_authenticate {
+        headers.push(("www-authenticate", c.to_string()));
+    }
+    if let Some(secs) = r.retry_after {
+        headers.push(("retry-after", secs.to_string()));
+    }
     Reply {
         status: r.status,
         content_type: "application/json",
-        headers: r
-            .www_authenticate
-            .map(|c| vec![("www-authenticate", c.to_string())])
-            .unwrap_or_default(),
+        headers,
         body: err.body(),
     }
 }
@@ -35,6 +39,12 @@ pub async fn refresh(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
     require_json(req.headers)?;
     let obj = json_object(req.body)?;
     let token = Fields::new(&obj).string("refresh_token", Len { min: 1, max: 256 })?;
+    // The session part of `<session id>.<secret>` is the credential a refresh counts against.
+    if let Some((session_id, _)) = token.split_once('.') {
+        if crate::session::model::is_valid_session_id(session_id) {
+            app.limits.refresh_of(session_id).await?;
+        }
+    }
     match app.sessions.refresh(&token).await {
         Ok(r) => Ok(Reply::json(
             200,
@@ -104,6 +114,7 @@ pub fn render(problem: &Problem) -> Reply {
         Problem::PayloadTooLarge(n) => GateError::PayloadTooLarge(*n),
         Problem::MethodNotAllowed(_) => GateError::MethodNotAllowed,
         Problem::Unavailable => GateError::StoreUnavailable,
+        Problem::RateLimited(secs) => GateError::RateLimited(*secs),
         Problem::Internal => GateError::Internal,
     };
     error_reply(&err)

@@ -15,10 +15,12 @@ pub mod rapidly;
 
 use crate::config::dialects::DialectsConfig;
 use crate::error::GateError;
+use crate::limits::Limited;
 use crate::session::store::StoreError;
 use crate::App;
 use http::{HeaderMap, Method};
 use serde_json::{Map, Value};
+use std::net::IpAddr;
 
 /// The dialects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +82,16 @@ impl Endpoint {
         }
     }
 
+    /// Whether the endpoint creates sessions (rate-limited per IP and per credential).
+    pub fn creates_sessions(self) -> bool {
+        matches!(
+            self,
+            Endpoint::MottaslNewSession
+                | Endpoint::AmitySessions
+                | Endpoint::RapidlyCustomerSessions
+        )
+    }
+
     /// The one method the endpoint answers.
     pub fn method(self) -> Method {
         match self {
@@ -122,6 +134,8 @@ pub struct Request<'a> {
     pub headers: &'a HeaderMap,
     /// The whole body (already bounded by `dialects.max_body_bytes`).
     pub body: &'a [u8],
+    /// The client's address (see `client_ip`).
+    pub client_ip: IpAddr,
 }
 
 /// A complete response written by the gateway.
@@ -234,6 +248,9 @@ pub enum Problem {
     /// The session store could not be reached; nothing was written.
     #[error("the session store is unavailable; nothing was created")]
     Unavailable,
+    /// Over a rate limit; holds `Retry-After` in seconds.
+    #[error("too many requests; retry after {0} seconds")]
+    RateLimited(u64),
     /// A bug; nothing was written.
     #[error("internal error; nothing was created")]
     Internal,
@@ -245,6 +262,12 @@ impl From<StoreError> for Problem {
             StoreError::Unavailable(_) => Problem::Unavailable,
             StoreError::Corrupt(_) => Problem::Internal,
         }
+    }
+}
+
+impl From<Limited> for Problem {
+    fn from(l: Limited) -> Self {
+        Problem::RateLimited(l.retry_after_secs())
     }
 }
 
@@ -413,7 +436,23 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// The limits a request from `client_ip` must pass before its body is even read: refused
+/// addresses, and the per-IP limits of session creation and refresh.
+pub async fn precheck(app: &App, ep: Endpoint, client_ip: IpAddr) -> Result<(), Problem> {
+    if let Some(blocked) = app.limits.blocked(client_ip) {
+        return Err(blocked.into());
+    }
+    if ep.creates_sessions() {
+        app.limits.create_from(client_ip).await?;
+    } else if ep == Endpoint::AuthRefresh {
+        app.limits.refresh_from(client_ip).await?;
+    }
+    Ok(())
+}
+
 /// Answers one dialect request; every failure is rendered in the dialect's own format.
+/// A 401 (a credential was presented and refused, or none was) counts as a failed
+/// authentication of the client's address.
 pub async fn handle(app: &App, ep: Endpoint, req: &Request<'_>) -> Reply {
     let dialect = ep.dialect();
     let result = if *req.method != ep.method() {
@@ -435,6 +474,9 @@ pub async fn handle(app: &App, ep: Endpoint, req: &Request<'_>) -> Reply {
         Ok(reply) => reply,
         Err(problem) => render(dialect, &problem),
     };
+    if reply.status == 401 {
+        app.limits.auth_failed(req.client_ip).await;
+    }
     app.metrics
         .dialect_requests
         .with_label_values(&[dialect.name(), status_label(reply.status)])
@@ -450,6 +492,9 @@ pub fn render(dialect: Dialect, problem: &Problem) -> Reply {
         Dialect::Rapidly => rapidly::render(problem),
         Dialect::Gateway => gateway::render(problem),
     };
+    if let Problem::RateLimited(secs) = problem {
+        reply.headers.push(("retry-after", secs.to_string()));
+    }
     if let Problem::MethodNotAllowed(allow) = problem {
         reply.headers.push(("allow", allow.to_string()));
     }
@@ -476,6 +521,7 @@ fn status_label(status: u16) -> &'static str {
         413 => "413",
         415 => "415",
         422 => "422",
+        429 => "429",
         500 => "500",
         503 => "503",
         _ => "other",

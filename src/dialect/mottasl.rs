@@ -178,6 +178,9 @@ pub async fn new_session(app: &App, req: &Request<'_>) -> Result<Reply, Problem>
         .ok_or_else(|| Problem::Unauthorized("an integration bearer token is required".into()))?;
     let cred = find_credential(&cfg.credentials, token.as_bytes())
         .ok_or_else(|| Problem::Unauthorized("the integration token is not valid".into()))?;
+    app.limits
+        .create_with("mottasl", &cred.digest, cred.session_rate_limit)
+        .await?;
     require_json(req.headers)?;
     let parsed = parse(req.query, req.body)?;
     let host_id = authorize(&parsed, cred)?;
@@ -236,6 +239,10 @@ pub fn render(problem: &Problem) -> Reply {
             500,
             "the session store is unavailable; nothing was created".into(),
         ),
+        Problem::RateLimited(secs) => (
+            429,
+            format!("too many requests; retry after {secs} seconds"),
+        ),
         Problem::Internal => (500, "internal error; nothing was created".into()),
     };
     Reply::json(status, &json!({"success": false, "message": message}))
@@ -261,6 +268,7 @@ mod tests {
             channels: vec!["WhatsApp".into()],
             billing_source: "Stripe".into(),
             language: "en".into(),
+            session_rate_limit: None,
         }
     }
 

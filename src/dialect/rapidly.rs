@@ -200,6 +200,9 @@ pub async fn create_session(app: &App, req: &Request<'_>) -> Result<Reply, Probl
         .ok_or_else(|| Problem::Unauthorized("a workspace access token is required".into()))?;
     let workspace = find_credential(&cfg.workspaces, token.as_bytes())
         .ok_or_else(|| Problem::Unauthorized("the access token is invalid".into()))?;
+    app.limits
+        .create_with("rapidly", &workspace.digest, workspace.session_rate_limit)
+        .await?;
     if !workspace.scopes.iter().any(|s| s == SCOPE) {
         return Err(Problem::Forbidden(format!(
             "the access token lacks the {SCOPE} scope"
@@ -442,6 +445,11 @@ pub fn render(problem: &Problem) -> Reply {
             "ServiceUnavailable",
             "the session store is unavailable; nothing was created",
         ),
+        Problem::RateLimited(secs) => error(
+            429,
+            "TooManyRequests",
+            &format!("too many requests; retry after {secs} seconds"),
+        ),
         Problem::Internal => error(
             500,
             "InternalServerError",
@@ -481,6 +489,7 @@ mod tests {
             ttl_secs: 3600,
             member_model_enabled: false,
             portal_base_url: "https://portal.example/dev-workspace/portal".into(),
+            session_rate_limit: None,
         }
     }
 

@@ -549,6 +549,13 @@ mod tests {
                 *s = Some(sink);
             }
         }
+        async fn count_hit(
+            &self,
+            key: &str,
+            window: Duration,
+        ) -> Result<crate::session::window::WindowCount, StoreError> {
+            self.inner.count_hit(key, window).await
+        }
         async fn ping(&self) -> Result<(), StoreError> {
             Ok(())
         }

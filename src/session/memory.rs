@@ -2,6 +2,7 @@
 
 use super::model::{now_unix, Session};
 use super::store::{RecordKey, Rotation, SessionStore, StoreError, WriteMode};
+use super::window::{unix_ms, LocalWindows, WindowCount};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -34,6 +35,7 @@ pub struct MemoryStore {
     sessions: Mutex<HashMap<String, Stored>>,
     generations: Mutex<HashMap<String, u64>>,
     records: Mutex<HashMap<RecordKey, Record>>,
+    windows: LocalWindows,
 }
 
 impl MemoryStore {
@@ -200,6 +202,10 @@ impl SessionStore for MemoryStore {
     async fn record_delete(&self, key: &RecordKey) -> Result<bool, StoreError> {
         let now = Instant::now();
         Ok(self.records()?.remove(key).is_some_and(|r| r.live(now)))
+    }
+
+    async fn count_hit(&self, key: &str, window: Duration) -> Result<WindowCount, StoreError> {
+        Ok(self.windows.hit(key, window, unix_ms()))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -8,6 +8,7 @@ pub mod model;
 pub mod redis;
 pub mod redis_conn;
 pub mod store;
+pub mod window;
 
 use crate::auth::{Claims, KeySet};
 use crate::error::GateError;

@@ -4,6 +4,7 @@
 use super::model::{now_unix, Session};
 use super::redis_conn::{Conn, Topology};
 use super::store::{EventSink, RecordKey, Rotation, SessionStore, StoreError, WriteMode};
+use super::window::WindowCount;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -48,6 +49,26 @@ if cur == ARGV[1] then
 end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 2 end
 return 3
+";
+
+/// One hit on a sliding-window counter (a hash of fixed-window index → count, one key so
+/// it works on Cluster). Redis' own clock decides the window, so replicas with skewed clocks
+/// still share one. KEYS = counter; ARGV = window ms. Returns {current, previous, elapsed}.
+const COUNT_HIT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local w = tonumber(ARGV[1])
+local idx = math.floor(now / w)
+local cur = redis.call('HINCRBY', KEYS[1], string.format('%d', idx), 1)
+local prev = tonumber(redis.call('HGET', KEYS[1], string.format('%d', idx - 1)) or '0')
+if redis.call('HLEN', KEYS[1]) > 2 then
+  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+    local n = tonumber(f)
+    if n ~= idx and n ~= idx - 1 then redis.call('HDEL', KEYS[1], f) end
+  end
+end
+redis.call('PEXPIRE', KEYS[1], w * 2)
+return {cur, prev, now - idx * w}
 ";
 
 /// Key of a directory record: the id is hashed, so any bytes a client sent (a user id, a
@@ -339,6 +360,31 @@ impl SessionStore for RedisStore {
         cmd.arg(record_key(key));
         let n: i64 = self.run(cmd).await?;
         Ok(n > 0)
+    }
+
+    async fn count_hit(&self, key: &str, window: Duration) -> Result<WindowCount, StoreError> {
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let script = redis::Script::new(COUNT_HIT);
+        let mut inv = script.prepare_invoke();
+        inv.key(record_key(&RecordKey {
+            kind: "rl",
+            id: key.to_string(),
+        }))
+        .arg(window_ms);
+        let mut conn = self.conn.clone();
+        let result =
+            tokio::time::timeout(self.timeout, inv.invoke_async::<Vec<u64>>(&mut conn)).await;
+        match result {
+            Ok(Ok(v)) if v.len() == 3 => Ok(WindowCount {
+                current: v[0],
+                previous: v[1],
+                elapsed: Duration::from_millis(v[2]),
+                window: Duration::from_millis(window_ms),
+            }),
+            Ok(Ok(_)) => Err(StoreError::Corrupt("unexpected counter reply".into())),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

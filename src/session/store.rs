@@ -1,6 +1,7 @@
 //! The session store interface. Stores know sessions, never dialects or HTTP.
 
 use super::model::Session;
+use super::window::WindowCount;
 use async_trait::async_trait;
 use std::time::Duration;
 
@@ -105,6 +106,9 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<Option<Vec<u8>>, StoreError>;
     /// Deletes a record; `Ok(false)` when there was none.
     async fn record_delete(&self, key: &RecordKey) -> Result<bool, StoreError>;
+    /// Counts one hit on `key` (opaque; hashed by stores that build keys from it) in a
+    /// sliding window of `window`, shared by every replica using this store.
+    async fn count_hit(&self, key: &str, window: Duration) -> Result<WindowCount, StoreError>;
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
     /// Short name for logs and metrics.

@@ -165,6 +165,12 @@ impl Redis {
     }
 
     /// How many keys match `pattern` (`KEYS`; test data sets are tiny).
+    /// Keys holding sessions, users, records or generations: everything but rate-limit
+    /// counters (which every request to a session API touches by design).
+    pub fn data_key_count(&self) -> Result<usize, Box<dyn std::error::Error>> {
+        Ok(self.key_count("sg:*")? - self.key_count("sg:rl:*")?)
+    }
+
     pub fn key_count(&self, pattern: &str) -> Result<usize, Box<dyn std::error::Error>> {
         let reply = self.command(&format!("KEYS {pattern}"))?;
         let first = reply.lines().next().unwrap_or_default();
@@ -275,12 +281,23 @@ impl Gateway {
         redis: Option<&str>,
         extra: &str,
     ) -> Result<Gateway, Box<dyn std::error::Error>> {
+        Self::start_edited(upstream, redis, extra, |text| text)
+    }
+
+    /// Like `start_with`, with the whole config text passed through `edit` first (to add
+    /// keys to the tables the harness writes).
+    pub fn start_edited(
+        upstream: SocketAddr,
+        redis: Option<&str>,
+        extra: &str,
+        edit: impl FnOnce(String) -> String,
+    ) -> Result<Gateway, Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let (proxy, admin) = (free_port(), free_port());
         let config_path = dir.path().join("sessiongate.toml");
         std::fs::write(
             &config_path,
-            config_text(proxy, admin, upstream, redis, extra),
+            edit(config_text(proxy, admin, upstream, redis, extra)),
         )?;
         Self::spawn(dir, config_path, proxy, admin)
     }
