@@ -73,6 +73,8 @@ fn hot_path(c: &mut Criterion) {
     let opts = RewriteOptions {
         forward_authorization: false,
         hasura_admin_secret: None,
+        hasura_headers: true,
+        bearer: None,
     };
     let template = request();
     let peer = std::net::IpAddr::from([192, 0, 2, 10]);
@@ -148,6 +150,7 @@ fn dialects(c: &mut Criterion) {
                 headers: &headers,
                 body: mottasl_body,
                 client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+                via_trusted_proxy: false,
             };
             let reply = rt.block_on(dialect::handle(&app, Endpoint::MottaslNewSession, &req));
             assert_eq!(reply.status, 200);

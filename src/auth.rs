@@ -109,7 +109,7 @@ impl std::fmt::Debug for KeySet {
     }
 }
 
-fn decoding_key(k: &KeyConfig) -> Result<DecodingKey, String> {
+pub(crate) fn decoding_key(k: &KeyConfig) -> Result<DecodingKey, String> {
     match &k.material {
         KeyMaterial::Shared(s) => Ok(DecodingKey::from_secret(s.expose().as_bytes())),
         KeyMaterial::Asymmetric { public_pem, .. } => {
@@ -130,7 +130,7 @@ fn decoding_key(k: &KeyConfig) -> Result<DecodingKey, String> {
     }
 }
 
-fn encoding_key(k: &KeyConfig) -> Result<Option<EncodingKey>, String> {
+pub(crate) fn encoding_key(k: &KeyConfig) -> Result<Option<EncodingKey>, String> {
     match &k.material {
         KeyMaterial::Shared(s) => Ok(Some(EncodingKey::from_secret(s.expose().as_bytes()))),
         KeyMaterial::Asymmetric {

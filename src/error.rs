@@ -46,6 +46,9 @@ pub enum GateError {
     /// The admin API credential is missing or wrong.
     #[error("a valid admin bearer token is required")]
     AdminUnauthorized,
+    /// Authenticated or not, the request is refused (e.g. it carries identity headers).
+    #[error("{0}")]
+    Forbidden(String),
     /// No such resource or route.
     #[error("not found")]
     NotFound,
@@ -99,6 +102,7 @@ impl GateError {
             GateError::PayloadTooLarge(_) => (413, "payload_too_large", None),
             GateError::HeadersTooLarge(_) => (431, "request_header_fields_too_large", None),
             GateError::AdminUnauthorized => (401, "unauthorized", Some(BEARER_CHALLENGE)),
+            GateError::Forbidden(_) => (403, "forbidden", None),
             GateError::NotFound => (404, "not_found", None),
             GateError::MethodNotAllowed => (405, "method_not_allowed", None),
             GateError::UpstreamUnavailable => (502, "bad_gateway", None),

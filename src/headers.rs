@@ -50,6 +50,12 @@ pub struct RewriteOptions<'a> {
     pub forward_authorization: bool,
     /// Added as `x-hasura-admin-secret` on authenticated requests.
     pub hasura_admin_secret: Option<&'a Secret>,
+    /// Inject `x-hasura-user-id`, `x-hasura-business-id`, `x-hasura-role` (Hasura's headers
+    /// mode); `x-host-id` is injected in every mode.
+    pub hasura_headers: bool,
+    /// Replaces `Authorization` with `Bearer <this>` on authenticated requests (Hasura's jwt
+    /// mode), whatever `forward_authorization` says.
+    pub bearer: Option<&'a str>,
 }
 
 fn internal(_: impl std::fmt::Debug) -> GateError {
@@ -107,16 +113,21 @@ pub fn rewrite(
     }
 
     if let Some(s) = session {
-        if !opts.forward_authorization {
+        if let Some(token) = opts.bearer {
+            req.insert_header(AUTHORIZATION, format!("Bearer {token}"))
+                .map_err(internal)?;
+        } else if !opts.forward_authorization {
             req.remove_header(&AUTHORIZATION);
         }
-        req.insert_header(USER_ID, s.user_id.as_str())
-            .map_err(internal)?;
-        req.insert_header(BUSINESS_ID, s.business_id.as_str())
-            .map_err(internal)?;
         req.insert_header(HOST_ID, s.host_id.as_str())
             .map_err(internal)?;
-        req.insert_header(ROLE, s.role.as_str()).map_err(internal)?;
+        if opts.hasura_headers {
+            req.insert_header(USER_ID, s.user_id.as_str())
+                .map_err(internal)?;
+            req.insert_header(BUSINESS_ID, s.business_id.as_str())
+                .map_err(internal)?;
+            req.insert_header(ROLE, s.role.as_str()).map_err(internal)?;
+        }
         if let Some(secret) = opts.hasura_admin_secret {
             req.insert_header(ADMIN_SECRET, secret.expose())
                 .map_err(internal)?;
@@ -157,6 +168,8 @@ mod tests {
         RewriteOptions {
             forward_authorization: false,
             hasura_admin_secret: None,
+            hasura_headers: true,
+            bearer: None,
         }
     }
 
@@ -256,6 +269,8 @@ mod tests {
             RewriteOptions {
                 forward_authorization: true,
                 hasura_admin_secret: Some(&secret),
+                hasura_headers: true,
+                bearer: None,
             },
         )?;
         assert_eq!(all(&req, ADMIN_SECRET), vec!["hasura-secret"]);

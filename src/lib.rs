@@ -13,6 +13,7 @@ pub mod client_ip;
 pub mod config;
 pub mod dialect;
 pub mod error;
+pub mod hasura;
 pub mod headers;
 pub mod limits;
 pub mod metrics;
@@ -42,6 +43,8 @@ pub struct App {
     pub metrics: Arc<metrics::Metrics>,
     /// Rate limits.
     pub limits: limits::Limits,
+    /// Hasura identity (mode, minted JWTs, JWKS).
+    pub hasura: hasura::Hasura,
 }
 
 /// Why the gateway could not start.
@@ -53,6 +56,9 @@ pub enum StartError {
     /// Keys could not be built.
     #[error("tokens: {0}")]
     Keys(String),
+    /// Hasura keys could not be built.
+    #[error("hasura: {0}")]
+    Hasura(String),
     /// The store could not be set up.
     #[error("store: {0}")]
     Store(#[from] session::store::StoreError),
@@ -80,6 +86,8 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
             })?)
         }
     };
+    let hasura = hasura::Hasura::new(&config.hasura, config.cache.max_entries)
+        .map_err(StartError::Hasura)?;
     let limits = limits::Limits::new(config.rate_limits.clone(), store.clone(), metrics.clone());
     let cache = SessionCache::new(
         store,
@@ -103,6 +111,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
         sessions,
         metrics,
         limits,
+        hasura,
     }))
 }
 

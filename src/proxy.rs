@@ -2,8 +2,10 @@
 //! → upstream. Each hook only delegates; the steps live in `route`, `auth`, `session` and
 //! `headers`, and are tested there without a socket.
 
+use crate::config::HasuraMode;
 use crate::dialect::{self, Endpoint};
 use crate::error::GateError;
+use crate::hasura::Minted;
 use crate::headers::{self, RewriteOptions};
 use crate::route::{self, Route};
 use crate::session::model::Session;
@@ -44,6 +46,8 @@ pub struct RequestCtx {
     forward_uri: Option<http::Uri>,
     /// The client's address (socket peer, or `X-Forwarded-For` from a trusted proxy).
     client_ip: IpAddr,
+    /// Whether the socket's peer is a trusted proxy.
+    via_trusted_proxy: bool,
     outcome: &'static str,
 }
 
@@ -66,7 +70,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Option<Endpoint>, GateError> {
         let req = session.req_header();
-        ctx.client_ip = self.client_ip(session);
+        (ctx.client_ip, ctx.via_trusted_proxy) = self.client_ip(session);
         check_header_size(req, self.app.config.proxy.max_header_bytes)?;
         check_framing(req)?;
         // Pingora drops Content-Length when Transfer-Encoding is present (RFC 9112 §6.3),
@@ -82,7 +86,7 @@ impl Gateway {
         }
         let path = route::normalize_path(req.uri.path())
             .map_err(|e| GateError::BadRequest(e.to_string()))?;
-        if let Some(ep) = dialect::endpoint(&path, &self.app.config.dialects) {
+        if let Some(ep) = dialect::endpoint(&path, &self.app.config) {
             ctx.route = Some(Route::Dialect(ep));
             return Ok(Some(ep));
         }
@@ -118,17 +122,42 @@ impl Gateway {
         Ok(None)
     }
 
-    /// The socket's peer, or what a trusted proxy says in `X-Forwarded-For`.
-    fn client_ip(&self, session: &HttpSession) -> IpAddr {
+    /// The socket's peer, or what a trusted proxy says in `X-Forwarded-For`; and whether
+    /// the peer is a trusted proxy.
+    fn client_ip(&self, session: &HttpSession) -> (IpAddr, bool) {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-        crate::client_ip::client_ip(
-            peer,
-            &session.req_header().headers,
-            &self.app.config.proxy.trusted_proxies,
-        )
+        let trusted = &self.app.config.proxy.trusted_proxies;
+        let client = crate::client_ip::client_ip(peer, &session.req_header().headers, trusted);
+        (client, crate::client_ip::is_trusted(peer, trusted))
+    }
+
+    /// How identity reaches the upstream in the configured Hasura mode.
+    fn rewrite_options<'a>(&'a self, minted: Option<&'a Minted>) -> RewriteOptions<'a> {
+        let proxy = &self.app.config.proxy;
+        match self.app.hasura.mode() {
+            HasuraMode::Headers => RewriteOptions {
+                forward_authorization: proxy.forward_authorization,
+                hasura_admin_secret: proxy.hasura_admin_secret.as_ref(),
+                hasura_headers: true,
+                bearer: None,
+            },
+            HasuraMode::Jwt => RewriteOptions {
+                forward_authorization: false,
+                hasura_admin_secret: None,
+                hasura_headers: false,
+                bearer: minted.map(|m| m.token.as_str()),
+            },
+            // Hasura hands the client's Authorization to the webhook: it must arrive.
+            HasuraMode::Webhook => RewriteOptions {
+                forward_authorization: true,
+                hasura_admin_secret: None,
+                hasura_headers: false,
+                bearer: None,
+            },
+        }
     }
 
     fn is_realtime(&self, path: &str) -> bool {
@@ -150,10 +179,11 @@ impl Gateway {
     ) -> Result<()> {
         ctx.outcome = "dialect";
         let limit = self.app.config.dialects.max_body_bytes;
-        let admitted = match dialect::precheck(&self.app, ep, ctx.client_ip).await {
-            Ok(()) => read_body(session, limit).await,
-            Err(problem) => Err(problem),
-        };
+        let admitted =
+            match dialect::precheck(&self.app, ep, ctx.client_ip, ctx.via_trusted_proxy).await {
+                Ok(()) => read_body(session, limit).await,
+                Err(problem) => Err(problem),
+            };
         let reply = match admitted {
             Ok(body) => {
                 let req = session.req_header();
@@ -163,6 +193,7 @@ impl Gateway {
                     headers: &req.headers,
                     body: &body,
                     client_ip: ctx.client_ip,
+                    via_trusted_proxy: ctx.via_trusted_proxy,
                 };
                 dialect::handle(&self.app, ep, &request).await
             }
@@ -175,7 +206,11 @@ impl Gateway {
         let mut resp = ResponseHeader::build(reply.status, Some(4 + reply.headers.len()))?;
         resp.insert_header("content-type", reply.content_type)?;
         resp.insert_header("content-length", reply.body.len().to_string())?;
-        resp.insert_header("cache-control", "no-store")?;
+        // Nothing the gateway answers itself may be cached, unless the reply says otherwise
+        // (the JWKS).
+        if !reply.headers.iter().any(|(n, _)| *n == "cache-control") {
+            resp.insert_header("cache-control", "no-store")?;
+        }
         for (name, value) in reply.headers {
             resp.append_header(name, value)?;
         }
@@ -364,6 +399,7 @@ impl ProxyHttp for Gateway {
             session: None,
             forward_uri: None,
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            via_trusted_proxy: false,
             outcome: "rejected",
         }
     }
@@ -413,16 +449,16 @@ impl ProxyHttp for Gateway {
         if let Some(uri) = ctx.forward_uri.take() {
             upstream.set_uri(uri);
         }
-        let proxy = &self.app.config.proxy;
-        headers::rewrite(
-            upstream,
-            ctx.session.as_deref(),
-            RewriteOptions {
-                forward_authorization: proxy.forward_authorization,
-                hasura_admin_secret: proxy.hasura_admin_secret.as_ref(),
-            },
-        )
-        .map_err(|e| Error::because(ErrorType::InternalError, "rewriting identity headers", e))?;
+        let session = ctx.session.as_deref();
+        let minted = match (self.app.hasura.mode(), session) {
+            (HasuraMode::Jwt, Some(s)) => Some(self.app.hasura.jwt_for(s).map_err(|e| {
+                Error::because(ErrorType::InternalError, "minting the Hasura JWT", e)
+            })?),
+            _ => None,
+        };
+        headers::rewrite(upstream, session, self.rewrite_options(minted.as_deref())).map_err(
+            |e| Error::because(ErrorType::InternalError, "rewriting identity headers", e),
+        )?;
         ctx.outcome = match ctx.route {
             Some(Route::Public) => "public",
             _ => "forwarded",

@@ -23,6 +23,8 @@ pub const ADMIN_TOKEN_FILE: &str = "SESSIONGATE_ADMIN_TOKEN_FILE";
 pub const HASURA_ADMIN_SECRET: &str = "SESSIONGATE_HASURA_ADMIN_SECRET";
 /// File holding the Hasura admin secret.
 pub const HASURA_ADMIN_SECRET_FILE: &str = "SESSIONGATE_HASURA_ADMIN_SECRET_FILE";
+/// `headers`, `jwt` or `webhook`.
+pub const HASURA_MODE: &str = "SESSIONGATE_HASURA_MODE";
 /// `text` or `json`.
 pub const LOG_FORMAT: &str = "SESSIONGATE_LOG_FORMAT";
 

@@ -64,6 +64,35 @@ pub struct FileConfig {
     /// `[rate_limits]`
     #[serde(default)]
     pub rate_limits: RateLimitsSection,
+    /// `[hasura]`
+    #[serde(default)]
+    pub hasura: HasuraSection,
+}
+
+/// `[hasura]`: how the upstream Hasura learns who is calling.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HasuraSection {
+    /// `headers` (trusted `x-hasura-*` headers), `jwt` (a minted Hasura JWT) or `webhook`
+    /// (Hasura asks `/auth/hasura`).
+    pub mode: Option<String>,
+    /// Claims namespace of minted JWTs (default `https://hasura.io/jwt/claims`).
+    pub claims_namespace: Option<String>,
+    /// Lifetime of a minted JWT (capped by its session).
+    pub jwt_ttl_seconds: Option<u64>,
+    /// `iss` of minted JWTs (optional).
+    pub jwt_issuer: Option<String>,
+    /// `aud` of minted JWTs (optional).
+    pub jwt_audience: Option<String>,
+    /// The key in `hasura.keys` that signs.
+    pub signing_kid: Option<String>,
+    /// `Cache-Control: max-age` of `/.well-known/jwks.json`.
+    pub jwks_max_age_seconds: Option<u64>,
+    /// Longest `Cache-Control: max-age` the webhook answers (capped by the session).
+    pub webhook_max_age_seconds: Option<u64>,
+    /// Asymmetric keys (RS256, ES256 or EdDSA); every one is published in the JWKS.
+    #[serde(default)]
+    pub keys: Vec<KeySection>,
 }
 
 /// `[rate_limits]`: abuse protection on session creation, refresh and failed authentication.

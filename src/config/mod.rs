@@ -19,6 +19,23 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
+/// Every algorithm an access-token key may use.
+const ALL_ALGORITHMS: &[(&str, Algorithm)] = &[
+    ("HS256", Algorithm::HS256),
+    ("HS384", Algorithm::HS384),
+    ("HS512", Algorithm::HS512),
+    ("ES256", Algorithm::ES256),
+    ("RS256", Algorithm::RS256),
+    ("EdDSA", Algorithm::EdDSA),
+];
+
+/// Hasura verifies minted JWTs with published public keys: asymmetric algorithms only.
+const HASURA_ALGORITHMS: &[(&str, Algorithm)] = &[
+    ("RS256", Algorithm::RS256),
+    ("ES256", Algorithm::ES256),
+    ("EdDSA", Algorithm::EdDSA),
+];
+
 /// Secrets shipped in `config/sessiongate.toml` for development. Seeing one at start logs a
 /// warning: they are public and must never guard real traffic.
 pub const DEVELOPMENT_SECRETS: &[&str] = &[
@@ -97,6 +114,52 @@ pub struct ProxyConfig {
     pub max_header_bytes: usize,
     /// Proxies whose `X-Forwarded-For` names the client (empty: the socket peer is it).
     pub trusted_proxies: Vec<IpNet>,
+}
+
+/// How the upstream Hasura learns who is calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HasuraMode {
+    /// Trusted `x-hasura-*` headers (plus the admin secret, when configured).
+    Headers,
+    /// A short-lived Hasura JWT per session in `Authorization`; keys at
+    /// `/.well-known/jwks.json`.
+    Jwt,
+    /// Hasura calls `/auth/hasura` with the client's `Authorization`, which is forwarded.
+    Webhook,
+}
+
+impl HasuraMode {
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            HasuraMode::Headers => "headers",
+            HasuraMode::Jwt => "jwt",
+            HasuraMode::Webhook => "webhook",
+        }
+    }
+}
+
+/// Hasura integration.
+#[derive(Debug, Clone)]
+pub struct HasuraConfig {
+    /// Mode.
+    pub mode: HasuraMode,
+    /// Where minted JWTs keep the `x-hasura-*` claims.
+    pub claims_namespace: String,
+    /// Lifetime of a minted JWT (capped by its session).
+    pub jwt_ttl: Duration,
+    /// `iss` of minted JWTs.
+    pub jwt_issuer: Option<String>,
+    /// `aud` of minted JWTs.
+    pub jwt_audience: Option<String>,
+    /// The signing key's kid (jwt mode).
+    pub signing_kid: String,
+    /// Every key; all are published, one signs.
+    pub keys: Vec<KeyConfig>,
+    /// `Cache-Control: max-age` of the JWKS.
+    pub jwks_max_age: Duration,
+    /// Longest `Cache-Control: max-age` of a webhook answer.
+    pub webhook_max_age: Duration,
 }
 
 /// Abuse protection. Every limit counts per sliding `window`; 0 means that limit is off.
@@ -262,6 +325,8 @@ pub struct Config {
     pub dialects: DialectsConfig,
     /// Abuse protection.
     pub rate_limits: RateLimitConfig,
+    /// Hasura integration.
+    pub hasura: HasuraConfig,
 }
 
 impl Config {
@@ -503,6 +568,7 @@ impl Validator<'_> {
         };
         let dialects = self.dialects(f.dialects, &ttls);
         let rate_limits = self.rate_limits(f.rate_limits);
+        let hasura = self.hasura(f.hasura, &proxy);
         let admin_token = self.secret_with_env(
             "admin.token",
             env::ADMIN_TOKEN,
@@ -545,6 +611,60 @@ impl Validator<'_> {
             },
             dialects,
             rate_limits,
+            hasura: hasura?,
+        })
+    }
+
+    fn hasura(&mut self, h: file::HasuraSection, proxy: &ProxyConfig) -> Option<HasuraConfig> {
+        let (mode, from_env) = self.overridden(env::HASURA_MODE, h.mode);
+        let mode_key = if from_env.is_empty() {
+            "hasura.mode".to_string()
+        } else {
+            from_env
+        };
+        let mode = match mode.as_deref() {
+            None | Some("headers") => HasuraMode::Headers,
+            Some("jwt") => HasuraMode::Jwt,
+            Some("webhook") => HasuraMode::Webhook,
+            Some(other) => {
+                self.issue(
+                    mode_key,
+                    format!("`{other}` is not one of: headers, jwt, webhook"),
+                );
+                return None;
+            }
+        };
+        if mode != HasuraMode::Headers && proxy.hasura_admin_secret.is_some() {
+            self.issue(
+                "proxy.hasura_admin_secret",
+                format!(
+                    "must not be set with hasura.mode = {}: Hasura would treat every request as admin",
+                    mode.name()
+                ),
+            );
+        }
+        let keys = self.key_list("hasura.keys", &h.keys, HASURA_ALGORITHMS);
+        let signing_kid = if mode == HasuraMode::Jwt {
+            self.signing_kid("hasura", h.signing_kid, &keys, &h.keys)?
+        } else {
+            h.signing_kid.unwrap_or_default()
+        };
+        let jwt_ttl = self.positive("hasura.jwt_ttl_seconds", h.jwt_ttl_seconds, 300);
+        if jwt_ttl < 10 {
+            self.issue("hasura.jwt_ttl_seconds", "must be at least 10");
+        }
+        Some(HasuraConfig {
+            mode,
+            claims_namespace: h
+                .claims_namespace
+                .unwrap_or_else(|| "https://hasura.io/jwt/claims".into()),
+            jwt_ttl: Duration::from_secs(jwt_ttl),
+            jwt_issuer: h.jwt_issuer,
+            jwt_audience: h.jwt_audience,
+            signing_kid,
+            keys,
+            jwks_max_age: Duration::from_secs(h.jwks_max_age_seconds.unwrap_or(300)),
+            webhook_max_age: Duration::from_secs(h.webhook_max_age_seconds.unwrap_or(60)),
         })
     }
 
@@ -814,9 +934,37 @@ impl Validator<'_> {
                 "must not exceed tokens.max_ttl_seconds",
             );
         }
+        let keys = self.key_list("tokens.keys", &t.keys, ALL_ALGORITHMS);
+        let signing_kid = self.signing_kid("tokens", t.signing_kid, &keys, &t.keys)?;
+        Some(TokenConfig {
+            issuer,
+            audience,
+            leeway_seconds: t.leeway_seconds.unwrap_or(0),
+            default_ttl: Duration::from_secs(default_ttl),
+            max_ttl: Duration::from_secs(max_ttl),
+            access_ttl: match t.access_token_ttl_seconds {
+                None => None,
+                Some(0) => {
+                    self.issue("tokens.access_token_ttl_seconds", "must be greater than 0");
+                    None
+                }
+                Some(s) => Some(Duration::from_secs(s)),
+            },
+            signing_kid,
+            keys,
+        })
+    }
+
+    /// Parses a list of keys (`prefix[i]`), each with one of the `allowed` algorithms.
+    fn key_list(
+        &mut self,
+        prefix: &str,
+        list: &[file::KeySection],
+        allowed: &[(&str, Algorithm)],
+    ) -> Vec<KeyConfig> {
         let mut keys = Vec::new();
-        for (i, k) in t.keys.iter().enumerate() {
-            let key = format!("tokens.keys[{i}]");
+        for (i, k) in list.iter().enumerate() {
+            let key = format!("{prefix}[{i}]");
             if keys
                 .iter()
                 .any(|existing: &KeyConfig| existing.kid == k.kid)
@@ -828,22 +976,17 @@ impl Validator<'_> {
                 self.issue(format!("{key}.kid"), "must not be empty");
                 continue;
             }
-            let algorithm = match k.algorithm.as_str() {
-                "HS256" => Algorithm::HS256,
-                "HS384" => Algorithm::HS384,
-                "HS512" => Algorithm::HS512,
-                "ES256" => Algorithm::ES256,
-                "RS256" => Algorithm::RS256,
-                "EdDSA" => Algorithm::EdDSA,
-                other => {
-                    self.issue(
-                        format!("{key}.algorithm"),
-                        format!(
-                            "`{other}` is not one of: HS256, HS384, HS512, ES256, RS256, EdDSA"
-                        ),
-                    );
-                    continue;
-                }
+            let Some(algorithm) = allowed
+                .iter()
+                .find(|(name, _)| *name == k.algorithm)
+                .map(|(_, a)| *a)
+            else {
+                let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
+                self.issue(
+                    format!("{key}.algorithm"),
+                    format!("`{}` is not one of: {}", k.algorithm, names.join(", ")),
+                );
+                continue;
             };
             let material = if matches!(
                 algorithm,
@@ -909,50 +1052,45 @@ impl Validator<'_> {
             }
             keys.push(kc);
         }
-        let signing_kid = match t.signing_kid {
-            Some(kid) => kid,
-            None => {
-                self.issue("tokens.signing_kid", "is required");
-                return None;
-            }
+        keys
+    }
+
+    /// The `{section}.signing_kid`, which must name a key of `keys` with a private key.
+    fn signing_kid(
+        &mut self,
+        section: &str,
+        kid: Option<String>,
+        keys: &[KeyConfig],
+        raw: &[file::KeySection],
+    ) -> Option<String> {
+        let Some(signing_kid) = kid else {
+            self.issue(format!("{section}.signing_kid"), "is required");
+            return None;
         };
         match keys.iter().find(|k| k.kid == signing_kid) {
             None => {
-                if !t.keys.iter().any(|k| k.kid == signing_kid) {
+                if !raw.iter().any(|k| k.kid == signing_kid) {
                     self.issue(
-                        "tokens.signing_kid",
-                        format!("no key in tokens.keys has kid `{signing_kid}`"),
+                        format!("{section}.signing_kid"),
+                        format!("no key in {section}.keys has kid `{signing_kid}`"),
                     );
                 }
-                return None;
+                None
             }
             Some(k) => {
                 if let KeyMaterial::Asymmetric {
                     private_pem: None, ..
                 } = k.material
                 {
-                    self.issue("tokens.signing_kid", "the signing key needs a private_key");
+                    self.issue(
+                        format!("{section}.signing_kid"),
+                        "the signing key needs a private_key",
+                    );
                     return None;
                 }
+                Some(signing_kid)
             }
         }
-        Some(TokenConfig {
-            issuer,
-            audience,
-            leeway_seconds: t.leeway_seconds.unwrap_or(0),
-            default_ttl: Duration::from_secs(default_ttl),
-            max_ttl: Duration::from_secs(max_ttl),
-            access_ttl: match t.access_token_ttl_seconds {
-                None => None,
-                Some(0) => {
-                    self.issue("tokens.access_token_ttl_seconds", "must be greater than 0");
-                    None
-                }
-                Some(s) => Some(Duration::from_secs(s)),
-            },
-            signing_kid,
-            keys,
-        })
     }
 }
 

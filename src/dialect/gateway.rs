@@ -99,6 +99,112 @@ pub async fn logout(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
     }
 }
 
+/// `/auth/verify` (any method): forward-auth. 200 with the identity as response headers
+/// (`X-Hasura-User-Id`, `X-Hasura-Role`, `X-Hasura-Business-Id`, `X-Host-Id`; in jwt mode
+/// also `Authorization: Bearer <hasura jwt>`) for a live session, 401 with
+/// `WWW-Authenticate` otherwise. A request carrying identity headers of its own is refused
+/// with 403: an ingress forwards client headers it was not told to replace. An original URI
+/// (`X-Original-URI`, `X-Forwarded-Uri`) is believed only from a trusted proxy, and only to
+/// answer 200 without identity for a public path.
+pub async fn verify(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
+    if req
+        .headers
+        .keys()
+        .any(|k| crate::headers::is_identity_header(k.as_str()))
+    {
+        return Ok(error_reply(&GateError::Forbidden(
+            "identity headers are not accepted from clients".into(),
+        )));
+    }
+    if req.via_trusted_proxy && original_path_is_public(app, req) {
+        return Ok(empty(200, Vec::new()));
+    }
+    let Some(token) = bearer(req.headers) else {
+        return Ok(error_reply(&GateError::MissingToken));
+    };
+    let session = match app.sessions.authenticate(token).await {
+        Ok(s) => s,
+        Err(e) => {
+            record_failure(app, &e);
+            return Ok(error_reply(&e));
+        }
+    };
+    let mut headers: Vec<(&'static str, String)> = crate::hasura::identity(&session)
+        .iter()
+        .map(|(n, v)| (*n, (*v).to_string()))
+        .collect();
+    if app.hasura.mode() == crate::config::HasuraMode::Jwt {
+        match app.hasura.jwt_for(&session) {
+            Ok(m) => headers.push(("authorization", format!("Bearer {}", m.token))),
+            Err(e) => return Ok(error_reply(&e)),
+        }
+    }
+    Ok(empty(200, headers))
+}
+
+/// Whether a trusted proxy's original-URI header names a public path.
+fn original_path_is_public(app: &App, req: &Request<'_>) -> bool {
+    let original = super::single_header(req.headers, "x-original-uri")
+        .or_else(|| super::single_header(req.headers, "x-forwarded-uri"));
+    let Some(uri) = original else {
+        return false;
+    };
+    let path = uri.split(['?', '#']).next().unwrap_or_default();
+    crate::route::normalize_path(path)
+        .is_ok_and(|p| crate::route::is_public(&p, &app.config.proxy.public_prefixes))
+}
+
+fn empty(status: u16, headers: Vec<(&'static str, String)>) -> Reply {
+    Reply {
+        status,
+        content_type: "application/json",
+        headers,
+        body: Vec::new(),
+    }
+}
+
+/// `GET|POST /auth/hasura`: Hasura's auth webhook. GET reads the `Authorization` header
+/// Hasura forwards; POST reads it from the body's `headers` object. 200 with the session
+/// variables and `Cache-Control: max-age` (never past the session), or 401.
+pub async fn hasura_webhook(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
+    let authorization = if *req.method == http::Method::POST {
+        let body: serde_json::Value = serde_json::from_slice(req.body)
+            .map_err(|e| Problem::Malformed(format!("malformed JSON: {e}")))?;
+        crate::hasura::webhook_authorization(&body).map(str::to_string)
+    } else {
+        super::single_header(req.headers, "authorization").map(str::to_string)
+    };
+    let Some(token) = authorization
+        .as_deref()
+        .and_then(|a| crate::auth::bearer_token(a.as_bytes()))
+    else {
+        return Ok(error_reply(&GateError::MissingToken));
+    };
+    match app.sessions.authenticate(token).await {
+        Ok(s) => Ok(Reply::json(
+            200,
+            &crate::hasura::webhook_body(&s, app.hasura.webhook_max_age(&s)),
+        )),
+        Err(e) => {
+            record_failure(app, &e);
+            Ok(error_reply(&e))
+        }
+    }
+}
+
+/// `GET /.well-known/jwks.json`: the public keys of minted Hasura JWTs.
+pub fn jwks(app: &App) -> Reply {
+    Reply {
+        status: 200,
+        content_type: "application/json",
+        headers: vec![(
+            "cache-control",
+            format!("public, max-age={}", app.hasura.jwks_max_age()),
+        )],
+        body: app.hasura.jwks().to_vec(),
+    }
+}
+
 /// Body and method problems, in the gateway's format.
 pub fn render(problem: &Problem) -> Reply {
     let err = match problem {

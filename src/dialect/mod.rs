@@ -13,7 +13,7 @@ pub mod gateway;
 pub mod mottasl;
 pub mod rapidly;
 
-use crate::config::dialects::DialectsConfig;
+use crate::config::{Config, HasuraMode};
 use crate::error::GateError;
 use crate::limits::Limited;
 use crate::session::store::StoreError;
@@ -66,6 +66,13 @@ pub enum Endpoint {
     AuthRefresh,
     /// `POST /auth/logout`.
     AuthLogout,
+    /// `/auth/verify`, any method: forward-auth for nginx `auth_request`, ingress-nginx
+    /// `auth-url`, Traefik ForwardAuth.
+    AuthVerify,
+    /// `GET|POST /auth/hasura`: Hasura's auth webhook (hasura.mode = webhook).
+    HasuraWebhook,
+    /// `GET /.well-known/jwks.json`: the Hasura JWT keys (when any is configured).
+    Jwks,
 }
 
 impl Endpoint {
@@ -78,7 +85,11 @@ impl Endpoint {
             | Endpoint::AmityAuthTokenV4
             | Endpoint::AmityChatSettings => Dialect::Amity,
             Endpoint::RapidlyCustomerSessions => Dialect::Rapidly,
-            Endpoint::AuthRefresh | Endpoint::AuthLogout => Dialect::Gateway,
+            Endpoint::AuthRefresh
+            | Endpoint::AuthLogout
+            | Endpoint::AuthVerify
+            | Endpoint::HasuraWebhook
+            | Endpoint::Jwks => Dialect::Gateway,
         }
     }
 
@@ -92,17 +103,41 @@ impl Endpoint {
         )
     }
 
-    /// The one method the endpoint answers.
-    pub fn method(self) -> Method {
+    /// The methods the endpoint answers, as an `Allow` value; `None`: any method
+    /// (forward-auth sees the original request's method).
+    pub fn allow(self) -> Option<&'static str> {
         match self {
-            Endpoint::AmityAuthTokenV3 | Endpoint::AmityChatSettings => Method::GET,
-            _ => Method::POST,
+            Endpoint::AmityAuthTokenV3 | Endpoint::AmityChatSettings | Endpoint::Jwks => {
+                Some("GET")
+            }
+            Endpoint::HasuraWebhook => Some("GET, POST"),
+            Endpoint::AuthVerify => None,
+            _ => Some("POST"),
         }
+    }
+
+    /// Whether failed authentications here count against the client's address. Forward-auth
+    /// and the Hasura webhook are called by infrastructure (the ingress, Hasura) on behalf of
+    /// clients: they count only when a trusted proxy named the client, never against the
+    /// caller itself. The JWKS is public.
+    pub fn counts_client(self, via_trusted_proxy: bool) -> bool {
+        match self {
+            Endpoint::AuthVerify | Endpoint::HasuraWebhook => via_trusted_proxy,
+            Endpoint::Jwks => false,
+            _ => true,
+        }
+    }
+
+    /// Whether the endpoint answers `method`.
+    pub fn allows(self, method: &Method) -> bool {
+        self.allow()
+            .is_none_or(|allow| allow.split(", ").any(|m| m == method.as_str()))
     }
 }
 
-/// The endpoint a normalised path belongs to, among the enabled dialects.
-pub fn endpoint(path: &str, cfg: &DialectsConfig) -> Option<Endpoint> {
+/// The endpoint a normalised path belongs to, among the enabled dialects and modes.
+pub fn endpoint(path: &str, config: &Config) -> Option<Endpoint> {
+    let cfg = &config.dialects;
     let ep = match path {
         "/v1/app/user.new.session" => Endpoint::MottaslNewSession,
         "/api/v3/sessions" | "/api/v4/sessions" | "/api/v5/sessions" => Endpoint::AmitySessions,
@@ -112,13 +147,20 @@ pub fn endpoint(path: &str, cfg: &DialectsConfig) -> Option<Endpoint> {
         "/api/customer-sessions" | "/api/customer-sessions/" => Endpoint::RapidlyCustomerSessions,
         "/auth/refresh" => Endpoint::AuthRefresh,
         "/auth/logout" => Endpoint::AuthLogout,
+        "/auth/verify" => Endpoint::AuthVerify,
+        "/auth/hasura" => Endpoint::HasuraWebhook,
+        "/.well-known/jwks.json" => Endpoint::Jwks,
         _ => return None,
     };
-    let enabled = match ep.dialect() {
-        Dialect::Gateway => true,
-        Dialect::Mottasl => cfg.mottasl.is_some(),
-        Dialect::Amity => cfg.amity.is_some(),
-        Dialect::Rapidly => cfg.rapidly.is_some(),
+    let enabled = match ep {
+        Endpoint::HasuraWebhook => config.hasura.mode == HasuraMode::Webhook,
+        Endpoint::Jwks => !config.hasura.keys.is_empty(),
+        _ => match ep.dialect() {
+            Dialect::Gateway => true,
+            Dialect::Mottasl => cfg.mottasl.is_some(),
+            Dialect::Amity => cfg.amity.is_some(),
+            Dialect::Rapidly => cfg.rapidly.is_some(),
+        },
     };
     enabled.then_some(ep)
 }
@@ -136,6 +178,9 @@ pub struct Request<'a> {
     pub body: &'a [u8],
     /// The client's address (see `client_ip`).
     pub client_ip: IpAddr,
+    /// Whether the socket's peer is a trusted proxy (`proxy.trusted_proxies`): only then
+    /// are `X-Forwarded-For` and `X-Original-URI` believed.
+    pub via_trusted_proxy: bool,
 }
 
 /// A complete response written by the gateway.
@@ -234,9 +279,9 @@ pub enum Problem {
     /// The body is over the limit.
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
-    /// The endpoint exists, not with this method; names the one it allows.
+    /// The endpoint exists, not with this method; names the ones it allows.
     #[error("use {0}")]
-    MethodNotAllowed(Method),
+    MethodNotAllowed(&'static str),
     /// A referenced object does not exist (e.g. a customer); names the field.
     #[error("{message}")]
     NotFound {
@@ -438,9 +483,16 @@ impl<'a> Fields<'a> {
 
 /// The limits a request from `client_ip` must pass before its body is even read: refused
 /// addresses, and the per-IP limits of session creation and refresh.
-pub async fn precheck(app: &App, ep: Endpoint, client_ip: IpAddr) -> Result<(), Problem> {
-    if let Some(blocked) = app.limits.blocked(client_ip) {
-        return Err(blocked.into());
+pub async fn precheck(
+    app: &App,
+    ep: Endpoint,
+    client_ip: IpAddr,
+    via_trusted_proxy: bool,
+) -> Result<(), Problem> {
+    if ep.counts_client(via_trusted_proxy) {
+        if let Some(blocked) = app.limits.blocked(client_ip) {
+            return Err(blocked.into());
+        }
     }
     if ep.creates_sessions() {
         app.limits.create_from(client_ip).await?;
@@ -455,8 +507,8 @@ pub async fn precheck(app: &App, ep: Endpoint, client_ip: IpAddr) -> Result<(), 
 /// authentication of the client's address.
 pub async fn handle(app: &App, ep: Endpoint, req: &Request<'_>) -> Reply {
     let dialect = ep.dialect();
-    let result = if *req.method != ep.method() {
-        Err(Problem::MethodNotAllowed(ep.method()))
+    let result = if let Some(allow) = ep.allow().filter(|_| !ep.allows(req.method)) {
+        Err(Problem::MethodNotAllowed(allow))
     } else {
         match ep {
             Endpoint::MottaslNewSession => mottasl::new_session(app, req).await,
@@ -468,13 +520,16 @@ pub async fn handle(app: &App, ep: Endpoint, req: &Request<'_>) -> Reply {
             Endpoint::RapidlyCustomerSessions => rapidly::create_session(app, req).await,
             Endpoint::AuthRefresh => gateway::refresh(app, req).await,
             Endpoint::AuthLogout => gateway::logout(app, req).await,
+            Endpoint::AuthVerify => gateway::verify(app, req).await,
+            Endpoint::HasuraWebhook => gateway::hasura_webhook(app, req).await,
+            Endpoint::Jwks => Ok(gateway::jwks(app)),
         }
     };
     let reply = match result {
         Ok(reply) => reply,
         Err(problem) => render(dialect, &problem),
     };
-    if reply.status == 401 {
+    if reply.status == 401 && ep.counts_client(req.via_trusted_proxy) {
         app.limits.auth_failed(req.client_ip).await;
     }
     app.metrics
@@ -496,7 +551,7 @@ pub fn render(dialect: Dialect, problem: &Problem) -> Reply {
         reply.headers.push(("retry-after", secs.to_string()));
     }
     if let Problem::MethodNotAllowed(allow) = problem {
-        reply.headers.push(("allow", allow.to_string()));
+        reply.headers.push(("allow", (*allow).to_string()));
     }
     if let Problem::Unauthorized(_) = problem {
         if dialect != Dialect::Amity && dialect != Dialect::Gateway {
