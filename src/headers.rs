@@ -173,6 +173,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn jwt_mode_replaces_authorization_and_injects_only_the_host_id() -> Result<(), GateError> {
+        let mut req = RequestHeader::build("GET", b"/v1/graphql", None).map_err(internal)?;
+        for (k, v) in [
+            ("authorization", "Bearer client-token"),
+            ("x-hasura-role", "admin"),
+            ("X_Hasura_User_Id", "evil"),
+        ] {
+            req.append_header(k, v).map_err(internal)?;
+        }
+        let o = RewriteOptions {
+            forward_authorization: true,
+            hasura_headers: false,
+            bearer: Some("minted"),
+            ..opts()
+        };
+        rewrite(&mut req, Some(&session()), o)?;
+        let auth: Vec<_> = req.headers.get_all("authorization").iter().collect();
+        assert_eq!(auth, vec!["Bearer minted"]);
+        let identity: Vec<_> = req
+            .headers
+            .keys()
+            .filter(|k| is_identity_header(k.as_str()))
+            .map(|k| k.as_str().to_string())
+            .collect();
+        assert_eq!(identity, vec!["x-host-id"]);
+        Ok(())
+    }
+
     fn all(req: &RequestHeader, name: &str) -> Vec<String> {
         req.headers
             .get_all(name)

@@ -225,6 +225,14 @@ fn forward_auth_answers_with_identity_headers_and_refuses_spoofing() -> TestResu
     )?;
     assert_eq!(r.status, 200);
     assert!(r.header("x-hasura-user-id").is_none());
+    let r = request(
+        trusted.proxy,
+        "GET",
+        "/auth/verify",
+        &[("X-Original-URL", "https://api.example.com/public/a")],
+        None,
+    )?;
+    assert_eq!(r.status, 200);
     for uri in ["/v1/graphql", "/public/../v1/graphql", "/publicity"] {
         let r = request(
             trusted.proxy,

@@ -104,7 +104,8 @@ pub async fn logout(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
 /// also `Authorization: Bearer <hasura jwt>`) for a live session, 401 with
 /// `WWW-Authenticate` otherwise. A request carrying identity headers of its own is refused
 /// with 403: an ingress forwards client headers it was not told to replace. An original URI
-/// (`X-Original-URI`, `X-Forwarded-Uri`) is believed only from a trusted proxy, and only to
+/// (`X-Original-URI`, `X-Forwarded-Uri`, `X-Original-URL`) is believed only from a trusted
+/// proxy, and only to
 /// answer 200 without identity for a public path.
 pub async fn verify(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
     if req
@@ -144,8 +145,16 @@ pub async fn verify(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
 
 /// Whether a trusted proxy's original-URI header names a public path.
 fn original_path_is_public(app: &App, req: &Request<'_>) -> bool {
+    // nginx snippets set X-Original-URI, Traefik X-Forwarded-Uri, ingress-nginx an absolute
+    // X-Original-URL.
     let original = super::single_header(req.headers, "x-original-uri")
-        .or_else(|| super::single_header(req.headers, "x-forwarded-uri"));
+        .or_else(|| super::single_header(req.headers, "x-forwarded-uri"))
+        .or_else(|| {
+            super::single_header(req.headers, "x-original-url").map(|u| {
+                u.split_once("://")
+                    .map_or(u, |(_, rest)| rest.find('/').map_or("/", |i| &rest[i..]))
+            })
+        });
     let Some(uri) = original else {
         return false;
     };
