@@ -9,8 +9,9 @@
 //!
 //! Forward-auth (`/auth/verify`) answers with the same identity as response headers.
 
-use crate::config::{HasuraConfig, HasuraMode, KeyConfig};
+use crate::config::{HasuraConfig, HasuraMode, KeyConfig, ProxyConfig};
 use crate::error::GateError;
+use crate::headers::RewriteOptions;
 use crate::session::model::{now_unix, Session};
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -108,6 +109,35 @@ impl Hasura {
     /// The mode.
     pub fn mode(&self) -> HasuraMode {
         self.cfg.mode
+    }
+
+    /// How identity reaches the upstream in this mode; `bearer` is the minted JWT (jwt mode).
+    pub fn rewrite_options<'a>(
+        &self,
+        proxy: &'a ProxyConfig,
+        bearer: Option<&'a str>,
+    ) -> RewriteOptions<'a> {
+        match self.cfg.mode {
+            HasuraMode::Headers => RewriteOptions {
+                forward_authorization: proxy.forward_authorization,
+                hasura_admin_secret: proxy.hasura_admin_secret.as_ref(),
+                hasura_headers: true,
+                bearer: None,
+            },
+            HasuraMode::Jwt => RewriteOptions {
+                forward_authorization: false,
+                hasura_admin_secret: None,
+                hasura_headers: false,
+                bearer,
+            },
+            // Hasura hands the client's Authorization to the webhook: it must arrive.
+            HasuraMode::Webhook => RewriteOptions {
+                forward_authorization: true,
+                hasura_admin_secret: None,
+                hasura_headers: false,
+                bearer: None,
+            },
+        }
     }
 
     /// The JWKS document (every configured key's public half).

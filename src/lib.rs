@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod route;
 pub mod secret;
 pub mod session;
+pub mod ws;
 
 use config::{Config, StoreConfig};
 use pingora::server::configuration::ServerConf;

@@ -47,6 +47,11 @@ pub struct Metrics {
     /// `sessiongate_rate_limit_fallback_total`: limit checks counted in process because the
     /// shared store did not answer (those limits are then per replica).
     pub rate_limit_fallback: prometheus::IntCounter,
+    /// `sessiongate_websockets_open`: relayed WebSockets currently open.
+    pub websockets_open: IntGauge,
+    /// `sessiongate_websocket_closes_total{reason}`: closed, revoked, unauthorized, bad_init,
+    /// init_timeout, store_unavailable, upstream_failed.
+    pub websocket_closes: IntCounterVec,
     /// `sessiongate_events_unreadable_total`: invalidation events this replica could not parse.
     pub events_unreadable: prometheus::IntCounter,
 }
@@ -186,6 +191,17 @@ impl Metrics {
                 r.register(Box::new(c.clone()))?;
                 c
             },
+            websockets_open: gauge(
+                &r,
+                "sessiongate_websockets_open",
+                "Relayed WebSockets currently open.",
+            )?,
+            websocket_closes: counter(
+                &r,
+                "sessiongate_websocket_closes_total",
+                "Relayed WebSockets ended, by reason.",
+                "reason",
+            )?,
             rate_limited: counter(
                 &r,
                 "sessiongate_rate_limited_total",
@@ -211,6 +227,7 @@ impl Metrics {
             "bad_request",
             "upstream_error",
             "rate_limited",
+            "websocket",
         ] {
             m.requests.with_label_values(&[o]);
         }

@@ -5,10 +5,10 @@
 use crate::config::HasuraMode;
 use crate::dialect::{self, Endpoint};
 use crate::error::GateError;
-use crate::hasura::Minted;
-use crate::headers::{self, RewriteOptions};
+use crate::headers;
 use crate::route::{self, Route};
 use crate::session::model::Session;
+use crate::ws;
 use crate::App;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -48,6 +48,10 @@ pub struct RequestCtx {
     client_ip: IpAddr,
     /// Whether the socket's peer is a trusted proxy.
     via_trusted_proxy: bool,
+    /// A WebSocket upgrade on a protected route: relayed by `ws::relay`.
+    websocket: bool,
+    /// The WebSocket's bearer token, re-checked while the socket lives.
+    ws_token: Option<String>,
     outcome: &'static str,
 }
 
@@ -107,17 +111,35 @@ impl Gateway {
         if let Some(blocked) = self.app.limits.blocked(ctx.client_ip) {
             return Err(GateError::RateLimited(blocked.retry_after_secs()));
         }
+        let websocket = ws::is_upgrade(req);
         let session = match bearer(req) {
-            Ok(token) => self.app.sessions.authenticate(token).await?,
+            Ok(token) => {
+                let session = self.app.sessions.authenticate(token).await?;
+                if websocket {
+                    ctx.ws_token = Some(token.to_string());
+                }
+                session
+            }
             // Realtime sockets (Amity's SDK) carry the token in the query instead.
             Err(GateError::MissingToken) if realtime => {
                 let token = dialect::query_param(req.uri.query(), "token")
                     .filter(|t| !t.is_empty())
                     .ok_or(GateError::MissingToken)?;
-                self.app.sessions.authenticate(&token).await?
+                let session = self.app.sessions.authenticate(&token).await?;
+                if websocket {
+                    ctx.ws_token = Some(token);
+                }
+                session
+            }
+            // Browsers cannot set headers on a WebSocket: graphql-ws clients send the token
+            // in connection_init, which the relay reads before anything goes upstream.
+            Err(GateError::MissingToken) if websocket && ws::offers_graphql(req) => {
+                ctx.websocket = true;
+                return Ok(None);
             }
             Err(e) => return Err(e),
         };
+        ctx.websocket = websocket;
         ctx.session = Some(session);
         Ok(None)
     }
@@ -132,32 +154,6 @@ impl Gateway {
         let trusted = &self.app.config.proxy.trusted_proxies;
         let client = crate::client_ip::client_ip(peer, &session.req_header().headers, trusted);
         (client, crate::client_ip::is_trusted(peer, trusted))
-    }
-
-    /// How identity reaches the upstream in the configured Hasura mode.
-    fn rewrite_options<'a>(&'a self, minted: Option<&'a Minted>) -> RewriteOptions<'a> {
-        let proxy = &self.app.config.proxy;
-        match self.app.hasura.mode() {
-            HasuraMode::Headers => RewriteOptions {
-                forward_authorization: proxy.forward_authorization,
-                hasura_admin_secret: proxy.hasura_admin_secret.as_ref(),
-                hasura_headers: true,
-                bearer: None,
-            },
-            HasuraMode::Jwt => RewriteOptions {
-                forward_authorization: false,
-                hasura_admin_secret: None,
-                hasura_headers: false,
-                bearer: minted.map(|m| m.token.as_str()),
-            },
-            // Hasura hands the client's Authorization to the webhook: it must arrive.
-            HasuraMode::Webhook => RewriteOptions {
-                forward_authorization: true,
-                hasura_admin_secret: None,
-                hasura_headers: false,
-                bearer: None,
-            },
-        }
     }
 
     fn is_realtime(&self, path: &str) -> bool {
@@ -400,6 +396,8 @@ impl ProxyHttp for Gateway {
             forward_uri: None,
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             via_trusted_proxy: false,
+            websocket: false,
+            ws_token: None,
             outcome: "rejected",
         }
     }
@@ -412,6 +410,24 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
         let flow = match self.admit(session, ctx).await {
+            Ok(None) if ctx.websocket => {
+                let uri = ctx.forward_uri.take().unwrap_or_default();
+                let end = ws::relay(
+                    &self.app,
+                    session,
+                    &uri,
+                    ctx.session.clone(),
+                    ctx.ws_token.take(),
+                )
+                .await;
+                ctx.outcome = match end {
+                    ws::End::Unauthorized => "rejected",
+                    ws::End::StoreUnavailable => "store_unavailable",
+                    ws::End::UpstreamFailed => "upstream_error",
+                    _ => "websocket",
+                };
+                Flow::Responded
+            }
             Ok(None) => Flow::Continue,
             Ok(Some(ep)) => {
                 self.terminate(session, ctx, ep).await?;
@@ -456,9 +472,14 @@ impl ProxyHttp for Gateway {
             })?),
             _ => None,
         };
-        headers::rewrite(upstream, session, self.rewrite_options(minted.as_deref())).map_err(
-            |e| Error::because(ErrorType::InternalError, "rewriting identity headers", e),
-        )?;
+        let bearer = minted.as_deref().map(|m| m.token.as_str());
+        let opts = self
+            .app
+            .hasura
+            .rewrite_options(&self.app.config.proxy, bearer);
+        headers::rewrite(upstream, session, opts).map_err(|e| {
+            Error::because(ErrorType::InternalError, "rewriting identity headers", e)
+        })?;
         ctx.outcome = match ctx.route {
             Some(Route::Public) => "public",
             _ => "forwarded",

@@ -1,0 +1,563 @@
+//! WebSocket relay for protected routes.
+//!
+//! Pingora's own upgrade path has no way to speak to a client at a moment of the proxy's
+//! choosing, and the gateway must close a socket when its session is revoked even if no byte
+//! moves. So upgrades on protected routes are relayed here: the gateway connects to the
+//! upstream itself, forwards the (rewritten) handshake, answers the client's 101 with the
+//! upstream's, and then moves bytes both ways while it
+//!
+//! - holds back the client's bytes until its first data message, which must be graphql-ws
+//!   `connection_init` (for the `graphql-transport-ws` and legacy `graphql-ws` subprotocols):
+//!   the token may come from it (browsers cannot set headers on a WebSocket), and it is
+//!   rewritten so that Hasura, which merges its payload headers into the session, sees only
+//!   the gateway's identity;
+//! - re-checks the session every [`CHECK_EVERY`] and closes the socket (4403, with a reason)
+//!   once it is revoked or expired, at a frame boundary of the stream to the client.
+//!
+//! Everything after `connection_init` streams through untouched. Compression extensions are
+//! not offered upstream, so `connection_init` is always readable.
+
+pub mod frame;
+pub mod init;
+
+use crate::config::HasuraMode;
+use crate::error::GateError;
+use crate::headers;
+use crate::session::model::Session;
+use crate::App;
+use bytes::Bytes;
+use frame::Boundaries;
+use http::header::{CONNECTION, UPGRADE};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::Session as HttpSession;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How often a live socket's session is checked again.
+pub const CHECK_EVERY: Duration = Duration::from_millis(250);
+/// How long a socket without a bearer may take to send `connection_init`.
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest `connection_init` accepted.
+const MAX_INIT: usize = 64 * 1024;
+/// Largest upstream handshake response head.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// The GraphQL-over-WebSocket subprotocols, which carry `connection_init`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subprotocol {
+    /// `graphql-transport-ws` (graphql-ws library).
+    TransportWs,
+    /// `graphql-ws` (legacy subscriptions-transport-ws, Hasura's default).
+    LegacyWs,
+}
+
+impl Subprotocol {
+    fn from_name(name: &str) -> Option<Subprotocol> {
+        match name.trim() {
+            "graphql-transport-ws" => Some(Subprotocol::TransportWs),
+            "graphql-ws" => Some(Subprotocol::LegacyWs),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a request asks to become a WebSocket (HTTP/1.1 GET with `Upgrade: websocket`).
+pub fn is_upgrade(req: &RequestHeader) -> bool {
+    req.method == http::Method::GET
+        && req.version == http::Version::HTTP_11
+        && req
+            .headers
+            .get_all(UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// Whether the client offers a GraphQL subprotocol (then the token may wait for
+/// `connection_init`).
+pub fn offers_graphql(req: &RequestHeader) -> bool {
+    offered(req).next().is_some()
+}
+
+fn offered(req: &RequestHeader) -> impl Iterator<Item = Subprotocol> + '_ {
+    req.headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(Subprotocol::from_name)
+}
+
+/// Why a relayed socket ended (metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The client or the upstream closed it.
+    Closed,
+    /// The session was revoked or expired.
+    Revoked,
+    /// No valid credential (at the handshake or in `connection_init`).
+    Unauthorized,
+    /// The first message was not a valid `connection_init`.
+    BadInit,
+    /// No `connection_init` in time.
+    InitTimeout,
+    /// The session store could not confirm the session.
+    StoreUnavailable,
+    /// The upstream refused the handshake or could not be reached.
+    UpstreamFailed,
+}
+
+impl End {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            End::Closed => "closed",
+            End::Revoked => "revoked",
+            End::Unauthorized => "unauthorized",
+            End::BadInit => "bad_init",
+            End::InitTimeout => "init_timeout",
+            End::StoreUnavailable => "store_unavailable",
+            End::UpstreamFailed => "upstream_failed",
+        }
+    }
+
+    /// The close code and reason the client gets (graphql-transport-ws codes; the legacy
+    /// protocol defines none and gets the same).
+    fn close(self) -> Option<(u16, &'static str)> {
+        match self {
+            End::Closed | End::UpstreamFailed => None,
+            End::Revoked => Some((4403, "Forbidden: the session was revoked or has expired")),
+            End::Unauthorized => Some((4401, "Unauthorized")),
+            End::BadInit => Some((4400, "the first message must be connection_init")),
+            End::InitTimeout => Some((4408, "Connection initialisation timeout")),
+            End::StoreUnavailable => Some((4500, "the session store is unavailable")),
+        }
+    }
+}
+
+/// The authenticated side of a socket.
+struct Authed {
+    session: Arc<Session>,
+    token: String,
+}
+
+/// The handshake request sent upstream: the client's, with the forwarded path, identity
+/// rewritten as for any request, and no compression offered.
+fn upstream_handshake(
+    app: &App,
+    req: &RequestHeader,
+    uri: &http::Uri,
+    authed: Option<&Authed>,
+) -> Result<Vec<u8>, GateError> {
+    let mut head = req.clone();
+    head.set_uri(uri.clone());
+    head.remove_header("sec-websocket-extensions");
+    let minted = match (app.hasura.mode(), authed) {
+        (HasuraMode::Jwt, Some(a)) => Some(app.hasura.jwt_for(&a.session)?),
+        _ => None,
+    };
+    headers::rewrite(
+        &mut head,
+        authed.map(|a| a.session.as_ref()),
+        app.hasura
+            .rewrite_options(&app.config.proxy, minted.as_ref().map(|m| m.token.as_str())),
+    )?;
+    head.insert_header(CONNECTION, "Upgrade")
+        .map_err(|_| GateError::Internal)?;
+    let mut out = format!("GET {} HTTP/1.1\r\n", head.uri).into_bytes();
+    for (name, value) in head.headers.iter() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(out)
+}
+
+/// What `connection_init` carries for a session, per Hasura mode.
+fn init_identity(app: &App, a: &Authed) -> Result<Vec<(&'static str, String)>, GateError> {
+    let s = &a.session;
+    let mut set = vec![(headers::HOST_ID, s.host_id.clone())];
+    match app.hasura.mode() {
+        HasuraMode::Headers => {
+            set.push((headers::USER_ID, s.user_id.clone()));
+            set.push((headers::BUSINESS_ID, s.business_id.clone()));
+            set.push((headers::ROLE, s.role.clone()));
+            if let Some(secret) = &app.config.proxy.hasura_admin_secret {
+                set.push((headers::ADMIN_SECRET, secret.expose().to_string()));
+            }
+            if app.config.proxy.forward_authorization {
+                set.push(("Authorization", format!("Bearer {}", a.token)));
+            }
+        }
+        HasuraMode::Jwt => {
+            let m = app.hasura.jwt_for(s)?;
+            set.push(("Authorization", format!("Bearer {}", m.token)));
+        }
+        // The token the gateway checked, never another one the client slipped in.
+        HasuraMode::Webhook => set.push(("Authorization", format!("Bearer {}", a.token))),
+    }
+    Ok(set)
+}
+
+/// Reads the upstream's handshake response head; returns it parsed and any bytes after it.
+async fn read_response_head(
+    up: &mut TcpStream,
+) -> Result<(u16, Vec<(String, Vec<u8>)>, Vec<u8>), GateError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = up
+            .read(&mut chunk)
+            .await
+            .map_err(|_| GateError::UpstreamUnavailable)?;
+        if n == 0 {
+            return Err(GateError::UpstreamUnavailable);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut hs = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut hs);
+        match resp.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let status = resp.code.unwrap_or(502);
+                let headers = resp
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_string(), h.value.to_vec()))
+                    .collect();
+                return Ok((status, headers, buf.split_off(len)));
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+            _ => return Err(GateError::UpstreamUnavailable),
+        }
+    }
+}
+
+/// Relays one WebSocket. `session`/`token` are set when the handshake carried a valid bearer;
+/// otherwise the client must have offered a GraphQL subprotocol and authenticates in
+/// `connection_init`. Returns how it ended; errors before the 101 are answered here too.
+pub async fn relay(
+    app: &App,
+    down: &mut HttpSession,
+    uri: &http::Uri,
+    session: Option<Arc<Session>>,
+    token: Option<String>,
+) -> End {
+    let mut authed = match (session, token) {
+        (Some(session), Some(token)) => Some(Authed { session, token }),
+        _ => None,
+    };
+    let upstream = &app.config.upstream;
+    let handshake = match upstream_handshake(app, down.req_header(), uri, authed.as_ref()) {
+        Ok(h) => h,
+        Err(e) => return refuse(down, &e).await,
+    };
+    let connect = tokio::time::timeout(upstream.connect_timeout, TcpStream::connect(upstream.addr));
+    let mut up = match connect.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(_)) => return refuse(down, &GateError::UpstreamUnavailable).await,
+        Err(_) => return refuse(down, &GateError::UpstreamTimeout).await,
+    };
+    let _ = up.set_nodelay(true);
+    if up.write_all(&handshake).await.is_err() {
+        return refuse(down, &GateError::UpstreamUnavailable).await;
+    }
+    let head = tokio::time::timeout(upstream.read_timeout, read_response_head(&mut up)).await;
+    let (status, resp_headers, early) = match head {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return refuse(down, &e).await,
+        Err(_) => return refuse(down, &GateError::UpstreamTimeout).await,
+    };
+    if status != 101 {
+        tracing::info!(status, "upstream refused the WebSocket upgrade");
+        return refuse(down, &GateError::UpstreamUnavailable).await;
+    }
+    let mut resp = match ResponseHeader::build(101, Some(resp_headers.len())) {
+        Ok(r) => r,
+        Err(_) => return End::UpstreamFailed,
+    };
+    let mut protocol = None;
+    for (name, value) in resp_headers {
+        if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            protocol = std::str::from_utf8(&value)
+                .ok()
+                .and_then(Subprotocol::from_name);
+        }
+        if resp.append_header(name, value.as_slice()).is_err() {
+            return End::UpstreamFailed;
+        }
+    }
+    if authed.is_none() && protocol.is_none() {
+        // Only GraphQL subprotocols may authenticate late; the upstream chose another.
+        return refuse(down, &GateError::MissingToken).await;
+    }
+    if down
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_err()
+    {
+        return End::Closed;
+    }
+    // The socket lives as long as its session; idleness is the upstream's business.
+    down.set_read_timeout(None);
+    app.metrics.websockets_open.inc();
+    let end = pump(app, down, &mut up, &mut authed, protocol, early).await;
+    app.metrics.websockets_open.dec();
+    let _ = up.shutdown().await;
+    let _ = down.write_response_body(None, true).await;
+    end
+}
+
+/// Answers a refused handshake with a JSON error (before any 101).
+async fn refuse(down: &mut HttpSession, err: &GateError) -> End {
+    let r = err.response();
+    let body = Bytes::from(err.body());
+    let end = match r.status {
+        401 => End::Unauthorized,
+        503 => End::StoreUnavailable,
+        _ => End::UpstreamFailed,
+    };
+    let Ok(mut resp) = ResponseHeader::build(r.status, Some(4)) else {
+        return end;
+    };
+    let _ = resp.insert_header("content-type", "application/json");
+    let _ = resp.insert_header("content-length", body.len().to_string());
+    if let Some(c) = r.www_authenticate {
+        let _ = resp.insert_header("www-authenticate", c);
+    }
+    down.set_keepalive(None);
+    if down
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_ok()
+    {
+        let _ = down.write_response_body(Some(body), true).await;
+    }
+    end
+}
+
+/// The state of the client's stream before `connection_init` has gone upstream.
+#[derive(Default)]
+struct Pending {
+    raw: Vec<u8>,
+    message: Vec<u8>,
+}
+
+/// What the client's first bytes amounted to.
+enum Step {
+    /// Need more bytes.
+    More,
+    /// Forward these bytes upstream; `true` once `connection_init` is among them.
+    Forward(Vec<u8>, bool),
+    /// End the socket.
+    End(End),
+}
+
+/// Moves bytes both ways until one side closes or the session ends.
+async fn pump(
+    app: &App,
+    down: &mut HttpSession,
+    up: &mut TcpStream,
+    authed: &mut Option<Authed>,
+    protocol: Option<Subprotocol>,
+    early: Vec<u8>,
+) -> End {
+    let mut to_client = Boundaries::default();
+    if !early.is_empty() {
+        to_client.feed(&early);
+        if down
+            .write_response_body(Some(Bytes::from(early)), false)
+            .await
+            .is_err()
+        {
+            return End::Closed;
+        }
+    }
+    // Non-GraphQL sockets have no connection_init: they were authenticated at the handshake.
+    let mut initialised = protocol.is_none();
+    let mut pending = Pending::default();
+    let init_deadline = Instant::now() + INIT_TIMEOUT;
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = vec![0u8; 16 * 1024];
+    let end = loop {
+        tokio::select! {
+            r = down.read_request_body() => {
+                let Ok(Some(bytes)) = r else { break End::Closed };
+                if initialised {
+                    if up.write_all(&bytes).await.is_err() {
+                        break End::Closed;
+                    }
+                    continue;
+                }
+                pending.raw.extend_from_slice(&bytes);
+                match first_message(app, &mut pending, authed).await {
+                    Step::More => {}
+                    Step::Forward(out, done) => {
+                        initialised = done;
+                        if up.write_all(&out).await.is_err() {
+                            break End::Closed;
+                        }
+                    }
+                    Step::End(end) => break end,
+                }
+            }
+            r = up.read(&mut buf) => {
+                let n = match r {
+                    Ok(0) | Err(_) => break End::Closed,
+                    Ok(n) => n,
+                };
+                to_client.feed(&buf[..n]);
+                let chunk = Bytes::copy_from_slice(&buf[..n]);
+                if down.write_response_body(Some(chunk), false).await.is_err() {
+                    break End::Closed;
+                }
+            }
+            _ = tick.tick() => {
+                if let Some(end) = still_valid(app, authed.as_ref(), initialised, init_deadline).await {
+                    break end;
+                }
+            }
+        }
+    };
+    if let Some((code, reason)) = end.close() {
+        if protocol == Some(Subprotocol::LegacyWs) && end != End::Revoked {
+            // The legacy protocol reports init failures as a message before closing.
+            let msg =
+                serde_json::json!({"type": "connection_error", "payload": {"message": reason}});
+            let _ = write_frame(
+                down,
+                &mut to_client,
+                frame::encode(frame::TEXT, msg.to_string().as_bytes(), None),
+            )
+            .await;
+        }
+        let _ = write_frame(down, &mut to_client, frame::close(code, reason, None)).await;
+    }
+    app.metrics
+        .websocket_closes
+        .with_label_values(&[end.label()])
+        .inc();
+    end
+}
+
+/// Writes a frame of the gateway's own to the client, only between two upstream frames.
+async fn write_frame(down: &mut HttpSession, at: &mut Boundaries, f: Vec<u8>) -> bool {
+    if !at.at_boundary() {
+        return false;
+    }
+    at.feed(&f);
+    down.write_response_body(Some(Bytes::from(f)), false)
+        .await
+        .is_ok()
+}
+
+/// `None` while the socket may live on.
+async fn still_valid(
+    app: &App,
+    authed: Option<&Authed>,
+    initialised: bool,
+    init_deadline: Instant,
+) -> Option<End> {
+    let Some(a) = authed else {
+        return (!initialised && Instant::now() >= init_deadline).then_some(End::InitTimeout);
+    };
+    match app.sessions.authenticate(&a.token).await {
+        Ok(_) => None,
+        Err(GateError::StoreUnavailable) => Some(End::StoreUnavailable),
+        Err(_) => Some(End::Revoked),
+    }
+}
+
+/// Consumes the client's bytes until its first data message: control frames pass, the
+/// message must be `connection_init`; it is authenticated (if the handshake was not) and
+/// rewritten.
+async fn first_message(app: &App, p: &mut Pending, authed: &mut Option<Authed>) -> Step {
+    let mut out = Vec::new();
+    loop {
+        let head = match frame::parse_head(&p.raw) {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                return if out.is_empty() {
+                    Step::More
+                } else {
+                    Step::Forward(out, false)
+                }
+            }
+            Err(_) => return Step::End(End::BadInit),
+        };
+        let Some(mask) = head.mask else {
+            // Clients must mask (RFC 6455 §5.1).
+            return Step::End(End::BadInit);
+        };
+        let total = usize::try_from(head.total()).unwrap_or(usize::MAX);
+        if head.len > MAX_INIT as u64 || p.message.len() + (head.len as usize) > MAX_INIT {
+            return Step::End(End::BadInit);
+        }
+        if p.raw.len() < total {
+            return if out.is_empty() {
+                Step::More
+            } else {
+                Step::Forward(out, false)
+            };
+        }
+        let rest = p.raw.split_off(total);
+        let frame_bytes = std::mem::replace(&mut p.raw, rest);
+        if head.is_control() {
+            out.extend_from_slice(&frame_bytes);
+            continue;
+        }
+        let expected = if p.message.is_empty() {
+            frame::TEXT
+        } else {
+            frame::CONTINUATION
+        };
+        if head.opcode != expected {
+            return Step::End(End::BadInit);
+        }
+        let mut payload = frame_bytes[head.header_len..].to_vec();
+        frame::apply_mask(&mut payload, mask);
+        p.message.extend_from_slice(&payload);
+        if !head.fin {
+            continue;
+        }
+        let Ok(message) = init::Init::parse(&p.message) else {
+            return Step::End(End::BadInit);
+        };
+        if authed.is_none() {
+            let Some(token) = message
+                .authorization()
+                .and_then(|a| crate::auth::bearer_token(a.as_bytes()))
+                .map(str::to_string)
+            else {
+                return Step::End(End::Unauthorized);
+            };
+            match app.sessions.authenticate(&token).await {
+                Ok(session) => *authed = Some(Authed { session, token }),
+                Err(GateError::StoreUnavailable) => return Step::End(End::StoreUnavailable),
+                Err(e) => {
+                    if let Some(reason) = e.auth_failure_reason() {
+                        app.metrics.auth_failures.with_label_values(&[reason]).inc();
+                    }
+                    return Step::End(End::Unauthorized);
+                }
+            }
+        }
+        let Some(a) = authed.as_ref() else {
+            return Step::End(End::Unauthorized);
+        };
+        let Ok(set) = init_identity(app, a) else {
+            return Step::End(End::StoreUnavailable);
+        };
+        let set: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let text = message.rewrite(&set);
+        out.extend(frame::encode(frame::TEXT, &text, Some(rand::random())));
+        // Whatever followed connection_init goes on untouched.
+        out.append(&mut p.raw);
+        return Step::Forward(out, true);
+    }
+}
