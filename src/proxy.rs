@@ -418,6 +418,7 @@ impl ProxyHttp for Gateway {
                     &uri,
                     ctx.session.clone(),
                     ctx.ws_token.take(),
+                    ctx.client_ip,
                 )
                 .await;
                 ctx.outcome = match end {

@@ -300,3 +300,69 @@ fn revoked_or_expired_sessions_close_the_socket() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn silent_sockets_time_out_and_jwt_mode_puts_the_hasura_jwt_in_init() -> TestResult {
+    let redis = Redis::start()?;
+    let upstream = WsEcho::start()?;
+    let ed_private = include_str!("fixtures/ed25519-private.pem");
+    let ed_public = include_str!("fixtures/ed25519-public.pem");
+    let extra = format!(
+        "[hasura]\nmode = \"jwt\"\nsigning_kid = \"h1\"\n[[hasura.keys]]\nkid = \"h1\"\nalgorithm = \"EdDSA\"\nprivate_key = \"\"\"{ed_private}\"\"\"\npublic_key = \"\"\"{ed_public}\"\"\"\n"
+    );
+    let gw = Gateway::start_edited(upstream.addr, Some(&redis.url()), &extra, |t| {
+        t.replace("[proxy]\n", "[proxy]\nwebsocket_init_timeout_seconds = 1\n")
+    })?;
+    let (_, token) = gw.create_session("user-7", "biz-9", "host-3", "agent", 600)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        // No connection_init within the configured second: 4408.
+        let mut ws = connect(&gw, "graphql-transport-ws", &[]).await?;
+        assert_eq!(next(&mut ws, Duration::from_secs(5)).await?, Err(4408));
+
+        let mut ws = connect(&gw, "graphql-transport-ws", &[]).await?;
+        let init = json!({"type": "connection_init", "payload": {"headers": {"Authorization": format!("Bearer {token}")}}});
+        ws.send(Message::text(init.to_string())).await?;
+        let echoed: Value = serde_json::from_str(
+            &next(&mut ws, Duration::from_secs(5)).await?.map_err(|c| format!("closed {c}"))?,
+        )?;
+        let headers = &echoed["payload"]["headers"];
+        let jwt = headers["Authorization"]
+            .as_str()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .ok_or("no Hasura JWT in connection_init")?;
+        assert_ne!(jwt, token);
+        assert_eq!(jsonwebtoken::decode_header(jwt)?.kid.as_deref(), Some("h1"));
+        assert_eq!(headers["x-host-id"], "host-3");
+        assert!(headers.get("x-hasura-user-id").is_none(), "jwt mode sends no raw identity");
+        Ok::<(), Error>(())
+    })?;
+    Ok(())
+}
+
+#[test]
+fn a_revocation_on_another_replica_closes_the_socket() -> TestResult {
+    let redis = Redis::start()?;
+    let upstream = WsEcho::start()?;
+    let a = Gateway::start(upstream.addr, Some(&redis.url()))?;
+    let b = Gateway::start(upstream.addr, Some(&redis.url()))?;
+    a.wait_subscribed()?;
+    b.wait_subscribed()?;
+    let (_, token) = a.create_session("user-7", "biz-9", "host-3", "agent", 600)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let auth = format!("Bearer {token}");
+        let mut ws = connect(&a, "graphql-ws", &[("authorization", &auth)]).await?;
+        ws.send(Message::text(
+            json!({"type": "connection_init"}).to_string(),
+        ))
+        .await?;
+        assert!(next(&mut ws, Duration::from_secs(5)).await?.is_ok());
+        // Revoke every session of the user, on the other replica.
+        let r = admin_request(b.admin, "DELETE", "/admin/users/user-7/sessions", None)?;
+        assert_eq!(r.status, 204);
+        assert_eq!(next(&mut ws, Duration::from_secs(5)).await?, Err(4403));
+        Ok::<(), Error>(())
+    })?;
+    Ok(())
+}

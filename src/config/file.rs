@@ -158,6 +158,8 @@ pub struct ProxySection {
     pub max_header_bytes: Option<usize>,
     /// Adds `x-hasura-admin-secret` on authenticated requests (Hasura trusted-header mode).
     pub hasura_admin_secret: Option<SecretSource>,
+    /// How long a WebSocket without a bearer may take to send graphql-ws `connection_init`.
+    pub websocket_init_timeout_seconds: Option<u64>,
     /// Addresses or CIDR ranges of proxies in front of the gateway whose
     /// `X-Forwarded-For` is believed (empty: the socket's peer is the client).
     pub trusted_proxies: Option<Vec<String>>,

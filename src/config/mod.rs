@@ -114,6 +114,8 @@ pub struct ProxyConfig {
     pub max_header_bytes: usize,
     /// Proxies whose `X-Forwarded-For` names the client (empty: the socket peer is it).
     pub trusted_proxies: Vec<IpNet>,
+    /// How long a WebSocket may take to authenticate in `connection_init`.
+    pub websocket_init_timeout: Duration,
 }
 
 /// How the upstream Hasura learns who is calling.
@@ -796,6 +798,11 @@ impl Validator<'_> {
             hasura_admin_secret,
             max_header_bytes,
             trusted_proxies,
+            websocket_init_timeout: Duration::from_secs(self.positive(
+                "proxy.websocket_init_timeout_seconds",
+                p.websocket_init_timeout_seconds,
+                10,
+            )),
         }
     }
 

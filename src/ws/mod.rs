@@ -37,8 +37,6 @@ use tokio::net::TcpStream;
 
 /// How often a live socket's session is checked again.
 pub const CHECK_EVERY: Duration = Duration::from_millis(250);
-/// How long a socket without a bearer may take to send `connection_init`.
-pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest `connection_init` accepted.
 const MAX_INIT: usize = 64 * 1024;
 /// Largest upstream handshake response head.
@@ -246,6 +244,7 @@ pub async fn relay(
     uri: &http::Uri,
     session: Option<Arc<Session>>,
     token: Option<String>,
+    client_ip: std::net::IpAddr,
 ) -> End {
     let mut authed = match (session, token) {
         (Some(session), Some(token)) => Some(Authed { session, token }),
@@ -306,6 +305,10 @@ pub async fn relay(
     down.set_read_timeout(None);
     app.metrics.websockets_open.inc();
     let end = pump(app, down, &mut up, &mut authed, protocol, early).await;
+    if end == End::Unauthorized {
+        // A credential refused in connection_init is a failed authentication like any other.
+        app.limits.auth_failed(client_ip).await;
+    }
     app.metrics.websockets_open.dec();
     let _ = up.shutdown().await;
     let _ = down.write_response_body(None, true).await;
@@ -380,7 +383,7 @@ async fn pump(
     // Non-GraphQL sockets have no connection_init: they were authenticated at the handshake.
     let mut initialised = protocol.is_none();
     let mut pending = Pending::default();
-    let init_deadline = Instant::now() + INIT_TIMEOUT;
+    let init_deadline = Instant::now() + app.config.proxy.websocket_init_timeout;
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 16 * 1024];
