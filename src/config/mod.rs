@@ -1207,6 +1207,24 @@ mod tests {
     "#;
 
     #[test]
+    fn hasura_mode_from_env_overrides_the_file() -> Result<(), ConfigError> {
+        let text = format!("{BASE}\n[hasura]\nmode = \"jwt\"\n");
+        // The file asks for jwt without keys (an error), the environment says webhook.
+        let env: HashMap<String, String> =
+            HashMap::from([(env::HASURA_MODE.to_string(), "webhook".to_string())]);
+        let cfg = Config::from_toml(&text, &env)?;
+        assert_eq!(cfg.hasura.mode, HasuraMode::Webhook);
+        let env: HashMap<String, String> =
+            HashMap::from([(env::HASURA_MODE.to_string(), "cookies".to_string())]);
+        let keys = match Config::from_toml(BASE, &env) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError(issues)) => issues.into_iter().map(|i| i.key).collect(),
+        };
+        assert_eq!(keys, vec![env::HASURA_MODE.to_string()]);
+        Ok(())
+    }
+
+    #[test]
     fn rate_limits_and_trusted_proxies() -> Result<(), ConfigError> {
         let cfg = Config::from_toml(BASE, &no_env())?;
         assert_eq!(cfg.rate_limits, RateLimitConfig::default());
