@@ -153,6 +153,9 @@ fn upstream_handshake(
     let mut head = req.clone();
     head.set_uri(uri.clone());
     head.remove_header("sec-websocket-extensions");
+    // After the 101 every client byte is WebSocket data: a handshake never has a body.
+    head.remove_header("content-length");
+    head.remove_header("transfer-encoding");
     let minted = match (app.hasura.mode(), authed) {
         (HasuraMode::Jwt, Some(a)) => Some(app.hasura.jwt_for(&a.session)?),
         _ => None,
