@@ -20,6 +20,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// What a filter decided, converted to Pingora's `bool` in exactly one place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,10 @@ pub struct RequestCtx {
     websocket: bool,
     /// The WebSocket's bearer token, re-checked while the socket lives.
     ws_token: Option<String>,
+    /// `x-request-id`: the client's if well-formed, else generated; sent upstream and back.
+    request_id: String,
+    /// Carries the request id into every log line of this request.
+    span: tracing::Span,
     outcome: &'static str,
 }
 
@@ -156,6 +161,42 @@ impl Gateway {
         (client, crate::client_ip::is_trusted(peer, trusted))
     }
 
+    /// `request_filter`'s work, inside the request's span.
+    async fn filter(&self, session: &mut HttpSession, ctx: &mut RequestCtx) -> Result<bool> {
+        let flow = match self.admit(session, ctx).await {
+            Ok(None) if ctx.websocket => {
+                let uri = ctx.forward_uri.take().unwrap_or_default();
+                let end = ws::relay(
+                    &self.app,
+                    session,
+                    &uri,
+                    ctx.session.clone(),
+                    ctx.ws_token.take(),
+                    ctx.client_ip,
+                    &ctx.request_id,
+                )
+                .await;
+                ctx.outcome = match end {
+                    ws::End::Unauthorized => "rejected",
+                    ws::End::StoreUnavailable => "store_unavailable",
+                    ws::End::UpstreamFailed => "upstream_error",
+                    _ => "websocket",
+                };
+                Flow::Responded
+            }
+            Ok(None) => Flow::Continue,
+            Ok(Some(ep)) => {
+                self.terminate(session, ctx, ep).await?;
+                Flow::Responded
+            }
+            Err(e) => {
+                self.reject(session, ctx, &e).await?;
+                Flow::Responded
+            }
+        };
+        Ok(flow.into_pingora())
+    }
+
     fn is_realtime(&self, path: &str) -> bool {
         self.app
             .config
@@ -199,7 +240,8 @@ impl Gateway {
                 dialect::render(ep.dialect(), &problem)
             }
         };
-        let mut resp = ResponseHeader::build(reply.status, Some(4 + reply.headers.len()))?;
+        let mut resp = ResponseHeader::build(reply.status, Some(5 + reply.headers.len()))?;
+        resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         resp.insert_header("content-type", reply.content_type)?;
         resp.insert_header("content-length", reply.body.len().to_string())?;
         // Nothing the gateway answers itself may be cached, unless the reply says otherwise
@@ -245,9 +287,30 @@ impl Gateway {
         }
         // The request body (if any) is not read; never reuse the connection after a refusal.
         session.set_keepalive(None);
-        write_error(session, err).await
+        write_error(session, err, &ctx.request_id).await
     }
 }
+
+/// The request's id: the client's `x-request-id` when it is one short token of safe
+/// characters (so it can go into logs and headers as is), else a new UUIDv4.
+fn request_id(req: &RequestHeader) -> String {
+    let mut values = req.headers.get_all(REQUEST_ID).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None)
+            if (1..=128).contains(&v.len())
+                && v.as_bytes().iter().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'=')
+                }) =>
+        {
+            String::from_utf8_lossy(v.as_bytes()).into_owned()
+        }
+        _ => uuid::Uuid::new_v4().to_string(),
+    }
+}
+
+/// `x-request-id`.
+const REQUEST_ID: &str = "x-request-id";
 
 /// Reads a request body of at most `limit` bytes.
 async fn read_body(session: &mut HttpSession, limit: usize) -> Result<Vec<u8>, dialect::Problem> {
@@ -295,10 +358,11 @@ fn without_param(query: &str, name: &str) -> Option<String> {
 }
 
 /// Writes a gateway error as JSON.
-async fn write_error(session: &mut HttpSession, err: &GateError) -> Result<()> {
+async fn write_error(session: &mut HttpSession, err: &GateError, request_id: &str) -> Result<()> {
     let r = err.response();
     let body = Bytes::from(err.body());
-    let mut resp = ResponseHeader::build(r.status, Some(6))?;
+    let mut resp = ResponseHeader::build(r.status, Some(7))?;
+    resp.insert_header(REQUEST_ID, request_id)?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
     resp.insert_header("cache-control", "no-store")?;
@@ -398,6 +462,8 @@ impl ProxyHttp for Gateway {
             via_trusted_proxy: false,
             websocket: false,
             ws_token: None,
+            request_id: String::new(),
+            span: tracing::Span::none(),
             outcome: "rejected",
         }
     }
@@ -409,37 +475,10 @@ impl ProxyHttp for Gateway {
         session: &mut HttpSession,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
-        let flow = match self.admit(session, ctx).await {
-            Ok(None) if ctx.websocket => {
-                let uri = ctx.forward_uri.take().unwrap_or_default();
-                let end = ws::relay(
-                    &self.app,
-                    session,
-                    &uri,
-                    ctx.session.clone(),
-                    ctx.ws_token.take(),
-                    ctx.client_ip,
-                )
-                .await;
-                ctx.outcome = match end {
-                    ws::End::Unauthorized => "rejected",
-                    ws::End::StoreUnavailable => "store_unavailable",
-                    ws::End::UpstreamFailed => "upstream_error",
-                    _ => "websocket",
-                };
-                Flow::Responded
-            }
-            Ok(None) => Flow::Continue,
-            Ok(Some(ep)) => {
-                self.terminate(session, ctx, ep).await?;
-                Flow::Responded
-            }
-            Err(e) => {
-                self.reject(session, ctx, &e).await?;
-                Flow::Responded
-            }
-        };
-        Ok(flow.into_pingora())
+        ctx.request_id = request_id(session.req_header());
+        ctx.span = tracing::info_span!("request", request_id = %ctx.request_id);
+        let span = ctx.span.clone();
+        self.filter(session, ctx).instrument(span).await
     }
 
     /// The one backend; resolved at start.
@@ -466,6 +505,7 @@ impl ProxyHttp for Gateway {
         if let Some(uri) = ctx.forward_uri.take() {
             upstream.set_uri(uri);
         }
+        upstream.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         let session = ctx.session.as_deref();
         let minted = match (self.app.hasura.mode(), session) {
             (HasuraMode::Jwt, Some(s)) => Some(self.app.hasura.jwt_for(s).map_err(|e| {
@@ -485,6 +525,17 @@ impl ProxyHttp for Gateway {
             Some(Route::Public) => "public",
             _ => "forwarded",
         };
+        Ok(())
+    }
+
+    /// The request id goes back to the client on every proxied response.
+    async fn response_filter(
+        &self,
+        _session: &mut HttpSession,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream_response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         Ok(())
     }
 
@@ -515,7 +566,9 @@ impl ProxyHttp for Gateway {
             Some(err) => {
                 // Only possible before the response started; afterwards the write just fails.
                 if session.response_written().is_none() {
-                    let _ = write_error(session, err).await;
+                    let _ = write_error(session, err, &ctx.request_id)
+                        .instrument(ctx.span.clone())
+                        .await;
                 }
                 err.response().status
             }
@@ -529,6 +582,7 @@ impl ProxyHttp for Gateway {
 
     /// Last hook of every request: metrics and the access log line (no token, no query).
     async fn logging(&self, session: &mut HttpSession, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let _in_request = ctx.span.enter();
         let m = &self.app.metrics;
         m.requests.with_label_values(&[ctx.outcome]).inc();
         m.request_duration
@@ -536,7 +590,10 @@ impl ProxyHttp for Gateway {
             .observe(ctx.started.elapsed().as_secs_f64());
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
-        if matches!(ctx.outcome, "forwarded" | "public" | "dialect") {
+        if matches!(
+            ctx.outcome,
+            "forwarded" | "public" | "dialect" | "websocket"
+        ) {
             tracing::debug!(method = %req.method, path = req.uri.path(), status, outcome = ctx.outcome, "request");
         } else {
             tracing::info!(

@@ -149,9 +149,12 @@ fn upstream_handshake(
     req: &RequestHeader,
     uri: &http::Uri,
     authed: Option<&Authed>,
+    request_id: &str,
 ) -> Result<Vec<u8>, GateError> {
     let mut head = req.clone();
     head.set_uri(uri.clone());
+    head.insert_header("x-request-id", request_id)
+        .map_err(|_| GateError::Internal)?;
     head.remove_header("sec-websocket-extensions");
     // After the 101 every client byte is WebSocket data: a handshake never has a body.
     head.remove_header("content-length");
@@ -248,37 +251,39 @@ pub async fn relay(
     session: Option<Arc<Session>>,
     token: Option<String>,
     client_ip: std::net::IpAddr,
+    request_id: &str,
 ) -> End {
     let mut authed = match (session, token) {
         (Some(session), Some(token)) => Some(Authed { session, token }),
         _ => None,
     };
     let upstream = &app.config.upstream;
-    let handshake = match upstream_handshake(app, down.req_header(), uri, authed.as_ref()) {
-        Ok(h) => h,
-        Err(e) => return refuse(down, &e).await,
-    };
+    let handshake =
+        match upstream_handshake(app, down.req_header(), uri, authed.as_ref(), request_id) {
+            Ok(h) => h,
+            Err(e) => return refuse(down, request_id, &e).await,
+        };
     let connect = tokio::time::timeout(upstream.connect_timeout, TcpStream::connect(upstream.addr));
     let mut up = match connect.await {
         Ok(Ok(s)) => s,
-        Ok(Err(_)) => return refuse(down, &GateError::UpstreamUnavailable).await,
-        Err(_) => return refuse(down, &GateError::UpstreamTimeout).await,
+        Ok(Err(_)) => return refuse(down, request_id, &GateError::UpstreamUnavailable).await,
+        Err(_) => return refuse(down, request_id, &GateError::UpstreamTimeout).await,
     };
     let _ = up.set_nodelay(true);
     if up.write_all(&handshake).await.is_err() {
-        return refuse(down, &GateError::UpstreamUnavailable).await;
+        return refuse(down, request_id, &GateError::UpstreamUnavailable).await;
     }
     let head = tokio::time::timeout(upstream.read_timeout, read_response_head(&mut up)).await;
     let (status, resp_headers, early) = match head {
         Ok(Ok(h)) => h,
-        Ok(Err(e)) => return refuse(down, &e).await,
-        Err(_) => return refuse(down, &GateError::UpstreamTimeout).await,
+        Ok(Err(e)) => return refuse(down, request_id, &e).await,
+        Err(_) => return refuse(down, request_id, &GateError::UpstreamTimeout).await,
     };
     if status != 101 {
         tracing::info!(status, "upstream refused the WebSocket upgrade");
-        return refuse(down, &GateError::UpstreamUnavailable).await;
+        return refuse(down, request_id, &GateError::UpstreamUnavailable).await;
     }
-    let mut resp = match ResponseHeader::build(101, Some(resp_headers.len())) {
+    let mut resp = match ResponseHeader::build(101, Some(resp_headers.len() + 1)) {
         Ok(r) => r,
         Err(_) => return End::UpstreamFailed,
     };
@@ -293,9 +298,12 @@ pub async fn relay(
             return End::UpstreamFailed;
         }
     }
+    if resp.insert_header("x-request-id", request_id).is_err() {
+        return End::UpstreamFailed;
+    }
     if authed.is_none() && protocol.is_none() {
         // Only GraphQL subprotocols may authenticate late; the upstream chose another.
-        return refuse(down, &GateError::MissingToken).await;
+        return refuse(down, request_id, &GateError::MissingToken).await;
     }
     if down
         .write_response_header(Box::new(resp), false)
@@ -319,7 +327,7 @@ pub async fn relay(
 }
 
 /// Answers a refused handshake with a JSON error (before any 101).
-async fn refuse(down: &mut HttpSession, err: &GateError) -> End {
+async fn refuse(down: &mut HttpSession, request_id: &str, err: &GateError) -> End {
     let r = err.response();
     let body = Bytes::from(err.body());
     let end = match r.status {
@@ -327,10 +335,11 @@ async fn refuse(down: &mut HttpSession, err: &GateError) -> End {
         503 => End::StoreUnavailable,
         _ => End::UpstreamFailed,
     };
-    let Ok(mut resp) = ResponseHeader::build(r.status, Some(4)) else {
+    let Ok(mut resp) = ResponseHeader::build(r.status, Some(5)) else {
         return end;
     };
     let _ = resp.insert_header("content-type", "application/json");
+    let _ = resp.insert_header("x-request-id", request_id);
     let _ = resp.insert_header("content-length", body.len().to_string());
     if let Some(c) = r.www_authenticate {
         let _ = resp.insert_header("www-authenticate", c);

@@ -99,6 +99,14 @@ fn serve(stream: TcpStream, hits: &AtomicUsize) -> std::io::Result<()> {
             b
         };
         hits.fetch_add(1, Ordering::SeqCst);
+        // `delay_ms=N` in the query: answer late (in-flight requests during a shutdown).
+        if let Some(ms) = target
+            .split_once('?')
+            .and_then(|(_, q)| q.split('&').find_map(|p| p.strip_prefix("delay_ms=")))
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms.min(30_000)));
+        }
         let echo = serde_json::json!({
             "method": method,
             "target": target,
