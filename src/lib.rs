@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod route;
 pub mod secret;
 pub mod session;
+pub mod tls;
 pub mod ws;
 
 use config::{Config, StoreConfig};
@@ -60,6 +61,9 @@ pub enum StartError {
     /// Hasura keys could not be built.
     #[error("hasura: {0}")]
     Hasura(String),
+    /// The TLS listener could not be set up.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The store could not be set up.
     #[error("store: {0}")]
     Store(#[from] session::store::StoreError),
@@ -133,7 +137,21 @@ pub fn run(app: Arc<App>) -> Result<(), StartError> {
         proxy::Gateway::new(app.clone()),
         "sessiongate proxy",
     );
-    proxy.add_tcp(&cfg.listen.to_string());
+    match &cfg.tls {
+        Some(t) => {
+            let certs = tls::CertReloader::load(t, app.metrics.clone()).map_err(StartError::Tls)?;
+            certs
+                .clone()
+                .watch(t.reload_interval)
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+            let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+            settings.set_cert_resolver(certs);
+            settings.enable_h2();
+            proxy.add_tls_with_settings(&cfg.listen.to_string(), None, settings);
+        }
+        None => proxy.add_tcp(&cfg.listen.to_string()),
+    }
 
     let mut admin = pingora::services::listening::Service::new(
         "sessiongate admin".to_string(),
@@ -145,6 +163,7 @@ pub fn run(app: Arc<App>) -> Result<(), StartError> {
     server.add_service(admin);
     tracing::info!(
         listen = %cfg.listen,
+        tls = cfg.tls.is_some(),
         admin_listen = %cfg.admin_listen,
         upstream = %cfg.upstream.url,
         store = app.sessions.cache().store().kind(),

@@ -47,6 +47,8 @@ pub struct Metrics {
     /// `sessiongate_rate_limit_fallback_total`: limit checks counted in process because the
     /// shared store did not answer (those limits are then per replica).
     pub rate_limit_fallback: prometheus::IntCounter,
+    /// `sessiongate_tls_reloads_total{result}`: reloaded, unchanged, failed.
+    pub tls_reloads: IntCounterVec,
     /// `sessiongate_websockets_open`: relayed WebSockets currently open.
     pub websockets_open: IntGauge,
     /// `sessiongate_websocket_closes_total{reason}`: closed, revoked, unauthorized, bad_init,
@@ -191,6 +193,12 @@ impl Metrics {
                 r.register(Box::new(c.clone()))?;
                 c
             },
+            tls_reloads: counter(
+                &r,
+                "sessiongate_tls_reloads_total",
+                "Checks of the listener's certificate files, by result.",
+                "result",
+            )?,
             websockets_open: gauge(
                 &r,
                 "sessiongate_websockets_open",

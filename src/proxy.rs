@@ -17,6 +17,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session as HttpSession};
 use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use rustls::pki_types::pem::PemObject;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,12 +64,27 @@ pub struct RequestCtx {
 /// The proxy service.
 pub struct Gateway {
     app: Arc<App>,
+    /// Trust roots of a TLS upstream with its own CA, parsed once.
+    upstream_ca: Option<Arc<pingora::protocols::tls::CaType>>,
 }
 
 impl Gateway {
     /// A proxy over the shared application state.
     pub fn new(app: Arc<App>) -> Self {
-        Gateway { app }
+        let upstream_ca = app.config.upstream.ca_pem.as_deref().map(|pem| {
+            let certs: Vec<pingora::utils::tls::WrappedX509> =
+                pingora::tls::CertificateDer::pem_slice_iter(pem)
+                    .filter_map(Result::ok)
+                    .map(|der| {
+                        pingora::utils::tls::WrappedX509::new(
+                            der.as_ref().to_vec(),
+                            pingora::utils::tls::parse_x509,
+                        )
+                    })
+                    .collect();
+            Arc::from(certs.into_boxed_slice())
+        });
+        Gateway { app, upstream_ca }
     }
 
     /// Decides whether the request may go upstream, filling `ctx` on the way. `Some` names a
@@ -488,7 +504,8 @@ impl ProxyHttp for Gateway {
         _ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let up = &self.app.config.upstream;
-        let mut peer = HttpPeer::new(up.addr, false, up.host.clone());
+        let mut peer = HttpPeer::new(up.addr, up.tls, up.host.clone());
+        peer.options.ca = self.upstream_ca.clone();
         peer.options.connection_timeout = Some(up.connect_timeout);
         peer.options.read_timeout = Some(up.read_timeout);
         Ok(Box::new(peer))

@@ -132,6 +132,20 @@ pub struct ServerSection {
     pub grace_period_seconds: Option<u64>,
     /// `text` or `json`.
     pub log_format: Option<String>,
+    /// TLS on the proxy listener (HTTP/2 and HTTP/1.1 over TLS); plain HTTP/1.1 without.
+    pub tls: Option<TlsSection>,
+}
+
+/// `[server.tls]`: the proxy listener's certificate.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain (e.g. a Kubernetes TLS Secret's `tls.crt`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (`tls.key`).
+    pub key_file: Option<PathBuf>,
+    /// How often the files are checked for changes (0: only on SIGHUP).
+    pub reload_interval_seconds: Option<u64>,
 }
 
 /// `[upstream]`: the backend everything is forwarded to.
@@ -144,6 +158,8 @@ pub struct UpstreamSection {
     pub connect_timeout_ms: Option<u64>,
     /// Timeout between reads of the upstream response.
     pub read_timeout_ms: Option<u64>,
+    /// PEM CA that signed a `https://` upstream's certificate (system roots when absent).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[proxy]`: what is forwarded and how.

@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Every algorithm an access-token key may use.
@@ -99,6 +99,21 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Read timeout.
     pub read_timeout: Duration,
+    /// Whether the upstream speaks TLS (`https://`).
+    pub tls: bool,
+    /// PEM CA for a TLS upstream (system roots when `None`).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// TLS on the proxy listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+    /// How often the files are checked for changes (zero: only on SIGHUP).
+    pub reload_interval: Duration,
 }
 
 /// What the proxy forwards.
@@ -311,6 +326,8 @@ pub struct Config {
     pub grace_period: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// TLS on the proxy listener (plain HTTP/1.1 when `None`).
+    pub tls: Option<TlsConfig>,
     /// Backend.
     pub upstream: UpstreamConfig,
     /// Forwarding rules.
@@ -551,6 +568,7 @@ impl Validator<'_> {
             }
         };
 
+        let tls = f.server.tls.and_then(|t| self.tls(t));
         let upstream = self.upstream(f.upstream);
         let proxy = self.proxy(f.proxy);
         let stale_window = f.store.stale_window_seconds.unwrap_or(30);
@@ -602,6 +620,7 @@ impl Validator<'_> {
             threads,
             grace_period,
             log_format,
+            tls,
             upstream: upstream?,
             proxy,
             store,
@@ -614,6 +633,22 @@ impl Validator<'_> {
             dialects,
             rate_limits,
             hasura: hasura?,
+        })
+    }
+
+    fn tls(&mut self, t: file::TlsSection) -> Option<TlsConfig> {
+        let (Some(cert_file), Some(key_file)) = (t.cert_file, t.key_file) else {
+            self.issue("server.tls", "needs both cert_file and key_file");
+            return None;
+        };
+        if let Err(e) = crate::tls::check_files(&cert_file, &key_file) {
+            self.issue("server.tls.cert_file", e);
+            return None;
+        }
+        Some(TlsConfig {
+            cert_file,
+            key_file,
+            reload_interval: Duration::from_secs(t.reload_interval_seconds.unwrap_or(10)),
         })
     }
 
@@ -705,14 +740,36 @@ impl Validator<'_> {
             u.read_timeout_ms,
             60_000,
         ));
-        let Some(rest) = url.strip_prefix("http://") else {
-            let msg = if url.starts_with("https://") {
-                "TLS to the upstream is not supported yet; use an http:// URL"
-            } else {
-                "must be an http://host:port URL"
-            };
-            self.issue(key, msg);
-            return None;
+        let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => {
+                self.issue(key, "must be an http:// or https:// URL");
+                return None;
+            }
+        };
+        let ca_pem = match &u.ca_file {
+            Some(path) if tls => match std::fs::read(path) {
+                Ok(pem) => match crate::tls::upstream_roots(Some(&pem)) {
+                    Ok(_) => Some(pem),
+                    Err(e) => {
+                        self.issue("upstream.ca_file", e);
+                        None
+                    }
+                },
+                Err(e) => {
+                    self.issue(
+                        "upstream.ca_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    None
+                }
+            },
+            Some(_) => {
+                self.issue("upstream.ca_file", "only applies to an https:// upstream");
+                None
+            }
+            None => None,
         };
         let authority = rest.trim_end_matches('/');
         if authority.is_empty() || authority.contains('/') || authority.contains('@') {
@@ -728,6 +785,8 @@ impl Validator<'_> {
             && !authority.ends_with(']')
         {
             authority.to_string()
+        } else if tls {
+            format!("{authority}:443")
         } else {
             format!("{authority}:80")
         };
@@ -742,6 +801,8 @@ impl Validator<'_> {
                 host,
                 connect_timeout,
                 read_timeout,
+                tls,
+                ca_pem,
             }),
             Ok(None) | Err(_) => {
                 self.issue(key, format!("cannot resolve `{authority}`"));

@@ -32,8 +32,57 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::Session as HttpSession;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// The upstream connection: plain TCP or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Upstream = Box<dyn Io>;
+
+/// The TLS client settings for an `https://` upstream, built once.
+fn tls_client(app: &App) -> Result<Arc<pingora::tls::ClientConfig>, GateError> {
+    static CONFIG: std::sync::OnceLock<Option<Arc<pingora::tls::ClientConfig>>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = crate::tls::upstream_roots(app.config.upstream.ca_pem.as_deref())
+                .map_err(|e| tracing::error!(error = %e, "no trust roots for the upstream"))
+                .ok()?;
+            let mut cfg = pingora::tls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(Arc::new(cfg))
+        })
+        .clone()
+        .ok_or(GateError::UpstreamUnavailable)
+}
+
+/// Connects to the upstream, with TLS when its URL is `https://`.
+async fn connect_upstream(app: &App) -> Result<Upstream, GateError> {
+    let up = &app.config.upstream;
+    let tcp = match tokio::time::timeout(up.connect_timeout, TcpStream::connect(up.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(_)) => return Err(GateError::UpstreamUnavailable),
+        Err(_) => return Err(GateError::UpstreamTimeout),
+    };
+    let _ = tcp.set_nodelay(true);
+    if !up.tls {
+        return Ok(Box::new(tcp));
+    }
+    let name = pingora::tls::ServerName::try_from(up.host.clone())
+        .map_err(|_| GateError::UpstreamUnavailable)?;
+    let connector = pingora::tls::TlsConnector::from(tls_client(app)?);
+    match tokio::time::timeout(up.connect_timeout, connector.connect(name, tcp)).await {
+        Ok(Ok(s)) => Ok(Box::new(s)),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "TLS handshake with the upstream failed");
+            Err(GateError::UpstreamUnavailable)
+        }
+        Err(_) => Err(GateError::UpstreamTimeout),
+    }
+}
 
 /// How often a live socket's session is checked again.
 pub const CHECK_EVERY: Duration = Duration::from_millis(250);
@@ -210,7 +259,7 @@ fn init_identity(app: &App, a: &Authed) -> Result<Vec<(&'static str, String)>, G
 
 /// Reads the upstream's handshake response head; returns it parsed and any bytes after it.
 async fn read_response_head(
-    up: &mut TcpStream,
+    up: &mut Upstream,
 ) -> Result<(u16, Vec<(String, Vec<u8>)>, Vec<u8>), GateError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
@@ -263,13 +312,10 @@ pub async fn relay(
             Ok(h) => h,
             Err(e) => return refuse(down, request_id, &e).await,
         };
-    let connect = tokio::time::timeout(upstream.connect_timeout, TcpStream::connect(upstream.addr));
-    let mut up = match connect.await {
-        Ok(Ok(s)) => s,
-        Ok(Err(_)) => return refuse(down, request_id, &GateError::UpstreamUnavailable).await,
-        Err(_) => return refuse(down, request_id, &GateError::UpstreamTimeout).await,
+    let mut up = match connect_upstream(app).await {
+        Ok(s) => s,
+        Err(e) => return refuse(down, request_id, &e).await,
     };
-    let _ = up.set_nodelay(true);
     if up.write_all(&handshake).await.is_err() {
         return refuse(down, request_id, &GateError::UpstreamUnavailable).await;
     }
@@ -376,7 +422,7 @@ enum Step {
 async fn pump(
     app: &App,
     down: &mut HttpSession,
-    up: &mut TcpStream,
+    up: &mut Upstream,
     authed: &mut Option<Authed>,
     protocol: Option<Subprotocol>,
     early: Vec<u8>,

@@ -1,0 +1,380 @@
+//! TLS over real sockets: the proxy listener terminates TLS (HTTP/2 and HTTP/1.1 by ALPN),
+//! its certificate rotates on file change and on SIGHUP without dropping an open connection,
+//! and a `https://` upstream is reached with a configured CA.
+
+mod common;
+
+use common::*;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+type Error = Box<dyn std::error::Error>;
+
+fn fixture(name: &str) -> PathBuf {
+    repo_path(&format!("tests/fixtures/tls/{name}"))
+}
+
+/// Accepts whatever certificate is served: the tests look at *which* one it is.
+#[derive(Debug)]
+struct AnyCert;
+
+impl ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn client_config(alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut cfg = ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert))
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(cfg)
+}
+
+type Tls = StreamOwned<ClientConnection, TcpStream>;
+
+fn tls_connect(addr: SocketAddr, alpn: &[&[u8]]) -> Result<Tls, Error> {
+    let conn = ClientConnection::new(client_config(alpn), ServerName::try_from("localhost")?)?;
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut tls = StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(tls)
+}
+
+/// The served certificate's DER, to tell `proxy-a` from `proxy-b`.
+fn served(tls: &Tls) -> Vec<u8> {
+    tls.conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec())
+        .unwrap_or_default()
+}
+
+fn der(name: &str) -> Result<Vec<u8>, Error> {
+    Ok(CertificateDer::from_pem_file(fixture(name))?
+        .as_ref()
+        .to_vec())
+}
+
+/// One HTTP/1.1 keep-alive request on an open stream; returns (status, body).
+fn get<S: Read + Write>(
+    s: &mut S,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String), Error> {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n")?;
+    s.flush()?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line.split_whitespace().nth(1).ok_or("no status")?.parse()?;
+    let mut length = 0usize;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h)?;
+        if h == "\r\n" || h.is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse()?;
+        }
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body)?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn install(dir: &Path, which: &str) -> Result<(), Error> {
+    // Write then rename, as a Secret volume update does: never a half-written file.
+    for (src, dst) in [
+        (format!("proxy-{which}.pem"), "tls.crt"),
+        (format!("proxy-{which}-key.pem"), "tls.key"),
+    ] {
+        let tmp = dir.join(format!(".{dst}.tmp"));
+        std::fs::copy(fixture(&src), &tmp)?;
+        std::fs::rename(&tmp, dir.join(dst))?;
+    }
+    Ok(())
+}
+
+fn tls_gateway(echo: SocketAddr, dir: &Path, reload_s: u64) -> Result<Gateway, Error> {
+    let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    Gateway::start_edited(echo, None, "", |t| {
+        t.replace(
+            "[server]\n",
+            &format!(
+                "[server]\ntls = {{ cert_file = \"{}\", key_file = \"{}\", reload_interval_seconds = {reload_s} }}\n",
+                crt.display(),
+                key.display()
+            ),
+        )
+    })
+}
+
+#[test]
+fn listener_speaks_h2_and_http1_over_tls_and_rotates_without_dropping() -> TestResult {
+    let echo = echo::Echo::start()?;
+    let dir = tempfile::tempdir()?;
+    install(dir.path(), "a")?;
+    let gw = tls_gateway(echo.addr, dir.path(), 1)?;
+    let (_, token) = gw.create_session("user-7", "biz-9", "host-3", "agent", 600)?;
+
+    // ALPN: h2 preferred, HTTP/1.1 available.
+    let h2 = tls_connect(gw.proxy, &[b"h2", b"http/1.1"])?;
+    assert_eq!(h2.conn.alpn_protocol(), Some(&b"h2"[..]));
+    let mut old = tls_connect(gw.proxy, &[b"http/1.1"])?;
+    assert_eq!(served(&old), der("proxy-a.pem")?);
+    let (status, body) = get(&mut old, "/v1/graphql", Some(&token))?;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("user-7"),
+        "identity injected over TLS: {body}"
+    );
+
+    // A real HTTP/2 request.
+    h2_request(gw.proxy, &token)?;
+
+    // Rotate by file change: new connections get the new certificate...
+    install(dir.path(), "b")?;
+    let b = der("proxy-b.pem")?;
+    assert!(
+        eventually(Duration::from_secs(10), || tls_connect(
+            gw.proxy,
+            &[b"http/1.1"]
+        )
+        .map(|t| served(&t) == b)
+        .unwrap_or(false)),
+        "the new certificate was never served"
+    );
+    // ...and the connection opened before keeps working.
+    let (status, _) = get(&mut old, "/public/after-rotation", None)?;
+    assert_eq!(status, 200);
+    // A broken update (key of another certificate) keeps the current one.
+    std::fs::copy(fixture("proxy-a-key.pem"), dir.path().join("tls.key"))?;
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(served(&tls_connect(gw.proxy, &[b"http/1.1"])?), b);
+    let metrics = request(gw.admin, "GET", "/metrics", &[], None)?.body;
+    assert!(metrics.contains("sessiongate_tls_reloads_total{result=\"failed\"}"));
+    Ok(())
+}
+
+fn h2_request(addr: SocketAddr, token: &str) -> Result<(), Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let connector = tokio_rustls::TlsConnector::from(client_config(&[b"h2"]));
+        let tls = connector
+            .connect(ServerName::try_from("localhost")?, tcp)
+            .await?;
+        let (mut client, conn) = h2::client::handshake(tls).await?;
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .uri(format!("https://localhost:{}/v1/graphql", addr.port()))
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-hasura-role", "admin")
+            .body(())?;
+        let (resp, _) = client.send_request(req, true)?;
+        let resp = resp.await?;
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            bytes.extend_from_slice(&chunk);
+        }
+        let echo: serde_json::Value = serde_json::from_slice(&bytes)?;
+        let headers = echo["headers"].as_array().ok_or("not an echo")?;
+        let role: Vec<_> = headers
+            .iter()
+            .filter(|h| {
+                h[0].as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case("x-hasura-role"))
+            })
+            .filter_map(|h| h[1].as_str())
+            .collect();
+        assert_eq!(
+            role,
+            vec!["agent"],
+            "over h2 the spoofed role is replaced too"
+        );
+        Ok::<(), Error>(())
+    })
+}
+
+#[test]
+fn sighup_reloads_the_certificate() -> TestResult {
+    let echo = echo::Echo::start()?;
+    let dir = tempfile::tempdir()?;
+    install(dir.path(), "a")?;
+    let gw = tls_gateway(echo.addr, dir.path(), 0)?;
+    install(dir.path(), "b")?;
+    std::thread::sleep(Duration::from_millis(300));
+    // No polling: still the old one until the signal.
+    assert_eq!(
+        served(&tls_connect(gw.proxy, &[b"http/1.1"])?),
+        der("proxy-a.pem")?
+    );
+    gw.signal("HUP")?;
+    let b = der("proxy-b.pem")?;
+    assert!(eventually(Duration::from_secs(5), || tls_connect(
+        gw.proxy,
+        &[b"http/1.1"]
+    )
+    .map(|t| served(&t) == b)
+    .unwrap_or(false)));
+    Ok(())
+}
+
+/// A TLS upstream that echoes request headers (same JSON shape as `echo`), one request per
+/// connection.
+fn tls_echo() -> Result<SocketAddr, Error> {
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(fixture("server.pem"))?.collect::<Result<_, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(fixture("server-key.pem"))?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cfg = Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?,
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let cfg = cfg.clone();
+            std::thread::spawn(move || {
+                let Ok(conn) = rustls::ServerConnection::new(cfg) else {
+                    return;
+                };
+                let mut s = StreamOwned::new(conn, tcp);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 65_536 {
+                    if s.read(&mut byte).map_or(true, |n| n == 0) {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head);
+                let headers: Vec<serde_json::Value> = text
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(k, v)| serde_json::json!([k.trim(), v.trim()]))
+                    .collect();
+                let body = serde_json::json!({"headers": headers, "tls": true}).to_string();
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.flush();
+                s.conn.send_close_notify();
+                let _ = s.flush();
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[test]
+fn https_upstream_with_a_configured_ca() -> TestResult {
+    let upstream = tls_echo()?;
+    let ca = fixture("ca.pem");
+    let placeholder = echo::Echo::start()?;
+    let gw = Gateway::start_edited(placeholder.addr, None, "", |t| {
+        t.replace(
+            &format!("url = \"http://{}\"", placeholder.addr),
+            &format!(
+                "url = \"https://localhost:{}\"\nca_file = \"{}\"",
+                upstream.port(),
+                ca.display()
+            ),
+        )
+    })?;
+    let (_, token) = gw.create_session("user-7", "biz-9", "host-3", "agent", 600)?;
+    let r = authed(gw.proxy, "GET", "/v1/graphql", &token, &[], None)?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()?["tls"], true);
+    assert_eq!(r.upstream_header("x-hasura-user-id")?, vec!["user-7"]);
+    assert_eq!(placeholder.hits(), 0);
+    Ok(())
+}
+
+#[test]
+fn bad_tls_files_fail_at_start_naming_the_key() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    std::fs::copy(fixture("proxy-a.pem"), dir.path().join("tls.crt"))?;
+    std::fs::copy(fixture("proxy-b-key.pem"), dir.path().join("tls.key"))?;
+    let cfg = dir.path().join("c.toml");
+    let base = config_text(1, 2, "127.0.0.1:3".parse()?, None, "");
+    std::fs::write(
+        &cfg,
+        base.replace(
+            "[server]\n",
+            &format!(
+                "[server]\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n",
+                dir.path().join("tls.crt").display(),
+                dir.path().join("tls.key").display()
+            ),
+        ),
+    )?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sessiongate"))
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("server.tls.cert_file") && stderr.contains("does not match"),
+        "{stderr}"
+    );
+    Ok(())
+}
