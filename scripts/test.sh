@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine with Rust.
 # Installs what the build and the tests need when it is missing (cmake for pingora's
-# libz-ng-sys, redis-server for the integration tests), then runs every test target.
+# libz-ng-sys, redis-server for the integration tests), then runs every test target and
+# validates deploy/ (scripts/validate-deploy.sh installs its own tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,3 +23,4 @@ fi
 cargo build --examples
 cargo test --benches "$@"
 cargo test --lib --bins --tests "$@"
+./scripts/validate-deploy.sh
