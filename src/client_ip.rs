@@ -21,14 +21,18 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     }
     let mut candidate = peer;
     // Several header lines form one list, in order (RFC 9110 §5.3).
-    let hops: Vec<&str> = headers
+    // Split the raw bytes: one non-ASCII element must not hide the hops a proxy appended
+    // to the same line.
+    let hops: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .collect();
     for hop in hops.iter().rev() {
-        let Some(ip) = parse_hop(hop.trim()) else {
+        let Some(ip) = std::str::from_utf8(hop)
+            .ok()
+            .and_then(|h| parse_hop(h.trim()))
+        else {
             // Garbage where an address should be: believe no further than the last good hop.
             return candidate;
         };
@@ -105,6 +109,12 @@ mod tests {
         let trusted = nets(&["10.0.0.0/8", "::1/128"]);
         let h = headers(&["1.2.3.4, not-an-ip, 10.0.0.9"]);
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("10.0.0.9"));
+        // A non-ASCII element stops the walk there, not before the proxy's own hop.
+        let mut h = HeaderMap::new();
+        if let Ok(v) = http::HeaderValue::from_bytes(b"\xc3\xa9, 1.2.3.4") {
+            h.append("x-forwarded-for", v);
+        }
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("1.2.3.4"));
         let h = headers(&["[2001:db8::1]:443, 5.6.7.8:1234"]);
         assert_eq!(client_ip(ip("::1"), &h, &trusted), ip("5.6.7.8"));
         // IPv4-mapped IPv6 peers are the IPv4 address.

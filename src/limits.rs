@@ -91,12 +91,14 @@ pub fn decide(count: &WindowCount, limit: u32) -> Result<(), Duration> {
     if estimate <= limit {
         return Ok(());
     }
-    let wait = if cur > limit {
-        // This window alone is over: wait for it to end, then for its weight to decay.
-        (w - e) + w * (1.0 - limit / cur)
+    // The retry is a hit of its own: wait until the estimate leaves room for one more.
+    let room = limit - 1.0;
+    let wait = if cur > room {
+        // This window alone is too full: wait for it to end, then for its weight to decay.
+        (w - e) + w * (1.0 - room.max(0.0) / cur)
     } else {
-        // The previous window's share pushes it over; wait for that share to decay.
-        (w - e) - w * (limit - cur) / prev
+        // The previous window's share is what fills it; wait for that share to decay.
+        (w - e) - w * (room - cur) / prev
     };
     Err(Duration::from_secs_f64(wait.clamp(0.001, 2.0 * w)))
 }
@@ -270,18 +272,22 @@ mod tests {
     #[test]
     fn sliding_estimate_and_retry_after() {
         assert_eq!(decide(&count(5, 0, 0), 5), Ok(()));
-        // Over in this window alone: wait for it to end, then for the carry to decay:
-        // 6 hits, limit 5 → 1/6 of the next window.
+        // Over in this window alone: wait for it to end, then until 6 hits weigh ≤ 4 (room
+        // for the retry itself): 1/3 of the next window.
         let wait = decide(&count(6, 0, 4_000), 5).err();
-        assert_eq!(
-            wait.map(|d| d.as_millis()),
-            Some(6_000 + 10_000 / 6) // 7666 ms
-        );
+        assert_eq!(wait.map(|d| d.as_millis()), Some(6_000 + 3_333));
         // Halfway through, the previous window's 10 hits count for 5: 5 + 1 > 5.
         let wait = decide(&count(1, 10, 5_000), 5).err();
-        // The previous share must fall to 4: (10 - 5) s - 10 s * 4 / 10 = 1 s.
-        assert_eq!(wait.map(|d| d.as_millis()), Some(1_000));
+        // The previous share must fall to 3 (3 + 1 + the retry = 5): 5 s - 10 s * 3 / 10.
+        assert_eq!(wait.map(|d| d.as_millis()), Some(2_000));
         assert_eq!(decide(&count(1, 10, 6_000), 5), Ok(()));
+        // Retrying exactly after the advertised wait is accepted.
+        let wait = decide(&count(6, 0, 4_000), 5)
+            .err()
+            .map_or(0, |d| d.as_millis() as u64);
+        let at = 4_000 + wait + 1; // in the next window
+        let retry = count(1, 6, at - 10_000);
+        assert_eq!(decide(&retry, 5), Ok(()));
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub struct Metrics {
     /// `sessiongate_websockets_open`: relayed WebSockets currently open.
     pub websockets_open: IntGauge,
     /// `sessiongate_websocket_closes_total{reason}`: closed, revoked, unauthorized, bad_init,
-    /// init_timeout, store_unavailable, upstream_failed.
+    /// init_timeout, too_many_inits, too_large, store_unavailable, upstream_failed.
     pub websocket_closes: IntCounterVec,
     /// `sessiongate_events_unreadable_total`: invalidation events this replica could not parse.
     pub events_unreadable: prometheus::IntCounter,

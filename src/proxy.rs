@@ -2,6 +2,7 @@
 //! → upstream. Each hook only delegates; the steps live in `route`, `auth`, `session` and
 //! `headers`, and are tested there without a socket.
 
+use crate::auth::TokenError;
 use crate::config::HasuraMode;
 use crate::dialect::{self, Endpoint};
 use crate::error::GateError;
@@ -54,6 +55,8 @@ pub struct RequestCtx {
     websocket: bool,
     /// The WebSocket's bearer token, re-checked while the socket lives.
     ws_token: Option<String>,
+    /// A GraphQL WebSocket (not an Amity realtime path): `connection_init` rules apply.
+    ws_graphql: bool,
     /// `x-request-id`: the client's if well-formed, else generated; sent upstream and back.
     request_id: String,
     /// Carries the request id into every log line of this request.
@@ -98,6 +101,13 @@ impl Gateway {
         (ctx.client_ip, ctx.via_trusted_proxy) = self.client_ip(session);
         check_header_size(req, self.app.config.proxy.max_header_bytes)?;
         check_framing(req)?;
+        // Pingora passes through any request the upstream answers with 101; only WebSocket
+        // upgrades the relay handles (or, on public routes, plain GET WebSockets) may ask.
+        if req.headers.contains_key(http::header::UPGRADE) && !ws::is_upgrade(req) {
+            return Err(GateError::BadRequest(
+                "only WebSocket upgrades (GET, HTTP/1.1) are accepted".into(),
+            ));
+        }
         // Pingora drops Content-Length when Transfer-Encoding is present (RFC 9112 §6.3),
         // so the parsed headers no longer show the smuggling shape; look at the raw bytes.
         if req.headers.contains_key(TRANSFER_ENCODING) {
@@ -129,10 +139,8 @@ impl Gateway {
         if r == Route::Public {
             return Ok(None);
         }
-        if let Some(blocked) = self.app.limits.blocked(ctx.client_ip) {
-            return Err(GateError::RateLimited(blocked.retry_after_secs()));
-        }
         let websocket = ws::is_upgrade(req);
+        ctx.ws_graphql = !realtime;
         let session = match bearer(req) {
             Ok(token) => {
                 let session = self.app.sessions.authenticate(token).await?;
@@ -155,6 +163,10 @@ impl Gateway {
             // Browsers cannot set headers on a WebSocket: graphql-ws clients send the token
             // in connection_init, which the relay reads before anything goes upstream.
             Err(GateError::MissingToken) if websocket && ws::offers_graphql(req) => {
+                // An address refused for failed authentications opens no pending socket.
+                if let Some(blocked) = self.app.limits.blocked(ctx.client_ip) {
+                    return Err(GateError::RateLimited(blocked.retry_after_secs()));
+                }
                 ctx.websocket = true;
                 return Ok(None);
             }
@@ -182,16 +194,15 @@ impl Gateway {
         let flow = match self.admit(session, ctx).await {
             Ok(None) if ctx.websocket => {
                 let uri = ctx.forward_uri.take().unwrap_or_default();
-                let end = ws::relay(
-                    &self.app,
-                    session,
-                    &uri,
-                    ctx.session.clone(),
-                    ctx.ws_token.take(),
-                    ctx.client_ip,
-                    &ctx.request_id,
-                )
-                .await;
+                let socket = ws::Socket {
+                    uri: &uri,
+                    session: ctx.session.clone(),
+                    token: ctx.ws_token.take(),
+                    client_ip: ctx.client_ip,
+                    request_id: &ctx.request_id,
+                    graphql: ctx.ws_graphql,
+                };
+                let end = ws::relay(&self.app, session, socket).await;
                 ctx.outcome = match end {
                     ws::End::Unauthorized => "rejected",
                     ws::End::StoreUnavailable => "store_unavailable",
@@ -294,13 +305,28 @@ impl Gateway {
                 .inc();
         }
         // A credential was presented and refused: count it against the client's address.
-        // (No credential at all is not a guess; it is not counted.)
-        if matches!(
-            err,
-            GateError::InvalidToken(_) | GateError::SessionNotFound | GateError::SessionExpired
-        ) {
+        // No credential at all is not a guess, and an expired one is the normal end of a
+        // token's life: neither is counted.
+        let guess = matches!(err, GateError::SessionNotFound | GateError::InvalidToken(_))
+            && !matches!(err, GateError::InvalidToken(TokenError::Expired));
+        if guess {
             self.app.limits.auth_failed(ctx.client_ip).await;
         }
+        // An address over its failed-authentication limit gets 429 instead of 401 on the
+        // failure path only: a valid session from the same address (a NAT, a /64) still
+        // passes, while guessing learns nothing more.
+        let limited;
+        let err = match (
+            err.auth_failure_reason(),
+            self.app.limits.blocked(ctx.client_ip),
+        ) {
+            (Some(_), Some(blocked)) => {
+                ctx.outcome = "rate_limited";
+                limited = GateError::RateLimited(blocked.retry_after_secs());
+                &limited
+            }
+            _ => err,
+        };
         // The request body (if any) is not read; never reuse the connection after a refusal.
         session.set_keepalive(None);
         write_error(session, err, &ctx.request_id).await
@@ -478,6 +504,7 @@ impl ProxyHttp for Gateway {
             via_trusted_proxy: false,
             websocket: false,
             ws_token: None,
+            ws_graphql: false,
             request_id: String::new(),
             span: tracing::Span::none(),
             outcome: "rejected",

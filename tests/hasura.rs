@@ -247,11 +247,19 @@ fn forward_auth_answers_with_identity_headers_and_refuses_spoofing() -> TestResu
 }
 
 #[test]
-fn jwt_mode_forward_auth_hands_out_the_hasura_jwt() -> TestResult {
+fn jwt_mode_forward_auth_hands_the_hasura_jwt_to_trusted_proxies_only() -> TestResult {
     let redis = Redis::start()?;
     let echo = echo::Echo::start()?;
-    let gw = Gateway::start_with(echo.addr, Some(&redis.url()), &jwt_toml())?;
-    let (_, token) = gw.create_session("u", "b", "h", "user", 600)?;
+    // A client asking /auth/verify itself gets the identity, not a JWT it could keep using
+    // at Hasura after a revocation.
+    let direct = Gateway::start_with(echo.addr, Some(&redis.url()), &jwt_toml())?;
+    let (_, token) = direct.create_session("u", "b", "h", "user", 600)?;
+    let r = authed(direct.proxy, "GET", "/auth/verify", &token, &[], None)?;
+    assert_eq!(r.status, 200);
+    assert!(r.header("authorization").is_none());
+    let gw = Gateway::start_edited(echo.addr, Some(&redis.url()), &jwt_toml(), |t| {
+        t.replace("[proxy]\n", "[proxy]\ntrusted_proxies = [\"127.0.0.1\"]\n")
+    })?;
     let r = authed(gw.proxy, "GET", "/auth/verify", &token, &[], None)?;
     assert_eq!(r.status, 200);
     let jwt = r

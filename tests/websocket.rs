@@ -131,7 +131,8 @@ fn bearer_handshake_identity_and_init_rewrite() -> TestResult {
         let sub = r#"{"id":"1","type":"subscribe","payload":{"query":"subscription { x }","extensions":{"x-hasura-role":"kept as data"}}}"#;
         ws.send(Message::text(sub)).await?;
         assert_eq!(next(&mut ws, Duration::from_secs(5)).await?, Ok(sub.to_string()));
-        let big = "y".repeat(70_000);
+        let big = json!({"id": "2", "type": "subscribe", "payload": {"query": "y".repeat(70_000)}})
+            .to_string();
         ws.send(Message::text(big.clone())).await?;
         assert_eq!(next(&mut ws, Duration::from_secs(5)).await?, Ok(big));
         ws.close(None).await?;
@@ -364,5 +365,85 @@ fn a_revocation_on_another_replica_closes_the_socket() -> TestResult {
         assert_eq!(next(&mut ws, Duration::from_secs(5)).await?, Err(4403));
         Ok::<(), Error>(())
     })?;
+    Ok(())
+}
+
+#[test]
+fn identity_cannot_be_smuggled_after_or_around_connection_init() -> TestResult {
+    let e = env("")?;
+    let (_, token) =
+        e.gw.create_session("user-7", "biz-9", "host-3", "agent", 600)?;
+    let auth = format!("Bearer {token}");
+    let rt = runtime()?;
+    let second_inits = [
+        json!({"type": "connection_init", "payload": {"headers": {"x-host-id": "victim"}}})
+            .to_string(),
+        r#"{"type":"connection\u005finit","payload":{"headers":{"x-host-id":"victim"}}}"#
+            .to_string(),
+        r#"{"type":"subscribe","type":"connection_init","payload":{"x-host-id":"victim"}}"#
+            .to_string(),
+    ];
+    for (i, second) in second_inits.iter().enumerate() {
+        rt.block_on(async {
+            // No subprotocol offered: Hasura would speak graphql-ws anyway, so the same rules.
+            let protocol = if i == 0 { "" } else { "graphql-transport-ws" };
+            let mut ws = connect(&e.gw, protocol, &[("authorization", &auth)]).await?;
+            ws.send(Message::text(
+                json!({"type": "connection_init", "payload": {"x-host-id": "victim"}}).to_string(),
+            ))
+            .await?;
+            let first: Value = serde_json::from_str(
+                &next(&mut ws, Duration::from_secs(5))
+                    .await?
+                    .map_err(|c| format!("closed {c}"))?,
+            )?;
+            assert_eq!(first["payload"]["headers"]["x-host-id"], "host-3", "{i}");
+            assert!(first["payload"].get("x-host-id").is_none(), "{i}");
+            // A second connection_init, in any disguise, ends the socket.
+            ws.send(Message::text(second.clone())).await?;
+            assert_eq!(
+                next(&mut ws, Duration::from_secs(5)).await?,
+                Err(4429),
+                "{second}"
+            );
+            Ok::<(), Error>(())
+        })?;
+    }
+    // Something that is not a JSON object after init: 4400.
+    rt.block_on(async {
+        let mut ws = connect(&e.gw, "graphql-ws", &[("authorization", &auth)]).await?;
+        ws.send(Message::text(
+            json!({"type": "connection_init"}).to_string(),
+        ))
+        .await?;
+        assert!(next(&mut ws, Duration::from_secs(5)).await?.is_ok());
+        ws.send(Message::text("not json")).await?;
+        assert_eq!(next(&mut ws, Duration::from_secs(5)).await?, Err(4400));
+        Ok::<(), Error>(())
+    })?;
+    // The upstream saw exactly one message per socket: each rewritten connection_init.
+    for s in e.upstream.seen() {
+        assert_eq!(s.messages.len(), 1, "{:?}", s.messages);
+        assert!(!s.messages[0].contains("victim"), "{:?}", s.messages);
+    }
+    // Upgrades that are not GET WebSockets never reach the upstream's upgrade path.
+    let hits = e.upstream.seen().len();
+    for (method, upgrade) in [("POST", "websocket"), ("GET", "h2c"), ("GET", "websocketx")] {
+        let r = authed(
+            e.gw.proxy,
+            method,
+            "/v1/graphql",
+            &token,
+            &[
+                ("Upgrade", upgrade),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("Sec-WebSocket-Version", "13"),
+            ],
+            Some("{}"),
+        )?;
+        assert_eq!(r.status, 400, "{method} {upgrade}");
+    }
+    assert_eq!(e.upstream.seen().len(), hits);
     Ok(())
 }

@@ -134,7 +134,9 @@ pub async fn verify(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
         .iter()
         .map(|(n, v)| (*n, (*v).to_string()))
         .collect();
-    if app.hasura.mode() == crate::config::HasuraMode::Jwt {
+    // The minted JWT goes only to a trusted proxy (which forwards it to Hasura): handed to
+    // a client, it would outlive a revocation at Hasura until it expires.
+    if app.hasura.mode() == crate::config::HasuraMode::Jwt && req.via_trusted_proxy {
         match app.hasura.jwt_for(&session) {
             Ok(m) => headers.push(("authorization", format!("Bearer {}", m.token))),
             Err(e) => return Ok(error_reply(&e)),

@@ -7,6 +7,8 @@
 pub const CONTINUATION: u8 = 0x0;
 /// Text frame.
 pub const TEXT: u8 = 0x1;
+/// Binary frame.
+pub const BINARY: u8 = 0x2;
 /// Close frame.
 pub const CLOSE: u8 = 0x8;
 
@@ -16,6 +18,9 @@ pub enum FrameError {
     /// A reserved bit is set (an extension we did not negotiate, e.g. compression).
     #[error("reserved bits set")]
     Reserved,
+    /// A reserved opcode.
+    #[error("reserved opcode")]
+    Opcode,
     /// A 64-bit length with the top bit set, or a control frame over 125 bytes.
     #[error("invalid frame length")]
     Length,
@@ -60,6 +65,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, FrameError> {
         return Err(FrameError::Reserved);
     }
     let opcode = b0 & 0x0f;
+    if matches!(opcode, 0x3..=0x7 | 0xB..=0xF) {
+        return Err(FrameError::Opcode);
+    }
     let masked = b1 & 0x80 != 0;
     let (len, mut at) = match b1 & 0x7f {
         126 => {
@@ -172,16 +180,19 @@ impl Boundaries {
                 bytes = &bytes[n as usize..];
                 continue;
             }
-            self.partial.extend_from_slice(bytes);
-            bytes = &[];
+            // A header: at most 14 bytes, possibly split across chunks.
+            let take = (14 - self.partial.len()).min(bytes.len());
+            self.partial.extend_from_slice(&bytes[..take]);
             match parse_head(&self.partial) {
                 Ok(Some(h)) => {
-                    let rest = self.partial.split_off(h.header_len);
+                    // Bytes of `partial` past the header belong to the payload.
+                    let extra = self.partial.len() - h.header_len;
+                    let consumed = take - extra;
                     self.partial.clear();
                     self.remaining = h.len;
-                    self.feed(&rest);
+                    bytes = &bytes[consumed..];
                 }
-                Ok(None) if self.partial.len() < 14 => {}
+                Ok(None) if self.partial.len() < 14 => bytes = &bytes[take..],
                 _ => self.lost = true,
             }
         }
@@ -228,6 +239,8 @@ mod tests {
         assert_eq!(parse_head(&[0xC1, 0x00]), Err(FrameError::Reserved)); // RSV1
         assert_eq!(parse_head(&[0x89, 126, 0, 200]), Err(FrameError::Length)); // big ping
         assert_eq!(parse_head(&[0x09, 0]), Err(FrameError::Length)); // fragmented ping
+        assert_eq!(parse_head(&[0x83, 0]), Err(FrameError::Opcode));
+        assert_eq!(parse_head(&[0x8B, 0]), Err(FrameError::Opcode));
         let mut huge = vec![0x82, 127];
         huge.extend_from_slice(&u64::MAX.to_be_bytes());
         assert_eq!(parse_head(&huge), Err(FrameError::Length));
@@ -268,5 +281,10 @@ mod tests {
         let mut b = Boundaries::default();
         b.feed(&stream[..4]);
         assert!(!b.at_boundary());
+        // Many tiny frames in one chunk: no recursion, every boundary found.
+        let many: Vec<u8> = (0..10_000).flat_map(|_| encode(TEXT, b"", None)).collect();
+        let mut b = Boundaries::default();
+        b.feed(&many);
+        assert!(b.at_boundary());
     }
 }

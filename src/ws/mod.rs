@@ -88,6 +88,8 @@ async fn connect_upstream(app: &App) -> Result<Upstream, GateError> {
 pub const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// Largest `connection_init` accepted.
 const MAX_INIT: usize = 64 * 1024;
+/// Largest client message on a GraphQL socket (each is held and read whole).
+const MAX_MESSAGE: usize = 1024 * 1024;
 /// Largest upstream handshake response head.
 const MAX_HEAD: usize = 16 * 1024;
 
@@ -151,6 +153,10 @@ pub enum End {
     BadInit,
     /// No `connection_init` in time.
     InitTimeout,
+    /// A second `connection_init`.
+    TooManyInits,
+    /// A client message over the relay's limit.
+    TooLarge,
     /// The session store could not confirm the session.
     StoreUnavailable,
     /// The upstream refused the handshake or could not be reached.
@@ -166,6 +172,8 @@ impl End {
             End::Unauthorized => "unauthorized",
             End::BadInit => "bad_init",
             End::InitTimeout => "init_timeout",
+            End::TooManyInits => "too_many_inits",
+            End::TooLarge => "too_large",
             End::StoreUnavailable => "store_unavailable",
             End::UpstreamFailed => "upstream_failed",
         }
@@ -178,8 +186,13 @@ impl End {
             End::Closed | End::UpstreamFailed => None,
             End::Revoked => Some((4403, "Forbidden: the session was revoked or has expired")),
             End::Unauthorized => Some((4401, "Unauthorized")),
-            End::BadInit => Some((4400, "the first message must be connection_init")),
+            End::BadInit => Some((
+                4400,
+                "the first message must be connection_init, every message a JSON object",
+            )),
             End::InitTimeout => Some((4408, "Connection initialisation timeout")),
+            End::TooManyInits => Some((4429, "Too many initialisation requests")),
+            End::TooLarge => Some((1009, "message too big")),
             End::StoreUnavailable => Some((4500, "the session store is unavailable")),
         }
     }
@@ -290,25 +303,39 @@ async fn read_response_head(
     }
 }
 
-/// Relays one WebSocket. `session`/`token` are set when the handshake carried a valid bearer;
-/// otherwise the client must have offered a GraphQL subprotocol and authenticates in
-/// `connection_init`. Returns how it ended; errors before the 101 are answered here too.
-pub async fn relay(
-    app: &App,
-    down: &mut HttpSession,
-    uri: &http::Uri,
-    session: Option<Arc<Session>>,
-    token: Option<String>,
-    client_ip: std::net::IpAddr,
-    request_id: &str,
-) -> End {
-    let mut authed = match (session, token) {
+/// What the proxy knows about a socket it hands to [`relay`].
+#[derive(Debug)]
+pub struct Socket<'a> {
+    /// The forwarded path and query.
+    pub uri: &'a http::Uri,
+    /// The session, when the handshake carried a valid bearer.
+    pub session: Option<Arc<Session>>,
+    /// That bearer (re-checked while the socket lives).
+    pub token: Option<String>,
+    /// The client's address (failed authentications count against it).
+    pub client_ip: std::net::IpAddr,
+    /// `x-request-id`.
+    pub request_id: &'a str,
+    /// GraphQL over WebSocket (every protected path but Amity's realtime paths): one
+    /// `connection_init` first, rewritten; no second one; every message must be JSON.
+    pub graphql: bool,
+}
+
+/// Relays one WebSocket. Without a bearer at the handshake the socket must be a GraphQL one
+/// and authenticates in `connection_init`. Returns how it ended; errors before the 101 are
+/// answered here too.
+pub async fn relay(app: &App, down: &mut HttpSession, s: Socket<'_>) -> End {
+    let request_id = s.request_id;
+    let mut authed = match (s.session, s.token) {
         (Some(session), Some(token)) => Some(Authed { session, token }),
         _ => None,
     };
+    if authed.is_none() && !s.graphql {
+        return refuse(down, request_id, &GateError::MissingToken).await;
+    }
     let upstream = &app.config.upstream;
     let handshake =
-        match upstream_handshake(app, down.req_header(), uri, authed.as_ref(), request_id) {
+        match upstream_handshake(app, down.req_header(), s.uri, authed.as_ref(), request_id) {
             Ok(h) => h,
             Err(e) => return refuse(down, request_id, &e).await,
         };
@@ -347,10 +374,6 @@ pub async fn relay(
     if resp.insert_header("x-request-id", request_id).is_err() {
         return End::UpstreamFailed;
     }
-    if authed.is_none() && protocol.is_none() {
-        // Only GraphQL subprotocols may authenticate late; the upstream chose another.
-        return refuse(down, request_id, &GateError::MissingToken).await;
-    }
     if down
         .write_response_header(Box::new(resp), false)
         .await
@@ -361,10 +384,14 @@ pub async fn relay(
     // The socket lives as long as its session; idleness is the upstream's business.
     down.set_read_timeout(None);
     app.metrics.websockets_open.inc();
-    let end = pump(app, down, &mut up, &mut authed, protocol, early).await;
-    if end == End::Unauthorized {
-        // A credential refused in connection_init is a failed authentication like any other.
-        app.limits.auth_failed(client_ip).await;
+    let end = pump(app, down, &mut up, &mut authed, s.graphql, protocol, early).await;
+    if matches!(
+        end,
+        End::Unauthorized | End::BadInit | End::InitTimeout | End::TooManyInits
+    ) {
+        // A socket that never authenticated properly is a failed authentication like any
+        // other: it held an upstream connection for nothing.
+        app.limits.auth_failed(s.client_ip).await;
     }
     app.metrics.websockets_open.dec();
     let _ = up.shutdown().await;
@@ -401,21 +428,18 @@ async fn refuse(down: &mut HttpSession, request_id: &str, err: &GateError) -> En
     end
 }
 
-/// The state of the client's stream before `connection_init` has gone upstream.
+/// The client's stream as the relay reads it on a GraphQL socket: frames held until their
+/// message is complete.
 #[derive(Default)]
-struct Pending {
+struct ClientStream {
+    /// Bytes not yet parsed into whole frames.
     raw: Vec<u8>,
+    /// The current message, unmasked.
     message: Vec<u8>,
-}
-
-/// What the client's first bytes amounted to.
-enum Step {
-    /// Need more bytes.
-    More,
-    /// Forward these bytes upstream; `true` once `connection_init` is among them.
-    Forward(Vec<u8>, bool),
-    /// End the socket.
-    End(End),
+    /// The current message's frames as received.
+    message_frames: Vec<u8>,
+    /// `connection_init` has gone upstream.
+    initialised: bool,
 }
 
 /// Moves bytes both ways until one side closes or the session ends.
@@ -424,6 +448,7 @@ async fn pump(
     down: &mut HttpSession,
     up: &mut Upstream,
     authed: &mut Option<Authed>,
+    graphql: bool,
     protocol: Option<Subprotocol>,
     early: Vec<u8>,
 ) -> End {
@@ -438,9 +463,7 @@ async fn pump(
             return End::Closed;
         }
     }
-    // Non-GraphQL sockets have no connection_init: they were authenticated at the handshake.
-    let mut initialised = protocol.is_none();
-    let mut pending = Pending::default();
+    let mut client = ClientStream::default();
     let init_deadline = Instant::now() + app.config.proxy.websocket_init_timeout;
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -449,22 +472,17 @@ async fn pump(
         tokio::select! {
             r = down.read_request_body() => {
                 let Ok(Some(bytes)) = r else { break End::Closed };
-                if initialised {
-                    if up.write_all(&bytes).await.is_err() {
-                        break End::Closed;
+                let out = if graphql {
+                    client.raw.extend_from_slice(&bytes);
+                    match client_bytes(app, &mut client, authed).await {
+                        Ok(out) => out,
+                        Err(end) => break end,
                     }
-                    continue;
-                }
-                pending.raw.extend_from_slice(&bytes);
-                match first_message(app, &mut pending, authed).await {
-                    Step::More => {}
-                    Step::Forward(out, done) => {
-                        initialised = done;
-                        if up.write_all(&out).await.is_err() {
-                            break End::Closed;
-                        }
-                    }
-                    Step::End(end) => break end,
+                } else {
+                    bytes.to_vec()
+                };
+                if !out.is_empty() && up.write_all(&out).await.is_err() {
+                    break End::Closed;
                 }
             }
             r = up.read(&mut buf) => {
@@ -479,15 +497,16 @@ async fn pump(
                 }
             }
             _ = tick.tick() => {
-                if let Some(end) = still_valid(app, authed.as_ref(), initialised, init_deadline).await {
+                let waiting = graphql && !client.initialised;
+                if let Some(end) = still_valid(app, authed.as_ref(), waiting, init_deadline).await {
                     break end;
                 }
             }
         }
     };
     if let Some((code, reason)) = end.close() {
-        if protocol == Some(Subprotocol::LegacyWs) && end != End::Revoked {
-            // The legacy protocol reports init failures as a message before closing.
+        if protocol == Some(Subprotocol::LegacyWs) && end == End::Unauthorized {
+            // The legacy protocol reports a refused connection_init as a message first.
             let msg =
                 serde_json::json!({"type": "connection_error", "payload": {"message": reason}});
             let _ = write_frame(
@@ -521,12 +540,13 @@ async fn write_frame(down: &mut HttpSession, at: &mut Boundaries, f: Vec<u8>) ->
 async fn still_valid(
     app: &App,
     authed: Option<&Authed>,
-    initialised: bool,
+    waiting_for_init: bool,
     init_deadline: Instant,
 ) -> Option<End> {
-    let Some(a) = authed else {
-        return (!initialised && Instant::now() >= init_deadline).then_some(End::InitTimeout);
-    };
+    if waiting_for_init && Instant::now() >= init_deadline {
+        return Some(End::InitTimeout);
+    }
+    let a = authed?;
     match app.sessions.authenticate(&a.token).await {
         Ok(_) => None,
         Err(GateError::StoreUnavailable) => Some(End::StoreUnavailable),
@@ -534,91 +554,113 @@ async fn still_valid(
     }
 }
 
-/// Consumes the client's bytes until its first data message: control frames pass, the
-/// message must be `connection_init`; it is authenticated (if the handshake was not) and
-/// rewritten.
-async fn first_message(app: &App, p: &mut Pending, authed: &mut Option<Authed>) -> Step {
+/// Whether a complete message is a `connection_init`, parsed as Hasura parses it (a JSON
+/// object; for a repeated key the last one counts, as with serde_json's map). `Err` when
+/// it is not a JSON object at all.
+fn is_init(message: &[u8]) -> Result<bool, End> {
+    match serde_json::from_slice::<serde_json::Value>(message) {
+        Ok(serde_json::Value::Object(m)) => {
+            Ok(m.get("type").and_then(serde_json::Value::as_str) == Some("connection_init"))
+        }
+        _ => Err(End::BadInit),
+    }
+}
+
+/// Consumes the client's bytes on a GraphQL socket and returns what may go upstream. Frames
+/// are held until their message is complete. Before `connection_init`: control frames are
+/// dropped (a close ends the socket), the first message must be `connection_init`; it is
+/// authenticated (if the handshake was not) and rewritten. After it: every message must be
+/// a JSON object, and another `connection_init` ends the socket (Hasura would re-read its
+/// headers and take a new identity from them).
+async fn client_bytes(
+    app: &App,
+    c: &mut ClientStream,
+    authed: &mut Option<Authed>,
+) -> Result<Vec<u8>, End> {
     let mut out = Vec::new();
     loop {
-        let head = match frame::parse_head(&p.raw) {
+        let head = match frame::parse_head(&c.raw) {
             Ok(Some(h)) => h,
-            Ok(None) => {
-                return if out.is_empty() {
-                    Step::More
-                } else {
-                    Step::Forward(out, false)
-                }
-            }
-            Err(_) => return Step::End(End::BadInit),
+            Ok(None) => return Ok(out),
+            Err(_) => return Err(End::BadInit),
         };
-        let Some(mask) = head.mask else {
-            // Clients must mask (RFC 6455 §5.1).
-            return Step::End(End::BadInit);
-        };
-        let total = usize::try_from(head.total()).unwrap_or(usize::MAX);
-        if head.len > MAX_INIT as u64 || p.message.len() + (head.len as usize) > MAX_INIT {
-            return Step::End(End::BadInit);
+        // Clients must mask (RFC 6455 §5.1).
+        let mask = head.mask.ok_or(End::BadInit)?;
+        let cap = if c.initialised { MAX_MESSAGE } else { MAX_INIT };
+        if head.len > cap as u64 || c.message.len() + head.len as usize > cap {
+            return Err(End::TooLarge);
         }
-        if p.raw.len() < total {
-            return if out.is_empty() {
-                Step::More
-            } else {
-                Step::Forward(out, false)
-            };
+        let total = usize::try_from(head.total()).map_err(|_| End::TooLarge)?;
+        if c.raw.len() < total {
+            return Ok(out);
         }
-        let rest = p.raw.split_off(total);
-        let frame_bytes = std::mem::replace(&mut p.raw, rest);
+        let rest = c.raw.split_off(total);
+        let frame_bytes = std::mem::replace(&mut c.raw, rest);
         if head.is_control() {
-            out.extend_from_slice(&frame_bytes);
+            if c.initialised {
+                out.extend_from_slice(&frame_bytes);
+            } else if head.opcode == frame::CLOSE {
+                return Err(End::Closed);
+            }
             continue;
         }
-        let expected = if p.message.is_empty() {
-            frame::TEXT
+        let first = c.message_frames.is_empty();
+        let valid = if first {
+            matches!(head.opcode, frame::TEXT | frame::BINARY)
         } else {
-            frame::CONTINUATION
+            head.opcode == frame::CONTINUATION
         };
-        if head.opcode != expected {
-            return Step::End(End::BadInit);
+        if !valid {
+            return Err(End::BadInit);
         }
         let mut payload = frame_bytes[head.header_len..].to_vec();
         frame::apply_mask(&mut payload, mask);
-        p.message.extend_from_slice(&payload);
+        c.message.extend_from_slice(&payload);
+        c.message_frames.extend_from_slice(&frame_bytes);
         if !head.fin {
             continue;
         }
-        let Ok(message) = init::Init::parse(&p.message) else {
-            return Step::End(End::BadInit);
-        };
-        if authed.is_none() {
-            let Some(token) = message
-                .authorization()
-                .and_then(|a| crate::auth::bearer_token(a.as_bytes()))
-                .map(str::to_string)
-            else {
-                return Step::End(End::Unauthorized);
-            };
-            match app.sessions.authenticate(&token).await {
-                Ok(session) => *authed = Some(Authed { session, token }),
-                Err(GateError::StoreUnavailable) => return Step::End(End::StoreUnavailable),
-                Err(e) => {
-                    if let Some(reason) = e.auth_failure_reason() {
-                        app.metrics.auth_failures.with_label_values(&[reason]).inc();
-                    }
-                    return Step::End(End::Unauthorized);
+        let message = std::mem::take(&mut c.message);
+        let frames = std::mem::take(&mut c.message_frames);
+        if c.initialised {
+            if is_init(&message)? {
+                return Err(End::TooManyInits);
+            }
+            out.extend_from_slice(&frames);
+            continue;
+        }
+        out.extend(first_init(app, &message, authed).await?);
+        c.initialised = true;
+    }
+}
+
+/// The first `connection_init`: authenticated if the handshake was not, rewritten, re-framed.
+async fn first_init(
+    app: &App,
+    message: &[u8],
+    authed: &mut Option<Authed>,
+) -> Result<Vec<u8>, End> {
+    let init = init::Init::parse(message).map_err(|_| End::BadInit)?;
+    if authed.is_none() {
+        let token = init
+            .authorization()
+            .and_then(|a| crate::auth::bearer_token(a.as_bytes()))
+            .map(str::to_string)
+            .ok_or(End::Unauthorized)?;
+        match app.sessions.authenticate(&token).await {
+            Ok(session) => *authed = Some(Authed { session, token }),
+            Err(GateError::StoreUnavailable) => return Err(End::StoreUnavailable),
+            Err(e) => {
+                if let Some(reason) = e.auth_failure_reason() {
+                    app.metrics.auth_failures.with_label_values(&[reason]).inc();
                 }
+                return Err(End::Unauthorized);
             }
         }
-        let Some(a) = authed.as_ref() else {
-            return Step::End(End::Unauthorized);
-        };
-        let Ok(set) = init_identity(app, a) else {
-            return Step::End(End::StoreUnavailable);
-        };
-        let set: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let text = message.rewrite(&set);
-        out.extend(frame::encode(frame::TEXT, &text, Some(rand::random())));
-        // Whatever followed connection_init goes on untouched.
-        out.append(&mut p.raw);
-        return Step::Forward(out, true);
     }
+    let a = authed.as_ref().ok_or(End::Unauthorized)?;
+    let set = init_identity(app, a).map_err(|_| End::StoreUnavailable)?;
+    let set: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let text = init.rewrite(&set);
+    Ok(frame::encode(frame::TEXT, &text, Some(rand::random())))
 }
