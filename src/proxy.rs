@@ -399,8 +399,12 @@ fn without_param(query: &str, name: &str) -> Option<String> {
     (!kept.is_empty()).then(|| kept.join("&"))
 }
 
-/// Writes a gateway error as JSON.
-async fn write_error(session: &mut HttpSession, err: &GateError, request_id: &str) -> Result<()> {
+/// Writes a gateway error as JSON (also the WebSocket relay's refusals).
+pub(crate) async fn write_error(
+    session: &mut HttpSession,
+    err: &GateError,
+    request_id: &str,
+) -> Result<()> {
     let r = err.response();
     let body = Bytes::from(err.body());
     let mut resp = ResponseHeader::build(r.status, Some(7))?;

@@ -399,32 +399,15 @@ pub async fn relay(app: &App, down: &mut HttpSession, s: Socket<'_>) -> End {
     end
 }
 
-/// Answers a refused handshake with a JSON error (before any 101).
+/// Answers a refused handshake with the gateway's JSON error (before any 101).
 async fn refuse(down: &mut HttpSession, request_id: &str, err: &GateError) -> End {
-    let r = err.response();
-    let body = Bytes::from(err.body());
-    let end = match r.status {
+    let end = match err.response().status {
         401 => End::Unauthorized,
         503 => End::StoreUnavailable,
         _ => End::UpstreamFailed,
     };
-    let Ok(mut resp) = ResponseHeader::build(r.status, Some(5)) else {
-        return end;
-    };
-    let _ = resp.insert_header("content-type", "application/json");
-    let _ = resp.insert_header("x-request-id", request_id);
-    let _ = resp.insert_header("content-length", body.len().to_string());
-    if let Some(c) = r.www_authenticate {
-        let _ = resp.insert_header("www-authenticate", c);
-    }
     down.set_keepalive(None);
-    if down
-        .write_response_header(Box::new(resp), false)
-        .await
-        .is_ok()
-    {
-        let _ = down.write_response_body(Some(body), true).await;
-    }
+    let _ = crate::proxy::write_error(down, err, request_id).await;
     end
 }
 
