@@ -43,6 +43,9 @@ pub enum GateError {
     /// The request head is larger than the configured limit.
     #[error("the request headers are larger than {0} bytes")]
     HeadersTooLarge(usize),
+    /// The request has more header fields than the configured limit.
+    #[error("the request has more than {0} header fields")]
+    TooManyHeaders(usize),
     /// The admin API credential is missing or wrong.
     #[error("a valid admin bearer token is required")]
     AdminUnauthorized,
@@ -61,6 +64,12 @@ pub enum GateError {
     /// The upstream did not answer in time.
     #[error("the upstream timed out")]
     UpstreamTimeout,
+    /// The client did not send its request head or body in time.
+    #[error("the request was not received in time")]
+    RequestTimeout,
+    /// The listener is at its connection cap (in total or for this address).
+    #[error("too many open connections; retry after {0} seconds")]
+    TooManyConnections(u64),
     /// Over a rate limit; holds `Retry-After` in seconds.
     #[error("too many requests; retry after {0} seconds")]
     RateLimited(u64),
@@ -100,7 +109,9 @@ impl GateError {
             GateError::BadRequest(_) => (400, "bad_request", None),
             GateError::InvalidField { .. } => (400, "invalid_request", None),
             GateError::PayloadTooLarge(_) => (413, "payload_too_large", None),
-            GateError::HeadersTooLarge(_) => (431, "request_header_fields_too_large", None),
+            GateError::HeadersTooLarge(_) | GateError::TooManyHeaders(_) => {
+                (431, "request_header_fields_too_large", None)
+            }
             GateError::AdminUnauthorized => (401, "unauthorized", Some(BEARER_CHALLENGE)),
             GateError::Forbidden(_) => (403, "forbidden", None),
             GateError::NotFound => (404, "not_found", None),
@@ -108,10 +119,12 @@ impl GateError {
             GateError::UpstreamUnavailable => (502, "bad_gateway", None),
             GateError::UpstreamTimeout => (504, "gateway_timeout", None),
             GateError::RateLimited(_) => (429, "rate_limited", None),
+            GateError::RequestTimeout => (408, "request_timeout", None),
+            GateError::TooManyConnections(_) => (503, "too_many_connections", None),
             GateError::Internal => (500, "internal_error", None),
         };
         let retry_after = match self {
-            GateError::RateLimited(secs) => Some(*secs),
+            GateError::RateLimited(secs) | GateError::TooManyConnections(secs) => Some(*secs),
             _ => None,
         };
         ErrorResponse {
@@ -129,6 +142,31 @@ impl GateError {
             "message": self.to_string(),
         });
         body.to_string().into_bytes()
+    }
+
+    /// The whole HTTP/1.1 response, ending the connection: for refusals written below
+    /// Pingora's HTTP layer (connection caps, request-head deadline and size), where no
+    /// request has been parsed. Same JSON body and headers as every other gateway error.
+    pub fn http1_close(&self) -> Vec<u8> {
+        let r = self.response();
+        let body = self.body();
+        let reason = http::StatusCode::from_u16(r.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
+        let mut out = format!(
+            "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             cache-control: no-store\r\nconnection: close\r\n",
+            r.status,
+            body.len()
+        );
+        if let Some(secs) = r.retry_after {
+            out.push_str(&format!("retry-after: {secs}\r\n"));
+        }
+        out.push_str("\r\n");
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&body);
+        bytes
     }
 
     /// A bounded label for the auth-failure metric, or `None` when this is not an auth failure.
@@ -163,6 +201,36 @@ mod tests {
             (r.status, r.code, r.retry_after),
             (429, "rate_limited", Some(7))
         );
+    }
+
+    #[test]
+    fn connection_level_refusals_are_whole_http1_responses(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let raw = GateError::TooManyConnections(1).http1_close();
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(head) = resp.parse(&raw)? else {
+            return Err("incomplete response".into());
+        };
+        assert_eq!(resp.code, Some(503));
+        let get = |name: &str| {
+            resp.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value.to_vec())
+        };
+        assert_eq!(get("connection").as_deref(), Some(&b"close"[..]));
+        assert_eq!(get("retry-after").as_deref(), Some(&b"1"[..]));
+        let body: serde_json::Value = serde_json::from_slice(&raw[head..])?;
+        assert_eq!(body["error"], "too_many_connections");
+        assert_eq!(
+            get("content-length").as_deref(),
+            Some(raw[head..].len().to_string().as_bytes())
+        );
+        assert!(GateError::RequestTimeout
+            .http1_close()
+            .starts_with(b"HTTP/1.1 408 Request Timeout\r\n"));
+        Ok(())
     }
 
     #[test]

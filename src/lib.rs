@@ -11,6 +11,7 @@ pub mod admin;
 pub mod auth;
 pub mod client_ip;
 pub mod config;
+pub mod conn;
 pub mod dialect;
 pub mod error;
 pub mod hasura;
@@ -120,6 +121,23 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
     }))
 }
 
+/// Every client connection is a file descriptor, and so is its upstream connection: lift
+/// the soft limit to the hard one (many systems start services at 1024) and say so when
+/// even that is short of the connection cap.
+fn raise_open_files_limit(cfg: &Config) {
+    let wanted = (cfg.connections.max as u64).saturating_mul(2) + 1024;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(got) if cfg.connections.max > 0 && got < wanted => tracing::warn!(
+            open_files_limit = got,
+            max_connections = cfg.connections.max,
+            "the open-files limit is below 2 x connections.max_connections + 1024; \
+             connections past it will fail to open"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
+    }
+}
+
 /// Starts the proxy and admin listeners and serves until SIGTERM/SIGINT.
 pub fn run(app: Arc<App>) -> Result<(), StartError> {
     let cfg = &app.config;
@@ -132,10 +150,18 @@ pub fn run(app: Arc<App>) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
+    raise_open_files_limit(cfg);
+    let mut http = pingora::proxy::HttpProxy::new(
         proxy::Gateway::new(app.clone()),
-        "sessiongate proxy",
+        server.configuration.clone(),
+    );
+    http.handle_init_modules();
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2_idle_timeout = Some(cfg.connections.idle_timeout);
+    http.server_options = Some(options);
+    let mut proxy = pingora::services::listening::Service::new(
+        "sessiongate proxy".to_string(),
+        conn::Listener::new(http, &app),
     );
     match &cfg.tls {
         Some(t) => {

@@ -56,6 +56,14 @@ pub struct Metrics {
     pub websocket_closes: IntCounterVec,
     /// `sessiongate_events_unreadable_total`: invalidation events this replica could not parse.
     pub events_unreadable: prometheus::IntCounter,
+    /// `sessiongate_connections_open`: client connections open on the proxy listener.
+    pub connections_open: IntGauge,
+    /// `sessiongate_connections_refused_total{cap}`: connections answered 503 and closed,
+    /// by the cap that refused them (max_connections, max_connections_per_ip).
+    pub connections_refused: IntCounterVec,
+    /// `sessiongate_connections_closed_total{reason}`: connections the gateway ended for a
+    /// client's slowness or size: header_timeout, header_too_large, idle_timeout.
+    pub connections_closed: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -224,8 +232,31 @@ impl Metrics {
                 r.register(Box::new(c.clone()))?;
                 c
             },
+            connections_open: gauge(
+                &r,
+                "sessiongate_connections_open",
+                "Client connections open on the proxy listener.",
+            )?,
+            connections_refused: counter(
+                &r,
+                "sessiongate_connections_refused_total",
+                "Client connections refused (503) at a connection cap, by cap.",
+                "cap",
+            )?,
+            connections_closed: counter(
+                &r,
+                "sessiongate_connections_closed_total",
+                "Client connections closed by the gateway for slowness or size, by reason.",
+                "reason",
+            )?,
             registry: r,
         };
+        for cap in ["max_connections", "max_connections_per_ip"] {
+            m.connections_refused.with_label_values(&[cap]);
+        }
+        for reason in ["header_timeout", "header_too_large", "idle_timeout"] {
+            m.connections_closed.with_label_values(&[reason]);
+        }
         // Pre-create the label sets dashboards expect, so series exist before traffic.
         for o in [
             "forwarded",

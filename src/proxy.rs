@@ -61,6 +61,10 @@ pub struct RequestCtx {
     request_id: String,
     /// Carries the request id into every log line of this request.
     span: tracing::Span,
+    /// Largest body this route accepts, bytes received so far, and when it must be done.
+    body_limit: u64,
+    body_seen: u64,
+    body_due: Option<Instant>,
     outcome: &'static str,
 }
 
@@ -100,6 +104,11 @@ impl Gateway {
         let req = session.req_header();
         (ctx.client_ip, ctx.via_trusted_proxy) = self.client_ip(session);
         check_header_size(req, self.app.config.proxy.max_header_bytes)?;
+        if req.headers.len() > self.app.config.proxy.max_header_count {
+            return Err(GateError::TooManyHeaders(
+                self.app.config.proxy.max_header_count,
+            ));
+        }
         check_framing(req)?;
         // Pingora passes through any request the upstream answers with 101; only WebSocket
         // upgrades the relay handles (or, on public routes, plain GET WebSockets) may ask.
@@ -134,6 +143,12 @@ impl Gateway {
             other => other.map(str::to_string),
         };
         ctx.forward_uri = Some(forward_uri(&path, query.as_deref())?);
+        ctx.body_limit = self.app.config.proxy.body_limit(&path);
+        if declared_length(req).is_some_and(|n| n > ctx.body_limit) {
+            return Err(GateError::PayloadTooLarge(
+                usize::try_from(ctx.body_limit).unwrap_or(usize::MAX),
+            ));
+        }
         let r = route::route(&path, &self.app.config.proxy.public_prefixes);
         ctx.route = Some(r);
         if r == Route::Public {
@@ -243,9 +258,12 @@ impl Gateway {
     ) -> Result<()> {
         ctx.outcome = "dialect";
         let limit = self.app.config.dialects.max_body_bytes;
+        let due = self.app.config.connections.body_read_timeout;
         let admitted =
             match dialect::precheck(&self.app, ep, ctx.client_ip, ctx.via_trusted_proxy).await {
-                Ok(()) => read_body(session, limit).await,
+                Ok(()) => tokio::time::timeout(due, read_body(session, limit))
+                    .await
+                    .unwrap_or(Err(dialect::Problem::Timeout)),
                 Err(problem) => Err(problem),
             };
         let reply = match admitted {
@@ -293,7 +311,10 @@ impl Gateway {
     ) -> Result<()> {
         ctx.outcome = match err {
             GateError::StoreUnavailable => "store_unavailable",
-            GateError::BadRequest(_) | GateError::HeadersTooLarge(_) => "bad_request",
+            GateError::BadRequest(_)
+            | GateError::HeadersTooLarge(_)
+            | GateError::TooManyHeaders(_)
+            | GateError::PayloadTooLarge(_) => "bad_request",
             GateError::RateLimited(_) => "rate_limited",
             _ => "rejected",
         };
@@ -354,15 +375,21 @@ fn request_id(req: &RequestHeader) -> String {
 /// `x-request-id`.
 const REQUEST_ID: &str = "x-request-id";
 
-/// Reads a request body of at most `limit` bytes.
-async fn read_body(session: &mut HttpSession, limit: usize) -> Result<Vec<u8>, dialect::Problem> {
-    let declared = session
-        .req_header()
-        .headers
+/// Pingora error type for a forwarded body over its route's limit (mapped to 413).
+const BODY_TOO_LARGE: &str = "request body too large";
+
+/// The request's `Content-Length`, when it has a valid one.
+fn declared_length(req: &RequestHeader) -> Option<u64> {
+    req.headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Reads a request body of at most `limit` bytes.
+async fn read_body(session: &mut HttpSession, limit: usize) -> Result<Vec<u8>, dialect::Problem> {
+    let declared = declared_length(session.req_header());
+    if declared.is_some_and(|n| n > limit as u64) {
         return Err(dialect::Problem::PayloadTooLarge(limit));
     }
     let mut body = Vec::new();
@@ -375,6 +402,9 @@ async fn read_body(session: &mut HttpSession, limit: usize) -> Result<Vec<u8>, d
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
+            Err(e) if e.etype() == &ErrorType::ReadTimedout => {
+                return Err(dialect::Problem::Timeout)
+            }
             Err(_) => {
                 return Err(dialect::Problem::Malformed(
                     "could not read the request body".into(),
@@ -511,6 +541,9 @@ impl ProxyHttp for Gateway {
             ws_graphql: false,
             request_id: String::new(),
             span: tracing::Span::none(),
+            body_limit: u64::MAX,
+            body_seen: 0,
+            body_due: None,
             outcome: "rejected",
         }
     }
@@ -523,6 +556,15 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
         ctx.request_id = request_id(session.req_header());
+        // The body (and an upgraded connection's traffic) is read through Pingora, which
+        // times each read; the whole body's deadline is checked as chunks arrive.
+        let body_timeout = self.app.config.connections.body_read_timeout;
+        if ws::is_upgrade(session.req_header()) {
+            session.set_read_timeout(None);
+        } else {
+            session.set_read_timeout(Some(body_timeout));
+            ctx.body_due = Some(Instant::now() + body_timeout);
+        }
         ctx.span = tracing::info_span!("request", request_id = %ctx.request_id);
         let span = ctx.span.clone();
         self.filter(session, ctx).instrument(span).await
@@ -576,6 +618,30 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// Bounds a forwarded body: its route's size limit and the whole body's deadline
+    /// (Pingora only times each read).
+    async fn request_body_filter(
+        &self,
+        _session: &mut HttpSession,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.body_seen += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.body_seen > ctx.body_limit {
+            let mut e =
+                Error::explain(ErrorType::Custom(BODY_TOO_LARGE), "request body over limit");
+            e.as_down();
+            return Err(e);
+        }
+        if !end_of_stream && ctx.body_due.is_some_and(|due| Instant::now() > due) {
+            let mut e = Error::explain(ErrorType::ReadTimedout, "request body deadline passed");
+            e.as_down();
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// The request id goes back to the client on every proxied response.
     async fn response_filter(
         &self,
@@ -603,11 +669,19 @@ impl ProxyHttp for Gateway {
                 ErrorSource::Downstream,
                 ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
             ) => None,
+            (ErrorSource::Downstream, ErrorType::ReadTimedout) => Some(GateError::RequestTimeout),
+            (ErrorSource::Downstream, ErrorType::Custom(BODY_TOO_LARGE)) => Some(
+                GateError::PayloadTooLarge(usize::try_from(ctx.body_limit).unwrap_or(usize::MAX)),
+            ),
             (ErrorSource::Downstream, _) => Some(GateError::BadRequest("malformed request".into())),
             (ErrorSource::Internal | ErrorSource::Unset, _) => Some(GateError::Internal),
         };
         ctx.outcome = match err {
-            Some(GateError::BadRequest(_)) => "bad_request",
+            Some(
+                GateError::BadRequest(_)
+                | GateError::RequestTimeout
+                | GateError::PayloadTooLarge(_),
+            ) => "bad_request",
             _ => "upstream_error",
         };
         let code = match &err {

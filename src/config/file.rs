@@ -67,6 +67,38 @@ pub struct FileConfig {
     /// `[hasura]`
     #[serde(default)]
     pub hasura: HasuraSection,
+    /// `[connections]`
+    #[serde(default)]
+    pub connections: ConnectionsSection,
+}
+
+/// `[connections]`: how many client connections are accepted and how long a client may
+/// take (0 turns a cap off; timeouts must be positive).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsSection {
+    /// Open client connections on the proxy listener; new ones past it get 503 and close.
+    pub max_connections: Option<usize>,
+    /// Open client connections per address (IPv6: per /64); trusted proxies are exempt.
+    pub max_connections_per_ip: Option<usize>,
+    /// Time for a whole request head, from the connection's open (or the request's first
+    /// byte on a kept-alive connection); 408 beyond.
+    pub header_read_timeout_ms: Option<u64>,
+    /// Time for a whole request body after its head (and longest pause between its reads);
+    /// 408 beyond.
+    pub body_read_timeout_ms: Option<u64>,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout_ms: Option<u64>,
+}
+
+/// One `[[proxy.body_limits]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BodyLimitEntry {
+    /// Path prefix (normalised, matched at segment boundaries; the longest wins).
+    pub prefix: String,
+    /// Largest request body under this prefix; 413 beyond.
+    pub max_body_bytes: u64,
 }
 
 /// `[hasura]`: how the upstream Hasura learns who is calling.
@@ -172,6 +204,13 @@ pub struct ProxySection {
     pub forward_authorization: Option<bool>,
     /// Largest total size of request header fields (names + values) accepted; 431 beyond.
     pub max_header_bytes: Option<usize>,
+    /// Most request header fields accepted; 431 beyond.
+    pub max_header_count: Option<usize>,
+    /// Largest request body forwarded upstream (routes without a `body_limits` entry); 413
+    /// beyond.
+    pub max_body_bytes: Option<u64>,
+    /// Per-route body limits.
+    pub body_limits: Option<Vec<BodyLimitEntry>>,
     /// Adds `x-hasura-admin-secret` on authenticated requests (Hasura trusted-header mode).
     pub hasura_admin_secret: Option<SecretSource>,
     /// How long a WebSocket without a bearer may take to send graphql-ws `connection_init`.

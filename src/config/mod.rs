@@ -131,6 +131,50 @@ pub struct ProxyConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// How long a WebSocket may take to authenticate in `connection_init`.
     pub websocket_init_timeout: Duration,
+    /// Most request header fields; 431 beyond.
+    pub max_header_count: usize,
+    /// Largest forwarded request body where no `body_limits` prefix matches.
+    pub max_body_bytes: u64,
+    /// `(normalised prefix, largest body)`, longest prefix first.
+    pub body_limits: Vec<(String, u64)>,
+}
+
+impl ProxyConfig {
+    /// The largest request body accepted on a normalised `path`: the longest matching
+    /// `body_limits` prefix, else `max_body_bytes`.
+    pub fn body_limit(&self, path: &str) -> u64 {
+        self.body_limits
+            .iter()
+            .find(|(prefix, _)| crate::route::is_public(path, std::slice::from_ref(prefix)))
+            .map_or(self.max_body_bytes, |(_, limit)| *limit)
+    }
+}
+
+/// Connection caps and client deadlines on the proxy listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionsConfig {
+    /// Open connections (0: no cap).
+    pub max: usize,
+    /// Open connections per client address, /64 for IPv6 (0: no cap).
+    pub max_per_ip: usize,
+    /// Whole request head.
+    pub header_read_timeout: Duration,
+    /// Whole request body, after the head.
+    pub body_read_timeout: Duration,
+    /// Wait for the next request on a kept-alive connection.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        ConnectionsConfig {
+            max: 20_000,
+            max_per_ip: 512,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// How the upstream Hasura learns who is calling.
@@ -346,6 +390,8 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     /// Hasura integration.
     pub hasura: HasuraConfig,
+    /// Connection caps and client deadlines.
+    pub connections: ConnectionsConfig,
 }
 
 impl Config {
@@ -588,6 +634,7 @@ impl Validator<'_> {
         };
         let dialects = self.dialects(f.dialects, &ttls);
         let rate_limits = self.rate_limits(f.rate_limits);
+        let connections = self.connections(f.connections);
         let hasura = self.hasura(f.hasura, &proxy);
         let admin_token = self.secret_with_env(
             "admin.token",
@@ -633,7 +680,39 @@ impl Validator<'_> {
             dialects,
             rate_limits,
             hasura: hasura?,
+            connections,
         })
+    }
+
+    fn connections(&mut self, c: file::ConnectionsSection) -> ConnectionsConfig {
+        let d = ConnectionsConfig::default();
+        let mut ms = |key: &str, v: Option<u64>, default: Duration| {
+            let v = v.unwrap_or(u64::try_from(default.as_millis()).unwrap_or(u64::MAX));
+            if !(1..=86_400_000).contains(&v) {
+                self.issue(key, "must be between 1 and 86400000 (milliseconds)");
+                return default;
+            }
+            Duration::from_millis(v)
+        };
+        ConnectionsConfig {
+            header_read_timeout: ms(
+                "connections.header_read_timeout_ms",
+                c.header_read_timeout_ms,
+                d.header_read_timeout,
+            ),
+            body_read_timeout: ms(
+                "connections.body_read_timeout_ms",
+                c.body_read_timeout_ms,
+                d.body_read_timeout,
+            ),
+            idle_timeout: ms(
+                "connections.idle_timeout_ms",
+                c.idle_timeout_ms,
+                d.idle_timeout,
+            ),
+            max: c.max_connections.unwrap_or(d.max),
+            max_per_ip: c.max_connections_per_ip.unwrap_or(d.max_per_ip),
+        }
     }
 
     fn tls(&mut self, t: file::TlsSection) -> Option<TlsConfig> {
@@ -840,6 +919,34 @@ impl Validator<'_> {
         if !(1024..=1024 * 1024).contains(&max_header_bytes) {
             self.issue("proxy.max_header_bytes", "must be between 1024 and 1048576");
         }
+        let max_header_count = p.max_header_count.unwrap_or(100);
+        if !(1..=256).contains(&max_header_count) {
+            // Pingora's parser refuses more than 256 fields itself.
+            self.issue("proxy.max_header_count", "must be between 1 and 256");
+        }
+        let max_body_bytes = p.max_body_bytes.unwrap_or(1024 * 1024);
+        if max_body_bytes == 0 {
+            self.issue("proxy.max_body_bytes", "must be greater than 0");
+        }
+        let mut body_limits = Vec::new();
+        for (i, entry) in p.body_limits.unwrap_or_default().into_iter().enumerate() {
+            let normalised = crate::route::normalize_path(&entry.prefix).ok();
+            if normalised.as_deref() != Some(entry.prefix.as_str()) {
+                self.issue(
+                    format!("proxy.body_limits[{i}].prefix"),
+                    format!("`{}` must be a normalised absolute path", entry.prefix),
+                );
+            } else if entry.max_body_bytes == 0 {
+                self.issue(
+                    format!("proxy.body_limits[{i}].max_body_bytes"),
+                    "must be greater than 0",
+                );
+            } else {
+                body_limits.push((entry.prefix, entry.max_body_bytes));
+            }
+        }
+        // Longest prefix first, so the first match is the most specific.
+        body_limits.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         let mut trusted_proxies = Vec::new();
         for (i, entry) in p.trusted_proxies.unwrap_or_default().iter().enumerate() {
             let net = entry
@@ -864,6 +971,9 @@ impl Validator<'_> {
                 p.websocket_init_timeout_seconds,
                 10,
             )),
+            max_header_count,
+            max_body_bytes,
+            body_limits,
         }
     }
 

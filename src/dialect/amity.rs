@@ -416,6 +416,11 @@ pub fn render(problem: &Problem) -> Reply {
             code::BAD_REQUEST,
             format!("the request body is larger than {n} bytes"),
         ),
+        Problem::Timeout => (
+            408,
+            code::BAD_REQUEST,
+            "the request body was not received in time".into(),
+        ),
         Problem::Unavailable => (
             503,
             code::BUSINESS_ERROR,

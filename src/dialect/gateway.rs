@@ -230,6 +230,7 @@ pub fn render(problem: &Problem) -> Reply {
         }
         Problem::PayloadTooLarge(n) => GateError::PayloadTooLarge(*n),
         Problem::MethodNotAllowed(_) => GateError::MethodNotAllowed,
+        Problem::Timeout => GateError::RequestTimeout,
         Problem::Unavailable => GateError::StoreUnavailable,
         Problem::RateLimited(secs) => GateError::RateLimited(*secs),
         Problem::Internal => GateError::Internal,

@@ -279,6 +279,9 @@ pub enum Problem {
     /// The body is over the limit.
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// The body did not arrive in time.
+    #[error("the request body was not received in time")]
+    Timeout,
     /// The endpoint exists, not with this method; names the ones it allows.
     #[error("use {0}")]
     MethodNotAllowed(&'static str),

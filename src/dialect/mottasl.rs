@@ -234,6 +234,7 @@ pub fn render(problem: &Problem) -> Reply {
         Problem::Forbidden(m) => (403, m.clone()),
         Problem::PayloadTooLarge(n) => (413, format!("the request body is larger than {n} bytes")),
         Problem::MethodNotAllowed(m) => (405, format!("use {m}")),
+        Problem::Timeout => (408, "the request body was not received in time".into()),
         Problem::NotFound { message, .. } => (404, message.clone()),
         Problem::Unavailable => (
             500,

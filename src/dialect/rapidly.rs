@@ -440,6 +440,11 @@ pub fn render(problem: &Problem) -> Reply {
             &format!("the request body is larger than {n} bytes"),
         ),
         Problem::MethodNotAllowed(_) => Reply::json(405, &json!({"detail": "Method Not Allowed"})),
+        Problem::Timeout => error(
+            408,
+            "RequestTimeout",
+            "the request body was not received in time",
+        ),
         Problem::Unavailable => error(
             503,
             "ServiceUnavailable",
