@@ -266,7 +266,10 @@ async fn ten_thousand_idle_keepalive_connections_are_held_while_traffic_continue
     for s in held.iter_mut().step_by(IDLE / 100) {
         assert_eq!(get(s, "/public/again", None).await?.0, 200);
     }
-    assert_eq!(metric(&gw, "sessiongate_connections_open")? as usize, IDLE);
+    // The normal requests' connections close as their clients go.
+    assert!(eventually(Duration::from_secs(10), || {
+        metric(&gw, "sessiongate_connections_open").is_ok_and(|v| v as usize == IDLE)
+    }));
     drop(held);
     assert!(eventually(Duration::from_secs(10), || {
         metric(&gw, "sessiongate_connections_open").is_ok_and(|v| v == 0.0)

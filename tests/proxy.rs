@@ -408,10 +408,17 @@ fn smuggling_shapes_and_oversized_headers_are_refused() -> TestResult {
 
 #[test]
 fn large_bodies_stream_both_ways() -> TestResult {
-    let env = setup()?;
-    let (_, token) = env.gw.create_session("u", "b", "h", "user", 600)?;
+    // Past the 1 MiB default: a route with its own body limit.
+    let redis = Redis::start()?;
+    let echo = echo::Echo::start()?;
+    let gw = Gateway::start_with(
+        echo.addr,
+        Some(&redis.url()),
+        "[[proxy.body_limits]]\nprefix = \"/upload\"\nmax_body_bytes = 4194304\n",
+    )?;
+    let (_, token) = gw.create_session("u", "b", "h", "user", 600)?;
     let body = "x".repeat(2 * 1024 * 1024);
-    let r = authed(env.gw.proxy, "POST", "/upload", &token, &[], Some(&body))?;
+    let r = authed(gw.proxy, "POST", "/upload", &token, &[], Some(&body))?;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()?["body"].as_str().map(str::len), Some(body.len()));
     Ok(())
