@@ -24,3 +24,6 @@ cargo build --examples
 cargo test --benches "$@"
 cargo test --lib --bins --tests "$@"
 ./scripts/validate-deploy.sh
+# Every fuzz target (fuzz/), built with libFuzzer + ASan, runs FUZZ_SECONDS from the committed
+# seeds; a crash fails the run.
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}" ./scripts/fuzz.sh
