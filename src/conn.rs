@@ -354,8 +354,7 @@ impl AsyncRead for Timed {
                         started: false,
                     };
                 }
-                let new = new.to_vec();
-                this.scan(&new);
+                this.scan(new);
                 // Bytes already read go up even if a refusal follows: the parser then sees
                 // the stream end after them.
                 Poll::Ready(Ok(()))

@@ -240,23 +240,12 @@ pub fn webhook_body(s: &Session, max_age: u64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::BASE;
     use crate::config::Config;
     use std::collections::HashMap;
 
     const ED_PRIVATE: &str = include_str!("../tests/fixtures/ed25519-private.pem");
     const ED_PUBLIC: &str = include_str!("../tests/fixtures/ed25519-public.pem");
-
-    /// The sections every test config needs.
-    const BASE: &str = r#"
-        [tokens]
-        signing_kid = "k"
-        [[tokens.keys]]
-        kid = "k"
-        algorithm = "HS256"
-        secret = "a-test-secret-of-at-least-32-bytes-long"
-        [admin]
-        token = "an-admin-token-0123"
-    "#;
 
     fn config(mode: &str) -> Result<Config, String> {
         let text = format!(

@@ -1273,7 +1273,7 @@ impl Validator<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
 
@@ -1366,7 +1366,8 @@ mod tests {
         }
     }
 
-    const BASE: &str = r#"
+    /// The sections every test config needs (shared with other modules' tests).
+    pub(crate) const BASE: &str = r#"
         [tokens]
         signing_kid = "k"
         [[tokens.keys]]
