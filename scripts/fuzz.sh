@@ -30,7 +30,7 @@ for t in "${targets[@]}"; do
   log="$(mktemp)"
   cargo "${tc[@]}" fuzz run -O "$t" "corpus/$t" "seeds/$t" -- \
     -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1 || {
-      tail -40 "$log"; echo "FAIL: $t"; exit 1; }
+      grep -m1 -A6 'panicked at' "$log" || true; tail -40 "$log"; echo "FAIL: $t"; exit 1; }
   execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo "?")
   cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+' || echo "?")
   ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+' || echo "?")

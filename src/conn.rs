@@ -232,6 +232,12 @@ impl Timed {
         }
     }
 
+    /// Whether the current request's head has been read in full (its blank line seen);
+    /// from then on reads pass straight through until [`Timed::rearm`].
+    pub fn head_complete(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+    }
+
     fn refuse(&mut self, err: &GateError, reason: &'static str) {
         self.metrics
             .connections_closed
@@ -305,7 +311,10 @@ impl Timed {
         }
         *seen += new.len();
         if *seen > self.deadlines.max_head {
-            let limit = self.deadlines.max_head - REQUEST_LINE_ALLOWANCE;
+            let limit = self
+                .deadlines
+                .max_head
+                .saturating_sub(REQUEST_LINE_ALLOWANCE);
             self.refuse(&GateError::HeadersTooLarge(limit), "header_too_large");
         }
     }
