@@ -26,6 +26,7 @@ pub mod tls;
 pub mod ws;
 
 use config::{Config, StoreConfig};
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use session::cache::SessionCache;
@@ -163,6 +164,7 @@ pub fn run(app: Arc<App>) -> Result<(), StartError> {
         "sessiongate proxy".to_string(),
         conn::Listener::new(http, &app),
     );
+    let buffers = L4BufferSettings::default().read(cfg.connections.read_buffer);
     match &cfg.tls {
         Some(t) => {
             let certs = tls::CertReloader::load(t, app.metrics.clone()).map_err(StartError::Tls)?;
@@ -174,9 +176,13 @@ pub fn run(app: Arc<App>) -> Result<(), StartError> {
                 .map_err(|e| StartError::Tls(e.to_string()))?;
             settings.set_cert_resolver(certs);
             settings.enable_h2();
-            proxy.add_tls_with_settings(&cfg.listen.to_string(), None, settings);
+            proxy.add_listener(
+                ListenerConfig::tcp(cfg.listen.to_string())
+                    .tls(settings)
+                    .l4_buffer(buffers),
+            );
         }
-        None => proxy.add_tcp(&cfg.listen.to_string()),
+        None => proxy.add_listener(ListenerConfig::tcp(cfg.listen.to_string()).l4_buffer(buffers)),
     }
 
     let mut admin = pingora::services::listening::Service::new(

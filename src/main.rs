@@ -7,6 +7,13 @@ use std::process::ExitCode;
 
 const DEFAULT_CONFIG: &str = "config/sessiongate.toml";
 
+/// jemalloc, not the system allocator: under glibc's malloc, request buffers freed between
+/// requests fragment the heap and every idle keep-alive connection kept ~80 KiB resident;
+/// under jemalloc ~22 KiB (`benches/idle_conns.py`, docs/benchmarks.md).
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Authentication gateway in front of Hasura GraphQL Engine or any HTTP backend.
 #[derive(Parser)]
 #[command(version, about)]

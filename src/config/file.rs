@@ -89,6 +89,8 @@ pub struct ConnectionsSection {
     pub body_read_timeout_ms: Option<u64>,
     /// How long a kept-alive connection may wait for its next request.
     pub idle_timeout_ms: Option<u64>,
+    /// Read buffer per client connection, below the HTTP parser (0: none).
+    pub read_buffer_bytes: Option<usize>,
 }
 
 /// One `[[proxy.body_limits]]` entry.

@@ -150,6 +150,9 @@ impl ProxyConfig {
     }
 }
 
+/// Largest `connections.read_buffer_bytes`.
+const MAX_READ_BUFFER: usize = 1024 * 1024;
+
 /// Connection caps and client deadlines on the proxy listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionsConfig {
@@ -163,6 +166,8 @@ pub struct ConnectionsConfig {
     pub body_read_timeout: Duration,
     /// Wait for the next request on a kept-alive connection.
     pub idle_timeout: Duration,
+    /// Read buffer each client connection keeps for its whole life (0: unbuffered reads).
+    pub read_buffer: usize,
 }
 
 impl Default for ConnectionsConfig {
@@ -173,6 +178,10 @@ impl Default for ConnectionsConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            // Pingora's default is 64 KiB per connection, which is most of an idle
+            // connection's memory once the allocator recycles pages; request heads and
+            // bodies still arrive in as few reads (benches/idle_conns.py, docs/benchmarks.md).
+            read_buffer: 16 * 1024,
         }
     }
 }
@@ -712,6 +721,16 @@ impl Validator<'_> {
             ),
             max: c.max_connections.unwrap_or(d.max),
             max_per_ip: c.max_connections_per_ip.unwrap_or(d.max_per_ip),
+            read_buffer: match c.read_buffer_bytes.unwrap_or(d.read_buffer) {
+                b if b <= MAX_READ_BUFFER => b,
+                _ => {
+                    self.issue(
+                        "connections.read_buffer_bytes",
+                        "must be at most 1048576 (0 turns the buffer off)",
+                    );
+                    d.read_buffer
+                }
+            },
         }
     }
 
@@ -1437,6 +1456,36 @@ pub(crate) mod tests {
         assert_eq!(
             issue_keys(&bad),
             vec!["proxy.trusted_proxies[1]", "rate_limits.window_seconds"]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn connection_settings_parse_and_bad_ones_name_their_keys() -> Result<(), ConfigError> {
+        let cfg = Config::from_toml(BASE, &no_env())?;
+        assert_eq!(cfg.connections, ConnectionsConfig::default());
+        let text = format!(
+            "{BASE}\n[connections]\nmax_connections = 0\nidle_timeout_ms = 1500\n\
+             read_buffer_bytes = 0\n"
+        );
+        let cfg = Config::from_toml(&text, &no_env())?;
+        assert_eq!(
+            (
+                cfg.connections.max,
+                cfg.connections.idle_timeout,
+                cfg.connections.read_buffer
+            ),
+            (0, Duration::from_millis(1500), 0)
+        );
+        let bad = format!(
+            "{BASE}\n[connections]\nheader_read_timeout_ms = 0\nread_buffer_bytes = 1048577\n"
+        );
+        assert_eq!(
+            issue_keys(&bad),
+            vec![
+                "connections.header_read_timeout_ms",
+                "connections.read_buffer_bytes"
+            ]
         );
         Ok(())
     }
