@@ -265,11 +265,14 @@ class Run:
         self.sessions = []         # every acknowledged session (dicts, below)
         self.revoked = []          # acknowledged revocations, for replaying their tokens
         self.after_revocation = []  # lag of each 200 for a token after its revocation ack
-        self.late = 0              # ... of those, beyond the bound
+        self.late = 0              # ... of those, answered beyond the bound
+        self.lost_live = []        # live sessions refused during the run (401, or 404 on revoke)
+        self.crashed = []          # threads that died on an exception
         self.wrong_identity = 0
         self.events = []           # (seconds since start, what)
         self.start = time.monotonic()
-        self.redis_restarted = None  # monotonic time of the last Redis restart
+        self.redis_killed = None   # monotonic time of the last Redis SIGKILL
+        self.kills = {"redis": 0, "replica": 0}
         self.timeline = {}         # 10 s bucket -> [requests, unexpected answers, status 0]
 
     def record(self, kind, status, seconds, expected):
@@ -354,16 +357,21 @@ def proxied(run, rnd, cluster, rec):
         run.record("proxied", s, t, 200)
     else:
         run.record("proxied:revoked", s, t, 401)
+    if s == 401 and revoked_at is None:
+        # Only its owner revokes a live session, and not concurrently: this one is gone.
+        with run.lock:
+            run.lost_live.append((rec["kind"], rec["sid"], "401 while live"))
     if s != 200:
         return
     if identity(b) != (rec["user"], rec["business"]):
         with run.lock:
             run.wrong_identity += 1
     if revoked_at is not None:
+        # Sent `lag` after the acknowledgement; decided at the latest when it was answered.
         lag = t0 - revoked_at
         with run.lock:
             run.after_revocation.append(lag)
-            if lag > run.bound:
+            if lag + t > run.bound:
                 run.late += 1
 
 
@@ -389,8 +397,21 @@ def revoke(run, rnd, cluster, rec):
         if s == 204:
             rec["state"], rec["revoked_at"] = "revoked", time.monotonic()
             run.revoked.append(rec)
+        elif s == 404:
+            # The store no longer had this acknowledged, never-revoked session.
+            rec["state"] = "lost"
+            run.lost_live.append((rec["kind"], rec["sid"], "404 on revoke"))
         else:
-            rec["state"] = "revoke-unknown"  # maybe deleted: neither valid nor revoked
+            rec["state"] = "revoke-unknown"  # no answer or 5xx: maybe deleted, maybe not
+
+
+def guarded(run, name, fn, *args):
+    """Runs a thread body; an exception is recorded (and fails the run), not lost."""
+    try:
+        fn(*args)
+    except Exception as e:  # noqa: BLE001 - any failure of a thread must fail the soak
+        with run.lock:
+            run.crashed.append(f"{name}: {type(e).__name__}: {e}")
 
 
 def worker(run, cluster, seed, stop):
@@ -430,13 +451,15 @@ def chaos(run, cluster, start, stop, args):
         if n % 2 == 0:
             run.events.append((time.monotonic() - start, "SIGKILL redis"))
             cluster.kill_redis()
+            run.redis_killed = time.monotonic()
+            run.kills["redis"] += 1
             time.sleep(args.redis_down)
             cluster.start_redis()
-            run.redis_restarted = time.monotonic()
             run.events.append((time.monotonic() - start, "redis restarted (AOF)"))
         else:
             run.events.append((time.monotonic() - start, "SIGKILL replica 1"))
             cluster.kill_replica(1)
+            run.kills["replica"] += 1
             time.sleep(args.replica_down)
             cluster.start_replica(1)
             ready = cluster.wait_ready(1, 30)
@@ -455,37 +478,42 @@ def sample_rss(cluster, start, stop, every, out):
 def final_check(run, cluster):
     """Every acknowledged live session answers 200 with its identity on every replica;
     every acknowledged revocation answers 401 everywhere. Run once the cache TTL has passed
-    since the traffic stopped, so every answer comes from Redis."""
-    lost, still_accepted, wrong = [], [], 0
+    since the traffic stopped, so every answer comes from Redis. Returns
+    ({sid: (kind, status)} lost, [...] still accepted, wrong identities, records checked)."""
+    lost, still_accepted, wrong, checked = {}, [], 0, 0
     lock = threading.Lock()
-    todo = list(run.sessions)
+    todo = [r for r in run.sessions if r["state"] in ("live", "revoked")]
+    expected = len(todo)
 
     def check():
-        nonlocal wrong
+        nonlocal wrong, checked
         while True:
             with lock:
                 if not todo:
                     return
                 rec = todo.pop()
-            if rec["state"] == "revoke-unknown":
-                continue
             for proxy, _ in cluster.ports:
                 s, b, _ = call(proxy, "GET", "/v1/graphql", bearer(rec["token"]))
                 with lock:
                     if rec["state"] == "live" and s != 200:
-                        lost.append((rec["kind"], rec["sid"], s))
+                        lost[rec["sid"]] = (rec["kind"], s)
                     elif rec["state"] == "live" and identity(b) != (rec["user"],
                                                                     rec["business"]):
                         wrong += 1
                     elif rec["state"] == "revoked" and s != 401:
                         still_accepted.append((rec["kind"], rec["sid"], s))
+            with lock:
+                checked += 1
 
-    threads = [threading.Thread(target=check) for _ in range(8)]
+    threads = [threading.Thread(target=guarded, args=(run, "final check", check))
+               for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return lost, still_accepted, wrong
+    if checked != expected:
+        run.crashed.append(f"final check: {checked} of {expected} sessions checked")
+    return lost, still_accepted, wrong, checked
 
 
 def main():
@@ -510,11 +538,14 @@ def main():
     try:
         start = run.start = time.monotonic()
         stop = start + args.seconds
-        threads = [threading.Thread(target=worker, args=(run, cluster, n, stop))
+        threads = [threading.Thread(target=guarded,
+                                    args=(run, f"worker {n}", worker, run, cluster, n, stop))
                    for n in range(args.workers)]
-        threads.append(threading.Thread(target=chaos, args=(run, cluster, start, stop, args)))
-        threads.append(threading.Thread(target=sample_rss,
-                                        args=(cluster, start, stop, args.rss_every, rss)))
+        threads.append(threading.Thread(
+            target=guarded, args=(run, "chaos", chaos, run, cluster, start, stop, args)))
+        threads.append(threading.Thread(
+            target=guarded,
+            args=(run, "rss", sample_rss, cluster, start, stop, args.rss_every, rss)))
         for t in threads:
             t.start()
         for t in threads:
@@ -523,7 +554,7 @@ def main():
         rss.append((elapsed, [rss_kib(p.pid) for p in cluster.procs]))
         settled = all(cluster.wait_ready(i, 30) for i in range(len(cluster.ports)))
         time.sleep(args.cache_ttl + 1)
-        lost, still_accepted, wrong_end = final_check(run, cluster)
+        lost, still_accepted, wrong_end, checked = final_check(run, cluster)
     finally:
         cluster.stop()
 
@@ -554,24 +585,26 @@ def main():
     created = {k: sum(1 for r in run.sessions if r["kind"] == k) for k in KINDS}
     print(f"sessions acknowledged: {len(run.sessions)} "
           f"({', '.join(f'{k} {n}' for k, n in created.items())})")
+    # Lost: refused while live during the run (401, or 404 when its owner revoked it), or
+    # not accepted by some replica at the end.
+    lost_sids = set(lost) | {sid for _, sid, _ in run.lost_live}
     live = by_state.get("live", 0)
-    print(f"  live at the end: {live}, still valid on every replica: {live - len(lost)}, "
-          f"lost: {len(lost)}")
-    if run.redis_restarted:
+    print(f"  live at the end: {live}, still valid on every replica: "
+          f"{live - len(lost)}; lost during the run or at the end: {len(lost_sids)}")
+    if run.redis_killed:
         before = [r for r in run.sessions
-                  if r["state"] == "live" and r["created"] < run.redis_restarted]
-        lost_sids = {sid for _, sid, _ in lost}
-        print(f"  of those, created before Redis's last SIGKILL: {len(before)}, valid: "
+                  if r["state"] == "live" and r["created"] < run.redis_killed]
+        print(f"  of those live, created before Redis's last SIGKILL: {len(before)}, valid: "
               f"{sum(1 for r in before if r['sid'] not in lost_sids)}")
     print(f"  revoked (acknowledged): {by_state.get('revoked', 0)}, still accepted at the "
-          f"end: {len(still_accepted)}; revocations without an answer (skipped): "
-          f"{by_state.get('revoke-unknown', 0)}")
-    for item in (lost + still_accepted)[:10]:
+          f"end: {len(still_accepted)}; revocations answered 0 or 5xx (outcome unknown, "
+          f"skipped): {by_state.get('revoke-unknown', 0)}")
+    for item in (sorted(lost.items()) + run.lost_live + still_accepted)[:10]:
         print(f"    {item}")
     lags = run.after_revocation
     print(f"accepted after an acknowledged revocation: {len(lags)}"
           + (f" (max lag {max(lags) * 1000:.0f} ms)" if lags else "")
-          + f"; beyond the bound ({run.bound:.0f} s): {run.late}")
+          + f"; answered beyond the bound ({run.bound:.0f} s): {run.late}")
     print(f"wrong identity upstream: {run.wrong_identity + wrong_end}")
     print("per 10 s: requests, unexpected answers (e.g. 503), no answer (status 0):")
     for b, (n, unexpected, none) in sorted(run.timeline.items()):
@@ -586,8 +619,23 @@ def main():
         a, b = statistics.median(steady[:half]), statistics.median(steady[half:])
         print(f"  replica 0 (never killed): median {a / 1024:.1f} MiB in the first half "
               f"after warm-up, {b / 1024:.1f} MiB in the second ({(b - a) / a * 100:+.1f}%)")
-    bad = (lost or still_accepted or run.late or run.wrong_identity or wrong_end
-           or not settled)
+    # A run that did not exercise what it reports on proves nothing.
+    expected_kills = {"redis": 0, "replica": 0}
+    n = 0
+    while (n + 1) * args.chaos_every + max(args.redis_down, args.replica_down) + 5 \
+            <= args.seconds:
+        expected_kills["redis" if n % 2 == 0 else "replica"] += 1
+        n += 1
+    idle = [what for what, missing in (
+        ("no session was acknowledged", not run.sessions),
+        ("no revocation was acknowledged", not run.revoked),
+        (f"chaos: {run.kills} of {expected_kills} kills done", run.kills != expected_kills),
+        (f"final check covered {checked} sessions", checked == 0),
+    ) if missing]
+    for what in run.crashed + idle:
+        print("ERROR:", what)
+    bad = (lost_sids or still_accepted or run.late or run.wrong_identity or wrong_end
+           or not settled or run.crashed or idle)
     if not settled:
         print("the replicas did not become ready again after the chaos")
     print("FAIL" if bad else "OK", f"(logs in {tmp})")

@@ -85,7 +85,7 @@ def main():
         for _ in range(2000):
             with socket.create_connection(("127.0.0.1", proxy)) as s:
                 exchange(s)
-        time.sleep(1)
+        time.sleep(args.settle)
         before = rss_kib(gw.pid)
         t0 = time.monotonic()
         for i in range(args.connections):
@@ -101,7 +101,11 @@ def main():
         # Freed request buffers go back to the OS over jemalloc's decay time (10 s).
         time.sleep(args.settle)
         held = rss_kib(gw.pid)
-        alive = sum(exchange(s) for s in socks[::100])
+        sampled = socks[::100]
+        alive = sum(exchange(s) for s in sampled)
+        if alive != len(sampled):
+            # Connections closed early would make the per-connection figure too low.
+            sys.exit(f"only {alive} of {len(sampled)} sampled connections still answered")
         for s in socks:
             s.close()
         socks = []
@@ -109,8 +113,7 @@ def main():
         after = rss_kib(gw.pid)
         per = (held - before) * 1024 / args.connections
         print(f"{args.connections} idle keep-alive connections ({args.profile} build, default config) "
-              f"opened in {opened:.1f} s; {alive}/{len(range(0, args.connections, 100))} "
-              f"sampled still answered")
+              f"opened in {opened:.1f} s; all {len(sampled)} sampled still answered")
         print(f"gateway RSS: {before / 1024:.1f} MiB before; with them {held_early / 1024:.1f} "
               f"MiB after 2 s, {held / 1024:.1f} MiB after {2 + args.settle:.0f} s; "
               f"{after / 1024:.1f} MiB {args.settle:.0f} s after they closed")
