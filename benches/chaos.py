@@ -33,7 +33,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,7 @@ import threading
 import time
 import uuid
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from harness import ROOT, free_port, rss_kib, wait_port
 ADMIN_TOKEN = "chaos-admin-token-0123456789"
 MOTTASL_TOKEN = "chaos-mottasl-token"
 MOTTASL_BUSINESS = "3f2b9c1e-8a47-4d5e-9b61-0c7d2e4f5a18"
@@ -53,23 +52,6 @@ RAPIDLY_WORKSPACE = "chaos-workspace"
 RAPIDLY_CUSTOMERS = [str(uuid.UUID(int=0x5A0C0000_0000_4000_8000_000000000000 + i))
                      for i in range(20)]
 KINDS = ("admin", "mottasl", "amity", "rapidly")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, seconds=20):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 def call(port, method, path, headers=None, body=None, timeout=5):
@@ -168,17 +150,6 @@ session_ttl_seconds = 86400
 portal_base_url = "http://127.0.0.1:{proxy}/portal/{RAPIDLY_WORKSPACE}"
 {customers}""")
     return path
-
-
-def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
 
 
 def pct(values, q):

@@ -18,10 +18,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.dont_write_bytecode = True
-from chaos import free_port, rss_kib, wait_port  # noqa: E402
+from harness import ROOT, free_port, rss_kib, wait_port
 
 REQUEST = b"GET /public/idle HTTP/1.1\r\nHost: gateway\r\n\r\n"
 
