@@ -151,6 +151,7 @@ fn dialects(c: &mut Criterion) {
                 body: mottasl_body,
                 client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
                 via_trusted_proxy: false,
+                peer: std::net::IpAddr::from([127, 0, 0, 1]),
             };
             let reply = rt.block_on(dialect::handle(&app, Endpoint::MottaslNewSession, &req));
             assert_eq!(reply.status, 200);

@@ -40,6 +40,10 @@ pub enum TokenError {
     /// A required claim is absent or of the wrong type.
     #[error("missing or invalid claim")]
     BadClaims,
+    /// The header lists `crit` extensions: RFC 7515 §4.1.11 says a verifier that does not
+    /// understand them must refuse, and this one understands none.
+    #[error("critical header extension not supported")]
+    CriticalExtension,
 }
 
 impl TokenError {
@@ -55,6 +59,7 @@ impl TokenError {
             TokenError::WrongIssuer => "wrong_issuer",
             TokenError::WrongAudience => "wrong_audience",
             TokenError::BadClaims => "bad_claims",
+            TokenError::CriticalExtension => "critical_extension",
         }
     }
 }
@@ -222,6 +227,7 @@ impl KeySet {
     /// Verifies a token: known `kid`, that key's pinned algorithm, signature, `exp`, `nbf`,
     /// `iss`, `aud`. Does not check the session; the caller must.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        check_header(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         let kid = header.kid.as_deref().ok_or(TokenError::UnknownKid)?;
         let key = self.verify.get(kid).ok_or(TokenError::UnknownKid)?;
@@ -244,6 +250,23 @@ impl KeySet {
                 _ => TokenError::Malformed,
             })
     }
+}
+
+/// The JOSE header read strictly before anything else looks at it: a duplicate member
+/// (`{"alg":"EdDSA","alg":"none"}`) could mean different things to different parsers, and
+/// any `crit` (even empty, which RFC 7515 forbids) names extensions this verifier does not
+/// implement.
+fn check_header(token: &str) -> Result<(), TokenError> {
+    use base64::Engine as _;
+    let encoded = token.split('.').next().unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| TokenError::Malformed)?;
+    let header = crate::json::strict_object(&bytes).map_err(|_| TokenError::Malformed)?;
+    if header.contains_key("crit") {
+        return Err(TokenError::CriticalExtension);
+    }
+    Ok(())
 }
 
 /// The token of an `Authorization: Bearer <token>` header value, if that is what it is.
@@ -325,6 +348,35 @@ mod tests {
         let expected = claims();
         let t = k.sign(&expected)?;
         assert_eq!(k.verify(&t), Ok(expected));
+        Ok(())
+    }
+
+    /// A header signed with the test key exactly as written (jsonwebtoken would rewrite it).
+    fn signed_with_header(header_json: &[u8]) -> Result<String, Box<dyn std::error::Error>> {
+        use hmac::Mac;
+        let header = b64(header_json);
+        let payload = b64(&serde_json::to_vec(&claims())?);
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes())?;
+        mac.update(format!("{header}.{payload}").as_bytes());
+        let sig = b64(&mac.finalize().into_bytes());
+        Ok(format!("{header}.{payload}.{sig}"))
+    }
+
+    #[test]
+    fn crit_and_duplicate_header_members_are_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let k = keys()?;
+        let plain = signed_with_header(br#"{"alg":"HS256","typ":"JWT","kid":"k1"}"#)?;
+        assert!(k.verify(&plain).is_ok());
+        for crit in [
+            r#"{"alg":"HS256","kid":"k1","crit":["http://example.com/ext"],"http://example.com/ext":true}"#,
+            r#"{"alg":"HS256","kid":"k1","crit":["exp"]}"#,
+            r#"{"alg":"HS256","kid":"k1","crit":[]}"#,
+        ] {
+            let t = signed_with_header(crit.as_bytes())?;
+            assert_eq!(k.verify(&t), Err(TokenError::CriticalExtension), "{crit}");
+        }
+        let t = signed_with_header(br#"{"alg":"HS256","kid":"k1","kid":"k2"}"#)?;
+        assert_eq!(k.verify(&t), Err(TokenError::Malformed));
         Ok(())
     }
 

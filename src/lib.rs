@@ -16,6 +16,7 @@ pub mod dialect;
 pub mod error;
 pub mod hasura;
 pub mod headers;
+pub mod json;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;

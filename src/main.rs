@@ -39,16 +39,37 @@ enum Command {
     },
 }
 
+/// Crates that print wire data at debug or trace level: request targets with their query,
+/// header blocks (the admin token, the minted Hasura JWT), bodies with tokens. They stay at
+/// `info` whatever `RUST_LOG` asks: the clamp is a filter of its own, ANDed with `RUST_LOG`'s,
+/// so no more specific directive there can lift it (CWE-532).
+const WIRE_LOGGERS: &[&str] = &[
+    "pingora_core",
+    "pingora_proxy",
+    "pingora_http",
+    "h2",
+    "redis",
+];
+
 fn init_logging(format: LogFormat) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let clamp = WIRE_LOGGERS.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |t, name| t.with_target(*name, LevelFilter::INFO),
+    );
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
+    let layer = tracing_subscriber::fmt::layer().with_ansi(ansi);
+    let registry = tracing_subscriber::registry();
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => registry
+            .with(layer.with_filter(filter).with_filter(clamp))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(layer.json().with_filter(filter).with_filter(clamp))
+            .try_init(),
     };
 }
 

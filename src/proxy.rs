@@ -3,7 +3,7 @@
 //! `headers`, and are tested there without a socket.
 
 use crate::auth::TokenError;
-use crate::config::HasuraMode;
+use crate::config::{AmbiguousPaths, HasuraMode};
 use crate::dialect::{self, Endpoint};
 use crate::error::GateError;
 use crate::headers;
@@ -51,6 +51,8 @@ pub struct RequestCtx {
     client_ip: IpAddr,
     /// Whether the socket's peer is a trusted proxy.
     via_trusted_proxy: bool,
+    /// The socket's peer.
+    peer: IpAddr,
     /// A WebSocket upgrade on a protected route: relayed by `ws::relay`.
     websocket: bool,
     /// The WebSocket's bearer token, re-checked while the socket lives.
@@ -102,7 +104,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Option<Endpoint>, GateError> {
         let req = session.req_header();
-        (ctx.client_ip, ctx.via_trusted_proxy) = self.client_ip(session);
+        (ctx.peer, ctx.client_ip, ctx.via_trusted_proxy) = self.client_ip(session);
         check_header_size(req, self.app.config.proxy.max_header_bytes)?;
         if req.headers.len() > self.app.config.proxy.max_header_count {
             return Err(GateError::TooManyHeaders(
@@ -110,6 +112,15 @@ impl Gateway {
             ));
         }
         check_framing(req)?;
+        // Before routing, and on every route: a path that a lenient backend could resolve
+        // somewhere else than the gateway does (`/public/..%2Fv1/graphql`) is refused.
+        if self.app.config.proxy.ambiguous_paths == AmbiguousPaths::Reject {
+            if let Some(why) = route::ambiguity(req.uri.path()) {
+                return Err(GateError::BadRequest(format!(
+                    "ambiguous request path: it holds {why} (proxy.ambiguous_paths)"
+                )));
+            }
+        }
         // Pingora passes through any request the upstream answers with 101; only WebSocket
         // upgrades the relay handles (or, on public routes, plain GET WebSockets) may ask.
         if req.headers.contains_key(http::header::UPGRADE) && !ws::is_upgrade(req) {
@@ -192,16 +203,16 @@ impl Gateway {
         Ok(None)
     }
 
-    /// The socket's peer, or what a trusted proxy says in `X-Forwarded-For`; and whether
-    /// the peer is a trusted proxy.
-    fn client_ip(&self, session: &HttpSession) -> (IpAddr, bool) {
+    /// The socket's peer; the client (the peer, or what a trusted proxy says in
+    /// `X-Forwarded-For`); and whether the peer is a trusted proxy.
+    fn client_ip(&self, session: &HttpSession) -> (IpAddr, IpAddr, bool) {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip().to_canonical());
         let trusted = &self.app.config.proxy.trusted_proxies;
         let client = crate::client_ip::client_ip(peer, &session.req_header().headers, trusted);
-        (client, crate::client_ip::is_trusted(peer, trusted))
+        (peer, client, crate::client_ip::is_trusted(peer, trusted))
     }
 
     /// `request_filter`'s work, inside the request's span.
@@ -276,6 +287,7 @@ impl Gateway {
                     body: &body,
                     client_ip: ctx.client_ip,
                     via_trusted_proxy: ctx.via_trusted_proxy,
+                    peer: ctx.peer,
                 };
                 dialect::handle(&self.app, ep, &request).await
             }
@@ -536,6 +548,7 @@ impl ProxyHttp for Gateway {
             forward_uri: None,
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             via_trusted_proxy: false,
+            peer: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             websocket: false,
             ws_token: None,
             ws_graphql: false,
@@ -568,6 +581,19 @@ impl ProxyHttp for Gateway {
         ctx.span = tracing::info_span!("request", request_id = %ctx.request_id);
         let span = ctx.span.clone();
         self.filter(session, ctx).instrument(span).await
+    }
+
+    /// What Pingora's own error lines ("Fail to proxy: …") print about the request: method,
+    /// path and request id, never the query (Amity's realtime token travels there) nor any
+    /// header (CWE-532).
+    fn request_summary(&self, session: &HttpSession, ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        format!(
+            "{} {}, request_id: {}",
+            req.method,
+            req.uri.path(),
+            ctx.request_id
+        )
     }
 
     /// The one backend; resolved at start.

@@ -73,16 +73,32 @@ impl Drop for Nginx {
     }
 }
 
-/// nginx in front of `upstream`, asking `gateway` with `auth_request` (the README's
-/// "Behind ingress-nginx" snippet, in plain nginx form).
+/// The auth subrequest of the README's plain-nginx snippet: the original URI in
+/// `X-Original-URI`, set by nginx (which replaces a client's header of that name).
+const PLAIN_NGINX: &str = "proxy_set_header X-Original-URI $request_uri;";
+
+/// The auth subrequest as ingress-nginx builds it for `auth-url`: the client's headers are
+/// passed through, and nginx sets only `X-Original-URL` (absolute).
+const INGRESS_NGINX: &str = "proxy_set_header X-Original-URL $scheme://$http_host$request_uri;";
+
+/// nginx in front of `upstream`, asking `gateway` with `auth_request`; `verify` holds the
+/// auth subrequest's header directives. Public paths go around the auth subrequest
+/// (`location /public/` without `auth_request`) only when `route_public` is set.
 fn start_nginx(
     bin: &Path,
     gateway: std::net::SocketAddr,
     upstream: std::net::SocketAddr,
+    verify: &str,
+    route_public: bool,
 ) -> Result<Nginx, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let port = free_port();
     let d = dir.path().display();
+    let public = if route_public {
+        format!("location /public/ {{ proxy_set_header Authorization \"\"; proxy_pass http://{upstream}; }}")
+    } else {
+        String::new()
+    };
     let conf = format!(
         r#"
 daemon off;
@@ -105,9 +121,10 @@ http {{
       proxy_pass http://{gateway}/auth/verify;
       proxy_pass_request_body off;
       proxy_set_header Content-Length "";
-      proxy_set_header X-Original-URI $request_uri;
+      {verify}
       proxy_set_header X-Forwarded-For $remote_addr;
     }}
+    {public}
     location / {{
       auth_request /_sessiongate_verify;
       auth_request_set $sg_user_id $upstream_http_x_hasura_user_id;
@@ -148,6 +165,12 @@ http {{
     Ok(ng)
 }
 
+const FORWARD_AUTH_URI: &str = r#"
+[forward_auth]
+original_uri_header = "x-original-uri"
+trusted_peers = ["127.0.0.1"]
+"#;
+
 #[test]
 fn nginx_auth_request_injects_the_gateways_identity_only() -> TestResult {
     let Some(bin) = nginx_binary() else {
@@ -156,11 +179,11 @@ fn nginx_auth_request_injects_the_gateways_identity_only() -> TestResult {
     };
     let redis = Redis::start()?;
     let echo = echo::Echo::start()?;
-    // nginx is the trusted proxy: its X-Original-URI decides public paths.
-    let gw = Gateway::start_edited(echo.addr, Some(&redis.url()), "", |t| {
+    // nginx calls /auth/verify: its X-Original-URI decides public paths.
+    let gw = Gateway::start_edited(echo.addr, Some(&redis.url()), FORWARD_AUTH_URI, |t| {
         t.replace("[proxy]\n", "[proxy]\ntrusted_proxies = [\"127.0.0.1\"]\n")
     })?;
-    let ng = start_nginx(&bin, gw.proxy, echo.addr)?;
+    let ng = start_nginx(&bin, gw.proxy, echo.addr, PLAIN_NGINX, false)?;
     let (sid, token) = gw.create_session("user-7", "biz-9", "host-3", "agent", 600)?;
 
     let r = authed(ng.addr, "GET", "/v1/graphql?x=1", &token, &[], None)?;
@@ -223,5 +246,103 @@ fn nginx_auth_request_injects_the_gateways_identity_only() -> TestResult {
     let r = request(ng.addr, "GET", "/public/page", &[], None)?;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.upstream_header("x-hasura-user-id")?.is_empty());
+    Ok(())
+}
+
+/// Before: `/auth/verify` believed the first of `X-Original-URI`, `X-Forwarded-Uri` and
+/// `X-Original-URL` from any trusted proxy. ingress-nginx passes the client's headers to the
+/// auth subrequest and sets only `X-Original-URL`, so a client's own `X-Original-URI:
+/// /public/x` on `GET /v1/graphql` opened the protected backend without a credential.
+#[test]
+fn ingress_nginx_shape_client_original_uri_headers_never_open_a_protected_path() -> TestResult {
+    let Some(bin) = nginx_binary() else {
+        eprintln!("skipped: nginx is not installed and `apt-get download nginx` failed");
+        return Ok(());
+    };
+    let redis = Redis::start()?;
+    let echo = echo::Echo::start()?;
+    let config = r#"
+[forward_auth]
+original_uri_header = "x-original-url"
+trusted_peers = ["127.0.0.1"]
+"#;
+    // The old configuration's trust too (nginx as a trusted proxy for X-Forwarded-For).
+    let gw = Gateway::start_edited(echo.addr, Some(&redis.url()), config, |t| {
+        t.replace("[proxy]\n", "[proxy]\ntrusted_proxies = [\"127.0.0.1\"]\n")
+    })?;
+    let ng = start_nginx(&bin, gw.proxy, echo.addr, INGRESS_NGINX, false)?;
+    let hits = echo.hits();
+    let spoofs: [(&str, String); 4] = [
+        ("X-Original-URI", "/public/x".into()),
+        ("X-Forwarded-Uri", "/public/x".into()),
+        ("X-Original-URL", format!("http://{}/public/x", ng.addr)),
+        ("X-Original-URL", "/public/x".into()),
+    ];
+    for path in ["/v1/graphql", "/v1/graphql?x=/public/y", "/"] {
+        for (name, value) in &spoofs {
+            let r = request(ng.addr, "GET", path, &[(name, value)], None)?;
+            assert_eq!(r.status, 401, "{path} with {name}: {value}");
+        }
+        let all: Vec<(&str, &str)> = spoofs.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        assert_eq!(request(ng.addr, "GET", path, &all, None)?.status, 401);
+    }
+    // Paths that nginx routes into the protected location but that look public before
+    // nginx decodes them: ambiguous, so never public.
+    for path in [
+        "/public/..%2Fv1/graphql",
+        "/public/..%252Fv1/graphql",
+        "/public/%2e%2e/v1/graphql",
+        "/public//../v1/graphql",
+        // And the other way round: nginx resolves these into /public, the backend gets
+        // the raw bytes.
+        "/v1/graphql/../../public/x",
+        "/v1/graphql/%2e%2e/%2e%2e/public/x",
+    ] {
+        let r = request(
+            ng.addr,
+            "GET",
+            path,
+            &[("X-Original-URI", "/public/x")],
+            None,
+        )?;
+        assert_eq!(r.status, 401, "{path}");
+    }
+    assert_eq!(
+        echo.hits(),
+        hits,
+        "no protected request reached the upstream"
+    );
+
+    // The real public path, named by nginx itself, still passes without a credential.
+    let r = request(ng.addr, "GET", "/public/page", &[], None)?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.upstream_header("x-hasura-user-id")?.is_empty());
+    // And a session still works.
+    let (_, token) = gw.create_session("user-7", "biz-9", "host-3", "agent", 600)?;
+    let r = authed(
+        ng.addr,
+        "GET",
+        "/v1/graphql",
+        &token,
+        &[("X-Original-URI", "/public/x")],
+        None,
+    )?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.upstream_header("x-hasura-user-id")?, vec!["user-7"]);
+
+    // With no original-URI header configured none is believed: public paths go around the
+    // auth subrequest in nginx (the README's snippet), everything else needs a session.
+    let gw = Gateway::start_edited(echo.addr, Some(&redis.url()), "", |t| {
+        t.replace("[proxy]\n", "[proxy]\ntrusted_proxies = [\"127.0.0.1\"]\n")
+    })?;
+    let ng = start_nginx(&bin, gw.proxy, echo.addr, INGRESS_NGINX, true)?;
+    assert_eq!(
+        request(ng.addr, "GET", "/public/page", &[], None)?.status,
+        200
+    );
+    for (name, value) in &spoofs {
+        let r = request(ng.addr, "GET", "/v1/graphql", &[(name, value)], None)?;
+        assert_eq!(r.status, 401, "{name}");
+    }
     Ok(())
 }

@@ -378,3 +378,75 @@ fn limits_hold_per_replica_while_redis_is_down() -> TestResult {
     assert_eq!(fallback, Some(3), "{metrics}");
     Ok(())
 }
+
+/// Before: `refresh_per_session` counted before the refresh secret was checked, so anyone
+/// who knew a session id (the refresh token's visible prefix) could use up its refreshes
+/// and lock its owner out. Now guesses count against the guesser's address only.
+#[test]
+fn refresh_guesses_do_not_use_up_the_owners_refreshes() -> TestResult {
+    let redis = Redis::start()?;
+    let echo = echo::Echo::start()?;
+    let gw = Gateway::start_edited(
+        echo.addr,
+        Some(&redis.url()),
+        &config("refresh_per_session = 3\nrefresh_per_ip = 1000\nauth_failures_per_ip = 10"),
+        |t| t.replace("[proxy]\n", "[proxy]\ntrusted_proxies = [\"127.0.0.1\"]\n"),
+    )?;
+    let body = json!({"user_id": "u", "business_id": "b", "host_id": "h", "role": "user"});
+    let r = admin_request(gw.admin, "POST", "/admin/sessions", Some(&body.to_string()))?;
+    let token = r.json()?["refresh_token"]
+        .as_str()
+        .ok_or("refresh_token")?
+        .to_string();
+    let (sid, secret) = token.split_once('.').ok_or("token shape")?;
+    let refresh = |token: &str, client: &str| {
+        request(
+            gw.proxy,
+            "POST",
+            "/auth/refresh",
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Forwarded-For", client),
+            ],
+            Some(&json!({ "refresh_token": token }).to_string()),
+        )
+    };
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 0..45 {
+        // Same session id, a well-formed secret that is not the session's.
+        let mut guess: Vec<u8> = secret.bytes().rev().collect();
+        guess[0] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012"[i];
+        let guess = format!("{sid}.{}", String::from_utf8(guess)?);
+        assert_ne!(guess, token);
+        *statuses
+            .entry(refresh(&guess, "203.0.113.9")?.status)
+            .or_insert(0) += 1;
+    }
+    // The guesser is refused (401, then 429 once its address is over the failure limit)...
+    let refused = statuses.get(&401).copied().unwrap_or(0);
+    assert!((10..=11).contains(&refused), "{statuses:?}");
+    assert_eq!(
+        statuses.get(&429).copied(),
+        Some(45 - refused),
+        "{statuses:?}"
+    );
+    // ...and the owner, elsewhere, still has all three refreshes.
+    let mut current = token.clone();
+    for _ in 0..3 {
+        let r = refresh(&current, "198.51.100.7")?;
+        assert_eq!(r.status, 200, "{}", r.body);
+        current = r.json()?["refresh_token"]
+            .as_str()
+            .ok_or("refresh_token")?
+            .to_string();
+    }
+    assert_429(&refresh(&current, "198.51.100.7")?)?;
+    // A spent token is reuse even with the session's limit used up (a thief refreshing
+    // often must not keep the owner from tripping reuse detection): 401 and the session is
+    // revoked, so the current token dies too.
+    let r = refresh(&token, "198.51.100.7")?;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = admin_request(gw.admin, "GET", &format!("/admin/sessions/{sid}"), None)?;
+    assert_eq!(r.status, 404, "{}", r.body);
+    Ok(())
+}

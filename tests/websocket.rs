@@ -380,8 +380,6 @@ fn identity_cannot_be_smuggled_after_or_around_connection_init() -> TestResult {
             .to_string(),
         r#"{"type":"connection\u005finit","payload":{"headers":{"x-host-id":"victim"}}}"#
             .to_string(),
-        r#"{"type":"subscribe","type":"connection_init","payload":{"x-host-id":"victim"}}"#
-            .to_string(),
     ];
     for (i, second) in second_inits.iter().enumerate() {
         rt.block_on(async {
@@ -445,5 +443,64 @@ fn identity_cannot_be_smuggled_after_or_around_connection_init() -> TestResult {
         assert_eq!(r.status, 400, "{method} {upgrade}");
     }
     assert_eq!(e.upstream.seen().len(), hits);
+    Ok(())
+}
+
+/// Hasura (aeson) keeps the first of two equal keys, serde_json the last: before, the issue's
+/// message was a `start` to the gateway and a second `connection_init` to Hasura, and went
+/// upstream as sent. Now any duplicate key, at any depth, closes the socket with 4400.
+#[test]
+fn duplicate_keys_close_the_socket_before_the_upstream_sees_them() -> TestResult {
+    let e = env("")?;
+    let (_, token) =
+        e.gw.create_session("user-7", "biz-9", "host-3", "agent", 600)?;
+    let auth = format!("Bearer {token}");
+    let rt = runtime()?;
+    let after_init = [
+        r#"{"type":"connection_init","payload":{"headers":{"x-hasura-role":"admin"}},"type":"start"}"#,
+        r#"{"type":"subscribe","type":"connection_init","payload":{"x-host-id":"victim"}}"#,
+        r#"{"id":"1","type":"start","payload":{"query":"{ a }","variables":{"x":1,"x":2}}}"#,
+        r#"{"id":"1","type":"start","typ\u0065":"connection_init"}"#,
+        r#"[{"type":"connection_init"}]"#,
+    ];
+    for protocol in ["graphql-ws", "graphql-transport-ws"] {
+        for message in after_init {
+            rt.block_on(async {
+                let mut ws = connect(&e.gw, protocol, &[("authorization", &auth)]).await?;
+                ws.send(Message::text(
+                    json!({"type": "connection_init"}).to_string(),
+                ))
+                .await?;
+                assert!(next(&mut ws, Duration::from_secs(5)).await?.is_ok());
+                ws.send(Message::text(message)).await?;
+                assert_eq!(
+                    next(&mut ws, Duration::from_secs(5)).await?,
+                    Err(4400),
+                    "{protocol}: {message}"
+                );
+                Ok::<(), Error>(())
+            })?;
+        }
+        // A duplicate in the first message: refused before anything goes upstream.
+        rt.block_on(async {
+            let mut ws = connect(&e.gw, protocol, &[("authorization", &auth)]).await?;
+            ws.send(Message::text(
+                r#"{"type":"connection_init","payload":{"headers":{"x-host-id":"a","x-host-id":"b"}}}"#,
+            ))
+            .await?;
+            assert_eq!(next(&mut ws, Duration::from_secs(5)).await?, Err(4400));
+            Ok::<(), Error>(())
+        })?;
+    }
+    let seen = e.upstream.seen();
+    assert_eq!(seen.len(), 2 * (after_init.len() + 1));
+    for s in &seen {
+        // Only the rewritten first init of each socket; none of the duplicates.
+        assert!(s.messages.len() <= 1, "{:?}", s.messages);
+        for m in &s.messages {
+            assert_eq!(serde_json::from_str::<Value>(m)?["type"], "connection_init");
+            assert!(!m.contains("admin") && !m.contains("victim"), "{m}");
+        }
+    }
     Ok(())
 }

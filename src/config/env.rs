@@ -27,6 +27,14 @@ pub const HASURA_ADMIN_SECRET_FILE: &str = "SESSIONGATE_HASURA_ADMIN_SECRET_FILE
 pub const HASURA_MODE: &str = "SESSIONGATE_HASURA_MODE";
 /// `text` or `json`.
 pub const LOG_FORMAT: &str = "SESSIONGATE_LOG_FORMAT";
+/// Comma-separated addresses or CIDR ranges; replaces `proxy.trusted_proxies`.
+pub const TRUSTED_PROXIES: &str = "SESSIONGATE_TRUSTED_PROXIES";
+/// Comma-separated addresses or CIDR ranges; replaces `forward_auth.trusted_peers`.
+pub const FORWARD_AUTH_TRUSTED_PEERS: &str = "SESSIONGATE_FORWARD_AUTH_TRUSTED_PEERS";
+/// Replaces `forward_auth.original_uri_header`.
+pub const FORWARD_AUTH_ORIGINAL_URI_HEADER: &str = "SESSIONGATE_FORWARD_AUTH_ORIGINAL_URI_HEADER";
+/// `1`: start even though a development credential is in use on a non-loopback listener.
+pub const ALLOW_DEVELOPMENT_CREDENTIALS: &str = "SESSIONGATE_ALLOW_DEVELOPMENT_CREDENTIALS";
 
 /// A source of environment variables.
 pub trait EnvSource {

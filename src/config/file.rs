@@ -70,6 +70,9 @@ pub struct FileConfig {
     /// `[connections]`
     #[serde(default)]
     pub connections: ConnectionsSection,
+    /// `[forward_auth]`
+    #[serde(default)]
+    pub forward_auth: ForwardAuthSection,
 }
 
 /// `[connections]`: how many client connections are accepted and how long a client may
@@ -220,6 +223,24 @@ pub struct ProxySection {
     /// Addresses or CIDR ranges of proxies in front of the gateway whose
     /// `X-Forwarded-For` is believed (empty: the socket's peer is the client).
     pub trusted_proxies: Option<Vec<String>>,
+    /// `reject` (default): 400 for paths a lenient backend could route elsewhere (encoded
+    /// `/` or `\`, `\`, `;`, double encodings, control bytes, overlong UTF-8); `forward`:
+    /// pass them on as sent (only for a backend that reads them literally).
+    pub ambiguous_paths: Option<String>,
+}
+
+/// `[forward_auth]`: `/auth/verify` for a proxy in front (nginx `auth_request`,
+/// ingress-nginx `auth-url`, Traefik `forwardAuth`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuthSection {
+    /// The one header that carries the original request URI (e.g. `x-original-url` for
+    /// ingress-nginx). Unset: none is believed, and public paths must be routed around the
+    /// auth subrequest.
+    pub original_uri_header: Option<String>,
+    /// Addresses or CIDR ranges of the proxies that call `/auth/verify`: only their
+    /// original-URI header is believed, and only they get the minted Hasura JWT.
+    pub trusted_peers: Option<Vec<String>>,
 }
 
 /// `[store]`: where sessions live.

@@ -46,7 +46,37 @@ pub const DEVELOPMENT_SECRETS: &[&str] = &[
     "dev-amity-secure-key",
     "dev-amity-server-key",
     "dev-rapidly-token",
+    // deploy/kubernetes/overlays/dev/secrets/admin-token
+    "dev-k8s-admin-token-not-for-production",
 ];
+
+/// Public keys (PEM bodies) of the signing keys committed for development: whoever reads
+/// this repository holds their private halves.
+pub const DEVELOPMENT_PUBLIC_KEYS: &[&str] = &[
+    // deploy/kubernetes/overlays/dev/secrets/signing.pub.pem
+    "MCowBQYDK2VwAyEANmO7RRQ36l0C5U3ENf9QedkHgvw0wlZ6yhID55pu6P4=",
+];
+
+/// Which of `names` (`[secret key, public key]`) to report when a key is a development one.
+fn development_key(material: &KeyMaterial, names: [&'static str; 2]) -> Option<&'static str> {
+    match material {
+        KeyMaterial::Shared(s) if DEVELOPMENT_SECRETS.contains(&s.expose()) => Some(names[0]),
+        KeyMaterial::Asymmetric { public_pem, .. }
+            if DEVELOPMENT_PUBLIC_KEYS.contains(&pem_body(public_pem).as_str()) =>
+        {
+            Some(names[1])
+        }
+        _ => None,
+    }
+}
+
+/// The base64 body of a PEM text, whitespace removed.
+fn pem_body(pem: &str) -> String {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----"))
+        .flat_map(|l| l.split_whitespace())
+        .collect()
+}
 
 /// One problem in the configuration, naming its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +167,33 @@ pub struct ProxyConfig {
     pub max_body_bytes: u64,
     /// `(normalised prefix, largest body)`, longest prefix first.
     pub body_limits: Vec<(String, u64)>,
+    /// What happens to paths a lenient backend could route elsewhere.
+    pub ambiguous_paths: AmbiguousPaths,
+}
+
+/// `proxy.ambiguous_paths`: see [`crate::route::Ambiguity`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AmbiguousPaths {
+    /// 400 before routing (default).
+    Reject,
+    /// Passed on as sent: only for backends that read `%2F`, `\\` and `;` literally.
+    Forward,
+}
+
+/// `/auth/verify` for a proxy in front.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardAuthConfig {
+    /// The one header (lower-case) whose original URI is believed; `None`: none is.
+    pub original_uri_header: Option<http::HeaderName>,
+    /// The proxies that call `/auth/verify` (socket peers).
+    pub trusted_peers: Vec<IpNet>,
+}
+
+impl ForwardAuthConfig {
+    /// Whether the socket's peer is one of the proxies that call `/auth/verify`.
+    pub fn is_trusted_peer(&self, peer: std::net::IpAddr) -> bool {
+        crate::client_ip::is_trusted(peer, &self.trusted_peers)
+    }
 }
 
 impl ProxyConfig {
@@ -401,6 +458,8 @@ pub struct Config {
     pub hasura: HasuraConfig,
     /// Connection caps and client deadlines.
     pub connections: ConnectionsConfig,
+    /// Forward-auth (`/auth/verify`).
+    pub forward_auth: ForwardAuthConfig,
 }
 
 impl Config {
@@ -449,10 +508,20 @@ impl Config {
             found.push("admin.token");
         }
         for k in &self.tokens.keys {
-            if let KeyMaterial::Shared(s) = &k.material {
-                if is_dev(s) {
-                    found.push("tokens.keys.secret");
-                }
+            if let Some(what) = development_key(
+                &k.material,
+                ["tokens.keys.secret", "tokens.keys.public_key"],
+            ) {
+                found.push(what);
+            }
+        }
+        // A development key reused to sign Hasura JWTs lets anyone mint Hasura identities.
+        for k in &self.hasura.keys {
+            if let Some(what) = development_key(
+                &k.material,
+                ["hasura.keys.secret", "hasura.keys.public_key"],
+            ) {
+                found.push(what);
             }
         }
         let dev_digests: Vec<CredentialDigest> = DEVELOPMENT_SECRETS
@@ -478,6 +547,7 @@ impl Config {
                 found.push("dialects.rapidly.workspaces");
             }
         }
+        found.dedup();
         found
     }
 }
@@ -626,6 +696,7 @@ impl Validator<'_> {
         let tls = f.server.tls.and_then(|t| self.tls(t));
         let upstream = self.upstream(f.upstream);
         let proxy = self.proxy(f.proxy);
+        let forward_auth = self.forward_auth(f.forward_auth);
         let stale_window = f.store.stale_window_seconds.unwrap_or(30);
         if stale_window > 3600 {
             self.issue("store.stale_window_seconds", "must be at most 3600");
@@ -690,7 +761,108 @@ impl Validator<'_> {
             rate_limits,
             hasura: hasura?,
             connections,
+            forward_auth,
         })
+        .filter(|cfg| self.development_exposure(cfg))
+    }
+
+    /// A shipped development credential is public: it may only guard loopback listeners,
+    /// unless the operator says otherwise in so many words. `false` (with an issue naming the
+    /// credential and the listener) when the config must not start.
+    fn development_exposure(&mut self, cfg: &Config) -> bool {
+        let dev = cfg.development_credentials();
+        if dev.is_empty()
+            || self.env.var(env::ALLOW_DEVELOPMENT_CREDENTIALS).as_deref() == Some("1")
+        {
+            return true;
+        }
+        let exposed: Vec<String> = [
+            ("server.listen", cfg.listen),
+            ("server.admin_listen", cfg.admin_listen),
+        ]
+        .iter()
+        .filter(|(_, a)| !a.ip().is_loopback())
+        .map(|(k, a)| format!("{k} = {a}"))
+        .collect();
+        if exposed.is_empty() {
+            return true;
+        }
+        self.issue(
+            dev.join(", "),
+            format!(
+                "holds a public development credential while {} is not a loopback address; \
+                 set real credentials, listen on loopback, or set {}=1 to accept the risk",
+                exposed.join(" and "),
+                env::ALLOW_DEVELOPMENT_CREDENTIALS
+            ),
+        );
+        false
+    }
+
+    /// A list of addresses or CIDR ranges: the environment's (comma-separated) if set, else
+    /// the file's. Each bad entry is an issue naming its key.
+    fn networks(&mut self, key: &str, var: &str, file_value: Option<Vec<String>>) -> Vec<IpNet> {
+        let (entries, key) = match self.env.var(var).filter(|v| !v.trim().is_empty()) {
+            Some(v) => (
+                v.split(',').map(|e| e.trim().to_string()).collect(),
+                var.to_string(),
+            ),
+            None => (file_value.unwrap_or_default(), key.to_string()),
+        };
+        let mut nets = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let net = entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from));
+            match net {
+                Ok(n) => nets.push(n.trunc()),
+                Err(_) => self.issue(
+                    format!("{key}[{i}]"),
+                    format!("`{entry}` is not an IP address or CIDR range like 10.0.0.0/8"),
+                ),
+            }
+        }
+        nets
+    }
+
+    fn forward_auth(&mut self, f: file::ForwardAuthSection) -> ForwardAuthConfig {
+        let trusted_peers = self.networks(
+            "forward_auth.trusted_peers",
+            env::FORWARD_AUTH_TRUSTED_PEERS,
+            f.trusted_peers,
+        );
+        let (header, key) =
+            self.overridden(env::FORWARD_AUTH_ORIGINAL_URI_HEADER, f.original_uri_header);
+        let key = if key.is_empty() {
+            "forward_auth.original_uri_header".to_string()
+        } else {
+            key
+        };
+        let original_uri_header =
+            header.and_then(
+                |h| match http::HeaderName::from_bytes(h.trim().as_bytes()) {
+                    Ok(name) if crate::headers::is_identity_header(name.as_str()) => {
+                        self.issue(key.clone(), "must not be an identity header");
+                        None
+                    }
+                    Ok(name) => Some(name),
+                    Err(_) => {
+                        self.issue(key.clone(), format!("`{h}` is not a header name"));
+                        None
+                    }
+                },
+            );
+        if original_uri_header.is_some() && trusted_peers.is_empty() {
+            self.issue(
+                "forward_auth.trusted_peers",
+                "is required when forward_auth.original_uri_header is set: only the proxies \
+                 that call /auth/verify may name the original URI",
+            );
+        }
+        ForwardAuthConfig {
+            original_uri_header,
+            trusted_peers,
+        }
     }
 
     fn connections(&mut self, c: file::ConnectionsSection) -> ConnectionsConfig {
@@ -966,19 +1138,22 @@ impl Validator<'_> {
         }
         // Longest prefix first, so the first match is the most specific.
         body_limits.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
-        let mut trusted_proxies = Vec::new();
-        for (i, entry) in p.trusted_proxies.unwrap_or_default().iter().enumerate() {
-            let net = entry
-                .parse::<IpNet>()
-                .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from));
-            match net {
-                Ok(n) => trusted_proxies.push(n.trunc()),
-                Err(_) => self.issue(
-                    format!("proxy.trusted_proxies[{i}]"),
-                    format!("`{entry}` is not an IP address or CIDR range like 10.0.0.0/8"),
-                ),
+        let trusted_proxies = self.networks(
+            "proxy.trusted_proxies",
+            env::TRUSTED_PROXIES,
+            p.trusted_proxies,
+        );
+        let ambiguous_paths = match p.ambiguous_paths.as_deref() {
+            None | Some("reject") => AmbiguousPaths::Reject,
+            Some("forward") => AmbiguousPaths::Forward,
+            Some(other) => {
+                self.issue(
+                    "proxy.ambiguous_paths",
+                    format!("`{other}` is not one of: reject, forward"),
+                );
+                AmbiguousPaths::Reject
             }
-        }
+        };
         ProxyConfig {
             public_prefixes,
             forward_authorization: p.forward_authorization.unwrap_or(false),
@@ -993,6 +1168,7 @@ impl Validator<'_> {
             max_header_count,
             max_body_bytes,
             body_limits,
+            ambiguous_paths,
         }
     }
 
@@ -1542,6 +1718,69 @@ pub(crate) mod tests {
                 "{expected} not reported in {keys:?}"
             );
         }
+    }
+
+    /// The Kubernetes dev overlay's committed secrets are development credentials wherever
+    /// they are used (and these constants stay in step with the files).
+    #[test]
+    fn the_dev_overlays_committed_secrets_are_development_credentials() -> Result<(), ConfigError> {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/kubernetes/overlays/dev/secrets"
+        );
+        let token = std::fs::read_to_string(format!("{dir}/admin-token")).unwrap_or_default();
+        let text = format!(
+            r#"
+            [tokens]
+            signing_kid = "k"
+            [[tokens.keys]]
+            kid = "k"
+            algorithm = "EdDSA"
+            private_key = {{ file = "{dir}/signing.pem" }}
+            public_key = {{ file = "{dir}/signing.pub.pem" }}
+            [admin]
+            token = "{}"
+            [hasura]
+            mode = "jwt"
+            signing_kid = "h"
+            [[hasura.keys]]
+            kid = "h"
+            algorithm = "EdDSA"
+            private_key = {{ file = "{dir}/signing.pem" }}
+            public_key = {{ file = "{dir}/signing.pub.pem" }}
+            "#,
+            token.trim()
+        );
+        let cfg = Config::from_toml(&text, &no_env())?;
+        assert_eq!(
+            cfg.development_credentials(),
+            vec![
+                "admin.token",
+                "tokens.keys.public_key",
+                "hasura.keys.public_key"
+            ]
+        );
+        // On a public listener they refuse to start, naming each and the listener.
+        let env: HashMap<String, String> =
+            HashMap::from([(env::LISTEN.to_string(), "0.0.0.0:8080".to_string())]);
+        let Err(ConfigError(issues)) = Config::from_toml(&text, &env) else {
+            panic!("started with development credentials on 0.0.0.0");
+        };
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert!(
+            issues[0].key.contains("hasura.keys.public_key"),
+            "{issues:?}"
+        );
+        assert!(issues[0].message.contains("server.listen = 0.0.0.0:8080"));
+        let env: HashMap<String, String> = HashMap::from([
+            (env::LISTEN.to_string(), "0.0.0.0:8080".to_string()),
+            (
+                env::ALLOW_DEVELOPMENT_CREDENTIALS.to_string(),
+                "1".to_string(),
+            ),
+        ]);
+        assert!(Config::from_toml(&text, &env).is_ok());
+        Ok(())
     }
 
     #[test]

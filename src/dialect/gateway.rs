@@ -39,10 +39,19 @@ pub async fn refresh(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
     require_json(req.headers)?;
     let obj = json_object(req.body)?;
     let token = Fields::new(&obj).string("refresh_token", Len { min: 1, max: 256 })?;
-    // The session part of `<session id>.<secret>` is the credential a refresh counts against.
-    if let Some((session_id, _)) = token.split_once('.') {
-        if crate::session::model::is_valid_session_id(session_id) {
-            app.limits.refresh_of(session_id).await?;
+    // A refresh counts against its session only once its secret verifies: the session id
+    // is the token's visible prefix, and guesses must not use up the owner's refreshes.
+    // A guess is a 401, which counts against the client's address instead. A spent token is
+    // never limited: its reuse must reach `refresh` and revoke the session, however busy a
+    // thief keeps the session's limit.
+    match app.sessions.verify_refresh(&token).await {
+        Ok((session_id, crate::session::store::Rotation::Rotated)) => {
+            app.limits.refresh_of(session_id).await?
+        }
+        Ok(_) => {}
+        Err(e) => {
+            record_failure(app, &e);
+            return Ok(error_reply(&e));
         }
     }
     match app.sessions.refresh(&token).await {
@@ -103,10 +112,11 @@ pub async fn logout(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
 /// (`X-Hasura-User-Id`, `X-Hasura-Role`, `X-Hasura-Business-Id`, `X-Host-Id`; in jwt mode
 /// also `Authorization: Bearer <hasura jwt>`) for a live session, 401 with
 /// `WWW-Authenticate` otherwise. A request carrying identity headers of its own is refused
-/// with 403: an ingress forwards client headers it was not told to replace. An original URI
-/// (`X-Original-URI`, `X-Forwarded-Uri`, `X-Original-URL`) is believed only from a trusted
-/// proxy, and only to
-/// answer 200 without identity for a public path.
+/// with 403: an ingress forwards client headers it was not told to replace. The original
+/// URI is read from the one header named in `forward_auth.original_uri_header`, only when
+/// the socket's peer is one of `forward_auth.trusted_peers`, and only to answer 200 without
+/// identity for a public path: a proxy passes the client's own headers to the auth
+/// subrequest, so any other header could have been written by the client.
 pub async fn verify(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
     if req
         .headers
@@ -117,7 +127,8 @@ pub async fn verify(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
             "identity headers are not accepted from clients".into(),
         )));
     }
-    if req.via_trusted_proxy && original_path_is_public(app, req) {
+    let trusted_peer = app.config.forward_auth.is_trusted_peer(req.peer);
+    if trusted_peer && original_path_is_public(app, req) {
         return Ok(empty(200, Vec::new()));
     }
     let Some(token) = bearer(req.headers) else {
@@ -134,9 +145,9 @@ pub async fn verify(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
         .iter()
         .map(|(n, v)| (*n, (*v).to_string()))
         .collect();
-    // The minted JWT goes only to a trusted proxy (which forwards it to Hasura): handed to
-    // a client, it would outlive a revocation at Hasura until it expires.
-    if app.hasura.mode() == crate::config::HasuraMode::Jwt && req.via_trusted_proxy {
+    // The minted JWT goes only to the proxy that asked (which forwards it to Hasura): handed
+    // to a client, it would outlive a revocation at Hasura until it expires.
+    if app.hasura.mode() == crate::config::HasuraMode::Jwt && trusted_peer {
         match app.hasura.jwt_for(&session) {
             Ok(m) => headers.push(("authorization", format!("Bearer {}", m.token))),
             Err(e) => return Ok(error_reply(&e)),
@@ -145,24 +156,17 @@ pub async fn verify(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
     Ok(empty(200, headers))
 }
 
-/// Whether a trusted proxy's original-URI header names a public path.
+/// Whether the configured original-URI header names a public path, judged as the proxy
+/// will route it (see [`crate::route::public_as_proxied`]).
 fn original_path_is_public(app: &App, req: &Request<'_>) -> bool {
-    // nginx snippets set X-Original-URI, Traefik X-Forwarded-Uri, ingress-nginx an absolute
-    // X-Original-URL.
-    let original = super::single_header(req.headers, "x-original-uri")
-        .or_else(|| super::single_header(req.headers, "x-forwarded-uri"))
-        .or_else(|| {
-            super::single_header(req.headers, "x-original-url").map(|u| {
-                u.split_once("://")
-                    .map_or(u, |(_, rest)| rest.find('/').map_or("/", |i| &rest[i..]))
-            })
-        });
-    let Some(uri) = original else {
+    let Some(name) = &app.config.forward_auth.original_uri_header else {
         return false;
     };
-    let path = uri.split(['?', '#']).next().unwrap_or_default();
-    crate::route::normalize_path(path)
-        .is_ok_and(|p| crate::route::is_public(&p, &app.config.proxy.public_prefixes))
+    super::single_header(req.headers, name.as_str())
+        .and_then(crate::route::original_uri_path)
+        .is_some_and(|path| {
+            crate::route::public_as_proxied(path, &app.config.proxy.public_prefixes)
+        })
 }
 
 fn empty(status: u16, headers: Vec<(&'static str, String)>) -> Reply {

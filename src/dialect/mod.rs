@@ -179,8 +179,11 @@ pub struct Request<'a> {
     /// The client's address (see `client_ip`).
     pub client_ip: IpAddr,
     /// Whether the socket's peer is a trusted proxy (`proxy.trusted_proxies`): only then
-    /// are `X-Forwarded-For` and `X-Original-URI` believed.
+    /// is `X-Forwarded-For` believed.
     pub via_trusted_proxy: bool,
+    /// The socket's peer: `/auth/verify` believes an original URI, and hands out the minted
+    /// Hasura JWT, only when it is one of `forward_auth.trusted_peers`.
+    pub peer: IpAddr,
 }
 
 /// A complete response written by the gateway.

@@ -10,6 +10,10 @@
 //!   created before is refused. Each replica keeps "floors" (lowest valid generation per
 //!   scope) from its own revocations, from events and from every load, checked on every
 //!   hit: O(1) per request, whatever the number of sessions.
+//! - Tombstones and floors are never evicted for size, only when they have outlived any
+//!   entry they guard (2 × TTL + 5 s). Past `4 × max_entries` of them the replica stops
+//!   trusting its cache instead (fail closed): it is flushed and bypassed until everything a
+//!   dropped tombstone could have guarded has expired.
 //! - While this replica is not subscribed to events (or its subscription went silent), the
 //!   cache is bypassed: every lookup asks the store. On resubscription the cache is flushed,
 //!   since events sent in the gap are lost.
@@ -82,6 +86,13 @@ struct State {
     floors: moka::sync::Cache<String, u64>,
     /// Set once any floor exists, so the hot path skips floor checks until then.
     any_floor: AtomicBool,
+    /// Most tombstones (and, separately, floors) held; past it the cache is bypassed.
+    guard_cap: u64,
+    /// How long a tombstone or floor is kept, and a bypass after an overflow lasts.
+    guard_ttl: Duration,
+    /// Milliseconds since `epoch` until which the cache is bypassed because tombstones or
+    /// floors overflowed; 0 when it is not.
+    bypass_until_ms: AtomicU64,
     subscribed: AtomicBool,
     /// Milliseconds since `epoch` when the store became unreachable; 0 while reachable.
     down_since_ms: AtomicU64,
@@ -121,6 +132,10 @@ impl State {
             return;
         }
         self.any_floor.store(true, Ordering::Release);
+        if self.floors.entry_count() >= self.guard_cap && !self.floors.contains_key(scope) {
+            self.overflowed();
+            return;
+        }
         self.floors
             .entry_by_ref(scope)
             .and_upsert_with(|old| old.map_or(generation, |e| (*e.value()).max(generation)));
@@ -164,8 +179,37 @@ impl State {
     }
 
     async fn evict(&self, session_id: &str) {
-        self.revoked.insert(session_id.to_string(), ()).await;
+        if self.revoked.entry_count() >= self.guard_cap {
+            self.overflowed();
+        } else {
+            self.revoked.insert(session_id.to_string(), ()).await;
+        }
         self.cache.invalidate(session_id).await;
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A tombstone or floor could not be kept: whatever it would have guarded may sit in the
+    /// cache or be loaded into it by a racing lookup, so the cache is flushed and bypassed
+    /// (every lookup asks the store) until all of that has expired.
+    fn overflowed(&self) {
+        let until = self
+            .now_ms()
+            .saturating_add(u64::try_from(self.guard_ttl.as_millis()).unwrap_or(u64::MAX));
+        if self.bypass_until_ms.swap(until, Ordering::AcqRel) <= self.now_ms() {
+            tracing::warn!(
+                held = self.guard_cap,
+                "too many revocations to remember: the session cache is bypassed for a while"
+            );
+        }
+        self.cache.invalidate_all();
+    }
+
+    /// Whether the cache is bypassed after an overflow of tombstones or floors.
+    fn bypassed(&self) -> bool {
+        self.bypass_until_ms.load(Ordering::Acquire) > self.now_ms()
     }
 
     async fn timed<T>(
@@ -260,21 +304,22 @@ impl SessionCache {
             .build();
         // A racing loader inserts at most one store timeout after the tombstone (or floor);
         // twice the TTL plus a margin covers it with room to spare.
+        // Never evicted for size (an evicted tombstone lets a revoked session back in); the
+        // count is checked on insert instead (see `State::overflowed`).
         let guard_ttl = ttl * 2 + Duration::from_secs(5);
         let revoked = moka::future::Cache::builder()
-            .max_capacity(max_entries)
             .time_to_live(guard_ttl)
             .build();
-        let floors = moka::sync::Cache::builder()
-            .max_capacity(max_entries)
-            .time_to_live(guard_ttl)
-            .build();
+        let floors = moka::sync::Cache::builder().time_to_live(guard_ttl).build();
         let state = Arc::new(State {
             store: store.clone(),
             cache,
             revoked,
             floors,
             any_floor: AtomicBool::new(false),
+            guard_cap: max_entries.saturating_mul(4).max(1),
+            guard_ttl,
+            bypass_until_ms: AtomicU64::new(0),
             subscribed: AtomicBool::new(false),
             down_since_ms: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -309,7 +354,11 @@ impl SessionCache {
         let session = if let Some(outage) = st.degraded_for() {
             // Degraded: only what is cached, only within the stale window.
             match st.cache.get(session_id).await {
-                Some(s) if outage <= st.stale_window && !st.stale_window.is_zero() => {
+                Some(s)
+                    if outage <= st.stale_window
+                        && !st.stale_window.is_zero()
+                        && !st.bypassed() =>
+                {
                     st.metrics.cache_lookups.with_label_values(&["stale"]).inc();
                     s
                 }
@@ -317,7 +366,7 @@ impl SessionCache {
                 // and a success there ends the outage.
                 _ => st.load(session_id).await?,
             }
-        } else if !st.subscribed.load(Ordering::Acquire) {
+        } else if !st.subscribed.load(Ordering::Acquire) || st.bypassed() {
             st.metrics
                 .cache_lookups
                 .with_label_values(&["bypass"])
@@ -400,6 +449,20 @@ impl SessionCache {
             .timed(
                 "rotate",
                 self.state.store.rotate_refresh(session_id, presented, next),
+            )
+            .await
+    }
+
+    /// What rotating `presented` would find, changing nothing.
+    pub async fn peek_refresh(
+        &self,
+        session_id: &str,
+        presented: &str,
+    ) -> Result<Rotation, StoreError> {
+        self.state
+            .timed(
+                "peek_refresh",
+                self.state.store.peek_refresh(session_id, presented),
             )
             .await
     }
@@ -498,6 +561,9 @@ mod tests {
             next: &str,
         ) -> Result<Rotation, StoreError> {
             self.inner.rotate_refresh(id, presented, next).await
+        }
+        async fn peek_refresh(&self, id: &str, presented: &str) -> Result<Rotation, StoreError> {
+            self.inner.peek_refresh(id, presented).await
         }
         async fn get(&self, id: &str) -> Result<Option<Session>, StoreError> {
             self.gets.fetch_add(1, Ordering::SeqCst);
@@ -631,6 +697,63 @@ mod tests {
             cache.lookup(&s.session_id).await,
             Err(LookupError::NotFound)
         ));
+        Ok(())
+    }
+
+    /// Before: tombstones and floors lived in caches bounded by `max_entries`, so a burst of
+    /// other revocations evicted them and a racing load brought a revoked session back.
+    #[tokio::test]
+    async fn revocations_past_the_guard_cap_bypass_the_cache(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let store = Arc::new(MemoryStore::new());
+        let cache = SessionCache::new(
+            store.clone(),
+            2,
+            Duration::from_secs(60),
+            Duration::from_secs(2),
+            Arc::new(Metrics::new()?),
+        );
+        let a = session(600);
+        cache.insert(&a, None).await?;
+        cache.lookup(&a.session_id).await?;
+        assert!(cache.revoke(&a.session_id).await?);
+        for _ in 0..50 {
+            cache.revoke(&new_session_id()).await?;
+            cache.state.revoked.run_pending_tasks().await;
+        }
+        // A lookup that raced the revocation inserts its (stale) copy afterwards.
+        cache
+            .state
+            .cache
+            .insert(a.session_id.clone(), Arc::new(a.clone()))
+            .await;
+        assert!(matches!(
+            cache.lookup(&a.session_id).await,
+            Err(LookupError::NotFound)
+        ));
+        assert!(cache.state.bypassed());
+        assert!(cache.state.revoked.entry_count() <= 8 + 1);
+
+        // Floors: the same for revoke-all scopes.
+        let (_, cache) = setup()?;
+        let b = session(600);
+        cache.insert(&b, None).await?;
+        cache.lookup(&b.session_id).await?;
+        cache.revoke_scope(&user_scope("u")).await?;
+        for i in 0..5_000 {
+            cache
+                .revoke_scope(&user_scope(&format!("other{i}")))
+                .await?;
+            if i % 100 == 0 {
+                cache.state.floors.run_pending_tasks();
+            }
+        }
+        cache
+            .state
+            .cache
+            .insert(b.session_id.clone(), Arc::new(b.clone()))
+            .await;
+        assert!(cache.lookup(&b.session_id).await.is_err());
         Ok(())
     }
 

@@ -128,6 +128,28 @@ impl SessionStore for MemoryStore {
         Ok(Rotation::Unknown)
     }
 
+    async fn peek_refresh(
+        &self,
+        session_id: &str,
+        presented: &str,
+    ) -> Result<Rotation, StoreError> {
+        let now = now_unix();
+        let map = self.lock()?;
+        let Some(stored) = map
+            .get(session_id)
+            .filter(|s| !s.session.is_expired_at(now))
+        else {
+            return Ok(Rotation::Unknown);
+        };
+        Ok(if stored.refresh.as_deref() == Some(presented) {
+            Rotation::Rotated
+        } else if stored.used.iter().any(|u| u == presented) {
+            Rotation::Reused
+        } else {
+            Rotation::Unknown
+        })
+    }
+
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
         Ok(self.lock()?.remove(session_id).is_some())
     }

@@ -205,6 +205,26 @@ impl Sessions {
         Ok((token, exp))
     }
 
+    /// What a refresh token is, changing nothing: its session id, and whether it is the
+    /// session's current token (`Rotated`: rotating it would succeed) or a spent one
+    /// (`Reused`: [`Sessions::refresh`] will revoke the session). Anything else is
+    /// `InvalidRefreshToken`: a guess at the secret of a known session id.
+    pub async fn verify_refresh<'t>(
+        &self,
+        refresh_token: &'t str,
+    ) -> Result<(&'t str, Rotation), GateError> {
+        let sid = session_of_refresh_token(refresh_token).ok_or(GateError::InvalidRefreshToken)?;
+        match self
+            .cache
+            .peek_refresh(sid, &sha256_hex(refresh_token))
+            .await
+            .map_err(|_| GateError::StoreUnavailable)?
+        {
+            Rotation::Unknown => Err(GateError::InvalidRefreshToken),
+            found => Ok((sid, found)),
+        }
+    }
+
     /// Redeems a refresh token: a new access token and a new refresh token (rotation). A
     /// token that was already redeemed is reuse: the whole session is revoked and every
     /// token of it stops working. Of concurrent redemptions of one token exactly one

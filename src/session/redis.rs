@@ -51,6 +51,15 @@ if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 2 end
 return 3
 ";
 
+/// [`ROTATE`] without the rotation: KEYS = current, used; ARGV = presented.
+const PEEK: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 3 end
+if cur == ARGV[1] then return 1 end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 2 end
+return 3
+";
+
 /// One hit on a sliding-window counter (a hash of fixed-window index → count, one key so
 /// it works on Cluster). Redis' own clock decides the window, so replicas with skewed clocks
 /// still share one. KEYS = counter; ARGV = window ms. Returns {current, previous, elapsed}.
@@ -167,6 +176,33 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedisStore {
+    /// Runs [`ROTATE`] or [`PEEK`] on a session's refresh keys.
+    async fn refresh_script(
+        &self,
+        script: &str,
+        session_id: &str,
+        presented: &str,
+        next: Option<&str>,
+    ) -> Result<Rotation, StoreError> {
+        let script = redis::Script::new(script);
+        let mut inv = script.prepare_invoke();
+        inv.key(refresh_key(session_id))
+            .key(used_refresh_key(session_id))
+            .arg(presented);
+        if let Some(next) = next {
+            inv.arg(next);
+        }
+        let mut conn = self.conn.clone();
+        let result = tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut conn)).await;
+        match result {
+            Ok(Ok(1)) => Ok(Rotation::Rotated),
+            Ok(Ok(2)) => Ok(Rotation::Reused),
+            Ok(Ok(_)) => Ok(Rotation::Unknown),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
+        }
+    }
+
     /// Creates the store without connecting: the first command connects, and a lost
     /// connection is re-established in the background, so the gateway starts (not ready)
     /// while Redis is down and recovers by itself when it returns.
@@ -228,21 +264,16 @@ impl SessionStore for RedisStore {
         presented: &str,
         next: &str,
     ) -> Result<Rotation, StoreError> {
-        let script = redis::Script::new(ROTATE);
-        let mut inv = script.prepare_invoke();
-        inv.key(refresh_key(session_id))
-            .key(used_refresh_key(session_id))
-            .arg(presented)
-            .arg(next);
-        let mut conn = self.conn.clone();
-        let result = tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut conn)).await;
-        match result {
-            Ok(Ok(1)) => Ok(Rotation::Rotated),
-            Ok(Ok(2)) => Ok(Rotation::Reused),
-            Ok(Ok(_)) => Ok(Rotation::Unknown),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
-        }
+        self.refresh_script(ROTATE, session_id, presented, Some(next))
+            .await
+    }
+
+    async fn peek_refresh(
+        &self,
+        session_id: &str,
+        presented: &str,
+    ) -> Result<Rotation, StoreError> {
+        self.refresh_script(PEEK, session_id, presented, None).await
     }
 
     async fn get(&self, session_id: &str) -> Result<Option<Session>, StoreError> {

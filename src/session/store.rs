@@ -72,6 +72,10 @@ pub trait SessionStore: Send + Sync + 'static {
         presented: &str,
         next: &str,
     ) -> Result<Rotation, StoreError>;
+    /// What [`SessionStore::rotate_refresh`] would find for `presented`, changing nothing:
+    /// lets a caller verify a refresh token's secret before charging its session's limit.
+    async fn peek_refresh(&self, session_id: &str, presented: &str)
+        -> Result<Rotation, StoreError>;
     /// The session, if it exists and has not expired.
     async fn get(&self, session_id: &str) -> Result<Option<Session>, StoreError>;
     /// Deletes a session; `Ok(false)` when there was none.

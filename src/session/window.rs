@@ -6,8 +6,7 @@
 //! window's count by how much of it still overlaps the sliding window. Two integers per key,
 //! whatever the rate, and within a few percent of an exact sliding log.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// One key's counts after a hit.
@@ -39,12 +38,12 @@ struct Slot {
     window_ms: u64,
 }
 
-/// Counters in process memory, bounded: slots older than two windows are swept, and past
-/// `max_keys` live keys the oldest state is dropped (a reset counter, never a refusal).
+/// Counters in process memory, bounded: past `max_keys` keys the least recently hit one is
+/// evicted (moka, LRU). Never all at once: clearing every counter when full would let a
+/// flood of random keys reset everyone's failed-authentication count.
 #[derive(Debug)]
 pub struct LocalWindows {
-    slots: Mutex<HashMap<String, Slot>>,
-    max_keys: usize,
+    slots: moka::sync::Cache<String, Arc<Mutex<Slot>>>,
 }
 
 impl Default for LocalWindows {
@@ -57,8 +56,10 @@ impl LocalWindows {
     /// Counters for at most `max_keys` keys at a time.
     pub fn new(max_keys: usize) -> Self {
         LocalWindows {
-            slots: Mutex::new(HashMap::new()),
-            max_keys: max_keys.max(1),
+            slots: moka::sync::Cache::builder()
+                .max_capacity(max_keys.max(1) as u64)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .build(),
         }
     }
 
@@ -66,30 +67,21 @@ impl LocalWindows {
     pub fn hit(&self, key: &str, window: Duration, now_ms: u64) -> WindowCount {
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
         let index = now_ms / window_ms;
-        // A poisoned lock only means another thread panicked mid-update of plain integers.
-        let mut slots = self
-            .slots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if slots.len() >= self.max_keys && !slots.contains_key(key) {
-            slots.retain(|_, s| s.index + 1 >= now_ms / s.window_ms);
-            if slots.len() >= self.max_keys {
-                slots.clear();
-            }
-        }
-        let slot = slots.entry(key.to_string()).or_insert(Slot {
+        let fresh = Slot {
             index,
             current: 0,
             previous: 0,
             window_ms,
-        });
+        };
+        let cell = self
+            .slots
+            .get_with_by_ref(key, || Arc::new(Mutex::new(fresh)));
+        // A poisoned lock only means another thread panicked mid-update of plain integers.
+        let mut slot = cell
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if slot.window_ms != window_ms {
-            *slot = Slot {
-                index,
-                current: 0,
-                previous: 0,
-                window_ms,
-            };
+            *slot = fresh;
         }
         if slot.index != index {
             slot.previous = if slot.index + 1 == index {
@@ -109,12 +101,10 @@ impl LocalWindows {
         }
     }
 
-    /// Keys currently held.
+    /// Keys currently held (after pending evictions have run).
     pub fn len(&self) -> usize {
-        self.slots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        self.slots.run_pending_tasks();
+        usize::try_from(self.slots.entry_count()).unwrap_or(usize::MAX)
     }
 
     /// Whether no key is held.
@@ -150,13 +140,23 @@ mod tests {
         for i in 0..1_000 {
             w.hit(&format!("k{i}"), W, 1_000_000);
         }
-        assert!(w.len() <= 100);
-        // Stale keys are swept before anything live is dropped.
-        let w = LocalWindows::new(10);
-        for i in 0..10 {
-            w.hit(&format!("old{i}"), W, 0);
+        assert!(w.len() <= 100, "{}", w.len());
+    }
+
+    #[test]
+    fn a_flood_of_new_keys_does_not_reset_a_live_counter() {
+        // Before: past max_keys every counter was cleared, so random keys reset an
+        // attacker's failed-authentication count.
+        // (moka applies writes in batches; the cap must exceed a batch, as 1M does.)
+        let w = LocalWindows::new(1_000);
+        let mut last = 0;
+        for i in 0..20_000 {
+            if i % 10 == 0 {
+                last = w.hit("attacker", W, 1_000_000).current;
+            }
+            w.hit(&format!("flood{i}"), W, 1_000_000);
         }
-        w.hit("live", W, 1_000_000);
-        assert_eq!(w.len(), 1);
+        assert_eq!(last, 2_000);
+        assert!(w.len() <= 1_000, "{}", w.len());
     }
 }

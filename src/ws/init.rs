@@ -9,9 +9,12 @@ use serde_json::{Map, Value};
 /// Why a first message is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InitError {
-    /// Not JSON, not an object, or not `{"type": "connection_init"}`.
+    /// Not `{"type": "connection_init"}`.
     #[error("the first message must be connection_init")]
     NotInit,
+    /// Not a strict JSON object (see [`crate::json`]).
+    #[error(transparent)]
+    Json(#[from] crate::json::StrictError),
     /// `payload` or `payload.headers` is not an object.
     #[error("connection_init payload must be an object")]
     BadPayload,
@@ -30,9 +33,7 @@ fn is_authorization(key: &str) -> bool {
 impl Init {
     /// Parses a text message; it must be `connection_init` with an object (or no) payload.
     pub fn parse(text: &[u8]) -> Result<Init, InitError> {
-        let Ok(Value::Object(message)) = serde_json::from_slice::<Value>(text) else {
-            return Err(InitError::NotInit);
-        };
+        let message = crate::json::strict_object(text)?;
         if message.get("type").and_then(Value::as_str) != Some("connection_init") {
             return Err(InitError::NotInit);
         }
@@ -125,9 +126,27 @@ mod tests {
 
     #[test]
     fn refuses_anything_but_connection_init() {
-        assert_eq!(Init::parse(b"not json"), Err(InitError::NotInit));
+        use crate::json::StrictError;
+        assert_eq!(
+            Init::parse(b"not json"),
+            Err(InitError::Json(StrictError::Syntax))
+        );
         assert_eq!(parse(json!({"type": "subscribe"})), Err(InitError::NotInit));
-        assert_eq!(parse(json!([1])), Err(InitError::NotInit));
+        assert_eq!(
+            parse(json!([1])),
+            Err(InitError::Json(StrictError::NotObject))
+        );
+        // aeson keeps the first `type`, serde_json the last: refused, whichever it is.
+        assert_eq!(
+            Init::parse(br#"{"type":"connection_init","payload":{},"type":"start"}"#),
+            Err(InitError::Json(StrictError::DuplicateKey))
+        );
+        assert_eq!(
+            Init::parse(
+                br#"{"type":"connection_init","payload":{"headers":{"authorization":"a","authorization":"b"}}}"#
+            ),
+            Err(InitError::Json(StrictError::DuplicateKey))
+        );
         assert_eq!(
             parse(json!({"type": "connection_init", "payload": 3})),
             Err(InitError::BadPayload)

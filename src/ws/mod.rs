@@ -23,6 +23,7 @@ pub mod init;
 use crate::config::HasuraMode;
 use crate::error::GateError;
 use crate::headers;
+use crate::json::StrictError;
 use crate::session::model::Session;
 use crate::App;
 use bytes::Bytes;
@@ -151,6 +152,9 @@ pub enum End {
     Unauthorized,
     /// The first message was not a valid `connection_init`.
     BadInit,
+    /// A client message was not a strict JSON object (duplicate key, bad JSON, not an
+    /// object): Hasura could read it differently from the gateway.
+    BadMessage(crate::json::StrictError),
     /// No `connection_init` in time.
     InitTimeout,
     /// A second `connection_init`.
@@ -171,6 +175,7 @@ impl End {
             End::Revoked => "revoked",
             End::Unauthorized => "unauthorized",
             End::BadInit => "bad_init",
+            End::BadMessage(_) => "bad_message",
             End::InitTimeout => "init_timeout",
             End::TooManyInits => "too_many_inits",
             End::TooLarge => "too_large",
@@ -190,6 +195,13 @@ impl End {
                 4400,
                 "the first message must be connection_init, every message a JSON object",
             )),
+            End::BadMessage(StrictError::DuplicateKey) => {
+                Some((4400, "Invalid message: duplicate JSON object key"))
+            }
+            End::BadMessage(StrictError::NotObject) => {
+                Some((4400, "Invalid message: not a JSON object"))
+            }
+            End::BadMessage(StrictError::Syntax) => Some((4400, "Invalid message: not valid JSON")),
             End::InitTimeout => Some((4408, "Connection initialisation timeout")),
             End::TooManyInits => Some((4429, "Too many initialisation requests")),
             End::TooLarge => Some((1009, "message too big")),
@@ -387,10 +399,15 @@ pub async fn relay(app: &App, down: &mut HttpSession, s: Socket<'_>) -> End {
     let end = pump(app, down, &mut up, &mut authed, s.graphql, protocol, early).await;
     if matches!(
         end,
-        End::Unauthorized | End::BadInit | End::InitTimeout | End::TooManyInits
+        End::Unauthorized
+            | End::BadInit
+            | End::InitTimeout
+            | End::TooManyInits
+            | End::BadMessage(_)
     ) {
-        // A socket that never authenticated properly is a failed authentication like any
-        // other: it held an upstream connection for nothing.
+        // A socket that never authenticated properly, or that tried to say something Hasura
+        // would read differently, is a failed authentication like any other: it held an
+        // upstream connection for nothing.
         app.limits.auth_failed(s.client_ip).await;
     }
     app.metrics.websockets_open.dec();
@@ -537,16 +554,13 @@ async fn still_valid(
     }
 }
 
-/// Whether a complete message is a `connection_init`, parsed as Hasura parses it (a JSON
-/// object; for a repeated key the last one counts, as with serde_json's map). `Err` when
-/// it is not a JSON object at all.
+/// Whether a complete message is a `connection_init`. Parsed strictly: Hasura (aeson)
+/// keeps the first of two equal keys where serde_json keeps the last, so a message with a
+/// duplicate key anywhere could be something else to Hasura, and is refused; so is anything
+/// that is not a JSON object.
 fn is_init(message: &[u8]) -> Result<bool, End> {
-    match serde_json::from_slice::<serde_json::Value>(message) {
-        Ok(serde_json::Value::Object(m)) => {
-            Ok(m.get("type").and_then(serde_json::Value::as_str) == Some("connection_init"))
-        }
-        _ => Err(End::BadInit),
-    }
+    let m = crate::json::strict_object(message).map_err(End::BadMessage)?;
+    Ok(m.get("type").and_then(serde_json::Value::as_str) == Some("connection_init"))
 }
 
 /// Consumes the client's bytes on a GraphQL socket and returns what may go upstream. Frames
@@ -623,7 +637,10 @@ async fn first_init(
     message: &[u8],
     authed: &mut Option<Authed>,
 ) -> Result<Vec<u8>, End> {
-    let init = init::Init::parse(message).map_err(|_| End::BadInit)?;
+    let init = init::Init::parse(message).map_err(|e| match e {
+        init::InitError::Json(e) => End::BadMessage(e),
+        _ => End::BadInit,
+    })?;
     if authed.is_none() {
         let token = init
             .authorization()

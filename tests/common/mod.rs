@@ -292,6 +292,17 @@ impl Gateway {
         extra: &str,
         edit: impl FnOnce(String) -> String,
     ) -> Result<Gateway, Box<dyn std::error::Error>> {
+        Self::start_env(upstream, redis, extra, edit, &[])
+    }
+
+    /// Like `start_edited`, with environment variables (`RUST_LOG` among them) set.
+    pub fn start_env(
+        upstream: SocketAddr,
+        redis: Option<&str>,
+        extra: &str,
+        edit: impl FnOnce(String) -> String,
+        env: &[(&str, &str)],
+    ) -> Result<Gateway, Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let (proxy, admin) = (free_port(), free_port());
         let config_path = dir.path().join("sessiongate.toml");
@@ -299,7 +310,7 @@ impl Gateway {
             &config_path,
             edit(config_text(proxy, admin, upstream, redis, extra)),
         )?;
-        Self::spawn(dir, config_path, proxy, admin)
+        Self::spawn(dir, config_path, proxy, admin, env)
     }
 
     fn spawn(
@@ -307,6 +318,7 @@ impl Gateway {
         config_path: PathBuf,
         proxy: u16,
         admin: u16,
+        env: &[(&str, &str)],
     ) -> Result<Gateway, Box<dyn std::error::Error>> {
         let log = std::fs::File::create(dir.path().join("gateway.log"))?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessiongate"));
@@ -316,8 +328,11 @@ impl Gateway {
                 cmd.env_remove(k);
             }
         }
+        cmd.env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let child = cmd
-            .env("RUST_LOG", "info")
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()?;
@@ -349,7 +364,7 @@ impl Gateway {
         std::fs::copy(&self.config_path, &path)?;
         // Wait for the old listeners to be released.
         std::thread::sleep(Duration::from_millis(200));
-        Self::spawn(dir, path, self.proxy.port(), self.admin.port())
+        Self::spawn(dir, path, self.proxy.port(), self.admin.port(), &[])
     }
 
     /// Waits until the gateway receives cross-replica events (its cache is in use).
