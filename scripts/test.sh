@@ -6,16 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-command -v cmake >/dev/null 2>&1 || need+=(cmake)
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing: ${need[*]}"
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. scripts/need.sh
+need cmake redis-server
 
 # The example (the load script's upstream) must build; the criterion benches run once each
 # as smoke tests; then unit and integration tests (each integration test starts its own
