@@ -4,7 +4,7 @@
 //! only that key's algorithm, so `alg: none` and HS/RS confusion cannot get through. The
 //! `Validation` is built from config, never from the token header.
 
-use crate::config::{KeyConfig, KeyMaterial, TokenConfig};
+use crate::config::TokenConfig;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -114,59 +114,7 @@ impl std::fmt::Debug for KeySet {
     }
 }
 
-pub(crate) fn decoding_key(k: &KeyConfig) -> Result<DecodingKey, String> {
-    match &k.material {
-        KeyMaterial::Shared(s) => Ok(DecodingKey::from_secret(s.expose().as_bytes())),
-        KeyMaterial::Asymmetric { public_pem, .. } => {
-            let pem = public_pem.as_bytes();
-            match k.algorithm {
-                Algorithm::RS256 => DecodingKey::from_rsa_pem(pem),
-                Algorithm::ES256 => DecodingKey::from_ec_pem(pem),
-                Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
-                _ => return Err("algorithm does not take a PEM key".into()),
-            }
-            .map_err(|e| {
-                format!(
-                    "public_key is not a valid PEM key for {:?}: {e}",
-                    k.algorithm
-                )
-            })
-        }
-    }
-}
-
-pub(crate) fn encoding_key(k: &KeyConfig) -> Result<Option<EncodingKey>, String> {
-    match &k.material {
-        KeyMaterial::Shared(s) => Ok(Some(EncodingKey::from_secret(s.expose().as_bytes()))),
-        KeyMaterial::Asymmetric {
-            private_pem: None, ..
-        } => Ok(None),
-        KeyMaterial::Asymmetric {
-            private_pem: Some(pem),
-            ..
-        } => {
-            let pem = pem.expose().as_bytes();
-            match k.algorithm {
-                Algorithm::RS256 => EncodingKey::from_rsa_pem(pem),
-                Algorithm::ES256 => EncodingKey::from_ec_pem(pem),
-                Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),
-                _ => return Err("algorithm does not take a PEM key".into()),
-            }
-            .map(Some)
-            // The error text of a PEM parser never contains key bytes, but say less anyway.
-            .map_err(|_| format!("private_key is not a valid PEM key for {:?}", k.algorithm))
-        }
-    }
-}
-
 impl KeySet {
-    /// Checks that a key's material parses (used by config validation).
-    pub fn check_key(k: &KeyConfig) -> Result<(), String> {
-        decoding_key(k)?;
-        encoding_key(k)?;
-        Ok(())
-    }
-
     /// Builds the key set from validated config.
     pub fn new(cfg: &TokenConfig) -> Result<KeySet, String> {
         let mut verify = HashMap::new();
@@ -183,12 +131,12 @@ impl KeySet {
                 k.kid.clone(),
                 VerifyKey {
                     algorithm: k.algorithm,
-                    decoding: decoding_key(k)?,
+                    decoding: k.decoding_key()?,
                     validation,
                 },
             );
             if k.kid == cfg.signing_kid {
-                signing = Some((k.algorithm, encoding_key(k)?));
+                signing = Some((k.algorithm, k.encoding_key()?));
             }
         }
         let Some((signing_alg, Some(signing))) = signing else {

@@ -62,7 +62,7 @@ pub fn identity(s: &Session) -> [(&'static str, &str); 4] {
 }
 
 fn public_jwk(k: &KeyConfig) -> Result<Jwk, String> {
-    let decoding = crate::auth::decoding_key(k)?;
+    let decoding = k.decoding_key()?;
     let mut jwk = Jwk::from_decoding_key(&decoding, Some(k.algorithm))
         .map_err(|e| format!("hasura key `{}`: {e}", k.kid))?;
     jwk.common.key_id = Some(k.kid.clone());
@@ -85,7 +85,8 @@ impl Hasura {
                     .iter()
                     .find(|k| k.kid == cfg.signing_kid)
                     .ok_or("hasura.signing_kid names no key")?;
-                let key = crate::auth::encoding_key(k)?
+                let key = k
+                    .encoding_key()?
                     .ok_or("hasura.signing_kid: the signing key needs a private_key")?;
                 Some(Signer {
                     kid: k.kid.clone(),

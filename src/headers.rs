@@ -6,35 +6,9 @@ use crate::session::model::Session;
 use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use pingora::http::RequestHeader;
 
-/// `x-hasura-user-id`.
-pub const USER_ID: &str = "x-hasura-user-id";
-/// `x-hasura-business-id`.
-pub const BUSINESS_ID: &str = "x-hasura-business-id";
-/// `x-hasura-role`.
-pub const ROLE: &str = "x-hasura-role";
-/// `x-host-id`.
-pub const HOST_ID: &str = "x-host-id";
-/// `x-hasura-admin-secret`.
-pub const ADMIN_SECRET: &str = "x-hasura-admin-secret";
-
-fn norm(b: u8) -> u8 {
-    if b == b'_' {
-        b'-'
-    } else {
-        b.to_ascii_lowercase()
-    }
-}
-
-fn starts_with_norm(name: &[u8], prefix: &[u8]) -> bool {
-    name.len() >= prefix.len() && name.iter().zip(prefix).all(|(a, b)| norm(*a) == *b)
-}
-
-/// Whether a header name is an identity header: compared case-insensitively with `_` read
-/// as `-`, it starts with `x-hasura-` or is `x-host-id`.
-pub fn is_identity_header(name: &str) -> bool {
-    let n = name.as_bytes();
-    starts_with_norm(n, b"x-hasura-") || (n.len() == 9 && starts_with_norm(n, b"x-host-id"))
-}
+pub use crate::header_names::{
+    is_header_safe, is_identity_header, ADMIN_SECRET, BUSINESS_ID, HOST_ID, ROLE, USER_ID,
+};
 
 /// Headers a `Connection` listing must never remove: message framing and routing.
 fn is_protected_from_connection(name: &str) -> bool {
@@ -134,14 +108,6 @@ pub fn rewrite(
         }
     }
     Ok(())
-}
-
-/// Whether a value can be injected as a header value as-is: visible ASCII and inner spaces.
-pub fn is_header_safe(value: &str) -> bool {
-    !value.is_empty()
-        && value.bytes().all(|b| (0x20..0x7f).contains(&b))
-        && !value.starts_with(' ')
-        && !value.ends_with(' ')
 }
 
 #[cfg(test)]

@@ -258,6 +258,12 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_limit_has_its_metric_label() {
+        let names: Vec<&str> = Bucket::ALL.iter().map(|b| b.name()).collect();
+        assert_eq!(names, crate::metrics::RATE_LIMITS);
+    }
     use crate::session::memory::MemoryStore;
 
     fn count(current: u64, previous: u64, elapsed_ms: u64) -> WindowCount {

@@ -5,19 +5,31 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
+/// The `limit` labels of `sessiongate_rate_limited_total`: the names of `limits::Bucket`
+/// (a test there keeps the two in step; metrics know nothing of limits).
+pub const RATE_LIMITS: [&str; 5] = [
+    "create_per_ip",
+    "create_per_credential",
+    "refresh_per_ip",
+    "refresh_per_session",
+    "auth_failures_per_ip",
+];
+
 /// The gateway's metrics and the registry that exposes them.
 pub struct Metrics {
     registry: Registry,
     /// `sessiongate_requests_total{outcome}`: forwarded, public, rejected, store_unavailable,
-    /// bad_request, upstream_error, rate_limited, dialect.
+    /// bad_request, upstream_error, rate_limited, dialect, websocket.
     pub requests: IntCounterVec,
     /// `sessiongate_auth_failures_total{reason}`: see `GateError::auth_failure_reason`.
     pub auth_failures: IntCounterVec,
     /// `sessiongate_request_duration_seconds{outcome}`: whole request, as seen by the gateway.
     pub request_duration: HistogramVec,
-    /// `sessiongate_cache_lookups_total{result}`: hit, miss.
+    /// `sessiongate_cache_lookups_total{result}`: hit, miss, stale (served during a store
+    /// outage), bypass (cache not trusted: no event subscription, or too many revocations).
     pub cache_lookups: IntCounterVec,
-    /// `sessiongate_store_operations_total{op}`: get, put, delete, ping.
+    /// `sessiongate_store_operations_total{op}`: get, generations, put, rotate, peek_refresh,
+    /// delete, bump_generation, publish, ping (the session cache's calls to the store).
     pub store_operations: IntCounterVec,
     /// `sessiongate_store_errors_total{op}`.
     pub store_errors: IntCounterVec,
@@ -52,7 +64,8 @@ pub struct Metrics {
     /// `sessiongate_websockets_open`: relayed WebSockets currently open.
     pub websockets_open: IntGauge,
     /// `sessiongate_websocket_closes_total{reason}`: closed, revoked, unauthorized, bad_init,
-    /// init_timeout, too_many_inits, too_large, store_unavailable, upstream_failed.
+    /// bad_message, init_timeout, too_many_inits, too_large, store_unavailable,
+    /// upstream_failed.
     pub websocket_closes: IntCounterVec,
     /// `sessiongate_events_unreadable_total`: invalidation events this replica could not parse.
     pub events_unreadable: prometheus::IntCounter,
@@ -270,8 +283,8 @@ impl Metrics {
         ] {
             m.requests.with_label_values(&[o]);
         }
-        for l in crate::limits::Bucket::ALL {
-            m.rate_limited.with_label_values(&[l.name()]);
+        for l in RATE_LIMITS {
+            m.rate_limited.with_label_values(&[l]);
         }
         for r in ["hit", "miss", "bypass", "stale"] {
             m.cache_lookups.with_label_values(&[r]);
@@ -285,6 +298,7 @@ impl Metrics {
             "bump_generation",
             "publish",
             "rotate",
+            "peek_refresh",
         ] {
             m.store_operations.with_label_values(&[op]);
             m.store_errors.with_label_values(&[op]);

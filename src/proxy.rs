@@ -7,6 +7,8 @@ use crate::config::{AmbiguousPaths, HasuraMode};
 use crate::dialect::{self, Endpoint};
 use crate::error::GateError;
 use crate::headers;
+use crate::path;
+use crate::respond;
 use crate::route::{self, Route};
 use crate::session::model::Session;
 use crate::ws;
@@ -39,6 +41,80 @@ impl Flow {
     }
 }
 
+/// How a request ended: the `outcome` label of `sessiongate_requests_total` and of the
+/// access log line, decided where the request ends and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Authenticated and sent upstream.
+    Forwarded,
+    /// A public route, sent upstream without identity.
+    Public,
+    /// Answered by a session API (dialect) of the gateway.
+    Dialect,
+    /// A relayed WebSocket that ran its course.
+    WebSocket,
+    /// Refused for want of a valid credential (or anything else not listed).
+    Rejected,
+    /// The session store could not be asked.
+    StoreUnavailable,
+    /// Malformed, too large or too slow.
+    BadRequest,
+    /// The upstream failed or timed out.
+    UpstreamError,
+    /// Over a rate limit.
+    RateLimited,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::Public => "public",
+            Outcome::Dialect => "dialect",
+            Outcome::WebSocket => "websocket",
+            Outcome::Rejected => "rejected",
+            Outcome::StoreUnavailable => "store_unavailable",
+            Outcome::BadRequest => "bad_request",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::RateLimited => "rate_limited",
+        }
+    }
+
+    /// Served as asked (logged at debug), as opposed to refused or failed (info).
+    fn served(self) -> bool {
+        matches!(
+            self,
+            Outcome::Forwarded | Outcome::Public | Outcome::Dialect | Outcome::WebSocket
+        )
+    }
+
+    /// The outcome of a request refused with `err` (no `_ =>`: a new error picks its label).
+    fn of(err: &GateError) -> Outcome {
+        match err {
+            GateError::StoreUnavailable => Outcome::StoreUnavailable,
+            GateError::BadRequest(_)
+            | GateError::InvalidField { .. }
+            | GateError::HeadersTooLarge(_)
+            | GateError::TooManyHeaders(_)
+            | GateError::PayloadTooLarge(_)
+            | GateError::RequestTimeout
+            | GateError::MethodNotAllowed => Outcome::BadRequest,
+            GateError::RateLimited(_) | GateError::TooManyConnections(_) => Outcome::RateLimited,
+            GateError::UpstreamUnavailable | GateError::UpstreamTimeout => Outcome::UpstreamError,
+            GateError::Internal
+            | GateError::MissingToken
+            | GateError::InvalidToken(_)
+            | GateError::SessionNotFound
+            | GateError::SessionExpired
+            | GateError::InvalidRefreshToken
+            | GateError::RefreshTokenReused
+            | GateError::AdminUnauthorized
+            | GateError::Forbidden(_)
+            | GateError::NotFound => Outcome::Rejected,
+        }
+    }
+}
+
 /// Per-request state shared by the hooks.
 #[derive(Debug)]
 pub struct RequestCtx {
@@ -67,7 +143,7 @@ pub struct RequestCtx {
     body_limit: u64,
     body_seen: u64,
     body_due: Option<Instant>,
-    outcome: &'static str,
+    outcome: Outcome,
 }
 
 /// The proxy service.
@@ -115,7 +191,7 @@ impl Gateway {
         // Before routing, and on every route: a path that a lenient backend could resolve
         // somewhere else than the gateway does (`/public/..%2Fv1/graphql`) is refused.
         if self.app.config.proxy.ambiguous_paths == AmbiguousPaths::Reject {
-            if let Some(why) = route::ambiguity(req.uri.path()) {
+            if let Some(why) = path::ambiguity(req.uri.path()) {
                 return Err(GateError::BadRequest(format!(
                     "ambiguous request path: it holds {why} (proxy.ambiguous_paths)"
                 )));
@@ -139,7 +215,7 @@ impl Gateway {
                 }
             }
         }
-        let path = route::normalize_path(req.uri.path())
+        let path = path::normalize_path(req.uri.path())
             .map_err(|e| GateError::BadRequest(e.to_string()))?;
         if let Some(ep) = dialect::endpoint(&path, &self.app.config) {
             ctx.route = Some(Route::Dialect(ep));
@@ -230,10 +306,16 @@ impl Gateway {
                 };
                 let end = ws::relay(&self.app, session, socket).await;
                 ctx.outcome = match end {
-                    ws::End::Unauthorized => "rejected",
-                    ws::End::StoreUnavailable => "store_unavailable",
-                    ws::End::UpstreamFailed => "upstream_error",
-                    _ => "websocket",
+                    ws::End::Unauthorized => Outcome::Rejected,
+                    ws::End::StoreUnavailable => Outcome::StoreUnavailable,
+                    ws::End::UpstreamFailed => Outcome::UpstreamError,
+                    ws::End::Closed
+                    | ws::End::Revoked
+                    | ws::End::BadInit
+                    | ws::End::BadMessage(_)
+                    | ws::End::InitTimeout
+                    | ws::End::TooManyInits
+                    | ws::End::TooLarge => Outcome::WebSocket,
                 };
                 Flow::Responded
             }
@@ -256,7 +338,7 @@ impl Gateway {
             .dialects
             .amity
             .as_ref()
-            .is_some_and(|a| route::is_public(path, &a.realtime_paths))
+            .is_some_and(|a| path::is_public(path, &a.realtime_paths))
     }
 
     /// Answers a session API request: reads the (bounded) body, lets the dialect handle it,
@@ -267,7 +349,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         ep: Endpoint,
     ) -> Result<()> {
-        ctx.outcome = "dialect";
+        ctx.outcome = Outcome::Dialect;
         let limit = self.app.config.dialects.max_body_bytes;
         let due = self.app.config.connections.body_read_timeout;
         let admitted =
@@ -297,22 +379,7 @@ impl Gateway {
                 dialect::render(ep.dialect(), &problem)
             }
         };
-        let mut resp = ResponseHeader::build(reply.status, Some(5 + reply.headers.len()))?;
-        resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        resp.insert_header("content-type", reply.content_type)?;
-        resp.insert_header("content-length", reply.body.len().to_string())?;
-        // Nothing the gateway answers itself may be cached, unless the reply says otherwise
-        // (the JWKS).
-        if !reply.headers.iter().any(|(n, _)| *n == "cache-control") {
-            resp.insert_header("cache-control", "no-store")?;
-        }
-        for (name, value) in reply.headers {
-            resp.append_header(name, value)?;
-        }
-        session.write_response_header(Box::new(resp), false).await?;
-        session
-            .write_response_body(Some(Bytes::from(reply.body)), true)
-            .await
+        respond::reply(session, reply, &ctx.request_id).await
     }
 
     async fn reject(
@@ -321,15 +388,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         err: &GateError,
     ) -> Result<()> {
-        ctx.outcome = match err {
-            GateError::StoreUnavailable => "store_unavailable",
-            GateError::BadRequest(_)
-            | GateError::HeadersTooLarge(_)
-            | GateError::TooManyHeaders(_)
-            | GateError::PayloadTooLarge(_) => "bad_request",
-            GateError::RateLimited(_) => "rate_limited",
-            _ => "rejected",
-        };
+        ctx.outcome = Outcome::of(err);
         if let Some(reason) = err.auth_failure_reason() {
             self.app
                 .metrics
@@ -354,7 +413,7 @@ impl Gateway {
             self.app.limits.blocked(ctx.client_ip),
         ) {
             (Some(_), Some(blocked)) => {
-                ctx.outcome = "rate_limited";
+                ctx.outcome = Outcome::RateLimited;
                 limited = GateError::RateLimited(blocked.retry_after_secs());
                 &limited
             }
@@ -362,7 +421,7 @@ impl Gateway {
         };
         // The request body (if any) is not read; never reuse the connection after a refusal.
         session.set_keepalive(None);
-        write_error(session, err, &ctx.request_id).await
+        respond::error(session, err, &ctx.request_id).await
     }
 }
 
@@ -384,8 +443,7 @@ fn request_id(req: &RequestHeader) -> String {
     }
 }
 
-/// `x-request-id`.
-const REQUEST_ID: &str = "x-request-id";
+use respond::REQUEST_ID;
 
 /// Pingora error type for a forwarded body over its route's limit (mapped to 413).
 const BODY_TOO_LARGE: &str = "request body too large";
@@ -439,29 +497,6 @@ fn without_param(query: &str, name: &str) -> Option<String> {
         })
         .collect();
     (!kept.is_empty()).then(|| kept.join("&"))
-}
-
-/// Writes a gateway error as JSON (also the WebSocket relay's refusals).
-pub(crate) async fn write_error(
-    session: &mut HttpSession,
-    err: &GateError,
-    request_id: &str,
-) -> Result<()> {
-    let r = err.response();
-    let body = Bytes::from(err.body());
-    let mut resp = ResponseHeader::build(r.status, Some(7))?;
-    resp.insert_header(REQUEST_ID, request_id)?;
-    resp.insert_header("content-type", "application/json")?;
-    resp.insert_header("content-length", body.len().to_string())?;
-    resp.insert_header("cache-control", "no-store")?;
-    if let Some(challenge) = r.www_authenticate {
-        resp.insert_header("www-authenticate", challenge)?;
-    }
-    if let Some(secs) = r.retry_after {
-        resp.insert_header("retry-after", secs.to_string())?;
-    }
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await
 }
 
 /// Refuses request heads over the configured size (Pingora's own cap is far larger).
@@ -557,7 +592,7 @@ impl ProxyHttp for Gateway {
             body_limit: u64::MAX,
             body_seen: 0,
             body_due: None,
-            outcome: "rejected",
+            outcome: Outcome::Rejected,
         }
     }
 
@@ -638,8 +673,8 @@ impl ProxyHttp for Gateway {
             Error::because(ErrorType::InternalError, "rewriting identity headers", e)
         })?;
         ctx.outcome = match ctx.route {
-            Some(Route::Public) => "public",
-            _ => "forwarded",
+            Some(Route::Public) => Outcome::Public,
+            _ => Outcome::Forwarded,
         };
         Ok(())
     }
@@ -702,19 +737,17 @@ impl ProxyHttp for Gateway {
             (ErrorSource::Downstream, _) => Some(GateError::BadRequest("malformed request".into())),
             (ErrorSource::Internal | ErrorSource::Unset, _) => Some(GateError::Internal),
         };
-        ctx.outcome = match err {
-            Some(
-                GateError::BadRequest(_)
-                | GateError::RequestTimeout
-                | GateError::PayloadTooLarge(_),
-            ) => "bad_request",
-            _ => "upstream_error",
+        // Past request_filter, whatever is not the client's fault (an internal error, a
+        // client gone mid-request) counts as the upstream leg's failure.
+        ctx.outcome = match err.as_ref().map(Outcome::of) {
+            Some(Outcome::BadRequest) => Outcome::BadRequest,
+            _ => Outcome::UpstreamError,
         };
         let code = match &err {
             Some(err) => {
                 // Only possible before the response started; afterwards the write just fails.
                 if session.response_written().is_none() {
-                    let _ = write_error(session, err, &ctx.request_id)
+                    let _ = respond::error(session, err, &ctx.request_id)
                         .instrument(ctx.span.clone())
                         .await;
                 }
@@ -732,23 +765,21 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut HttpSession, e: Option<&Error>, ctx: &mut RequestCtx) {
         let _in_request = ctx.span.enter();
         let m = &self.app.metrics;
-        m.requests.with_label_values(&[ctx.outcome]).inc();
+        let outcome = ctx.outcome.label();
+        m.requests.with_label_values(&[outcome]).inc();
         m.request_duration
-            .with_label_values(&[ctx.outcome])
+            .with_label_values(&[outcome])
             .observe(ctx.started.elapsed().as_secs_f64());
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
-        if matches!(
-            ctx.outcome,
-            "forwarded" | "public" | "dialect" | "websocket"
-        ) {
-            tracing::debug!(method = %req.method, path = req.uri.path(), status, outcome = ctx.outcome, "request");
+        if ctx.outcome.served() {
+            tracing::debug!(method = %req.method, path = req.uri.path(), status, outcome, "request");
         } else {
             tracing::info!(
                 method = %req.method,
                 path = req.uri.path(),
                 status,
-                outcome = ctx.outcome,
+                outcome,
                 error = e.map(|e| e.etype().as_str()),
                 "request refused"
             );

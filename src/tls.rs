@@ -10,45 +10,11 @@
 
 use crate::config::TlsConfig;
 use crate::metrics::Metrics;
-use pingora::tls::{CertificateDer, PrivateKeyDer, RootCertStore};
-use rustls::pki_types::pem::PemObject;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-
-/// A certificate chain and key, read from PEM files.
-fn read_files(cert: &Path, key: &Path) -> Result<(CertifiedKey, [u8; 32]), String> {
-    let cert_pem =
-        std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
-    let key_pem = std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("{} is not a PEM certificate chain", cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no certificate", cert.display()));
-    }
-    // Never echo key material: say only which file and what kind of problem.
-    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|_| format!("{} is not a PEM private key", key.display()))?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key_der)
-        .map_err(|_| format!("{} is not a supported private key", key.display()))?;
-    let certified = CertifiedKey::new(certs, signer);
-    certified
-        .keys_match()
-        .map_err(|_| format!("{} does not match {}", key.display(), cert.display()))?;
-    let mut h = Sha256::new();
-    h.update(&cert_pem);
-    h.update(&key_pem);
-    Ok((certified, h.finalize().into()))
-}
-
-/// Checks that the configured files make a usable certificate (config validation).
-pub fn check_files(cert: &Path, key: &Path) -> Result<(), String> {
-    read_files(cert, key).map(|_| ())
-}
 
 /// The listener's certificate, swapped in place on reload.
 pub struct CertReloader {
@@ -70,7 +36,7 @@ impl std::fmt::Debug for CertReloader {
 impl CertReloader {
     /// Reads the files once.
     pub fn load(cfg: &TlsConfig, metrics: Arc<Metrics>) -> Result<Arc<CertReloader>, String> {
-        let (key, digest) = read_files(&cfg.cert_file, &cfg.key_file)?;
+        let (key, digest) = crate::pem::read_files(&cfg.cert_file, &cfg.key_file)?;
         Ok(Arc::new(CertReloader {
             cert_file: cfg.cert_file.clone(),
             key_file: cfg.key_file.clone(),
@@ -82,22 +48,23 @@ impl CertReloader {
 
     /// Reads the files again; swaps the certificate when they changed. `Ok(true)` if it did.
     pub fn reload(&self) -> Result<bool, String> {
-        let result = read_files(&self.cert_file, &self.key_file).and_then(|(key, digest)| {
-            let mut last = self
-                .digest
-                .lock()
-                .map_err(|_| "certificate state poisoned".to_string())?;
-            if *last == digest {
-                return Ok(false);
-            }
-            let mut current = self
-                .current
-                .write()
-                .map_err(|_| "certificate state poisoned".to_string())?;
-            *current = Arc::new(key);
-            *last = digest;
-            Ok(true)
-        });
+        let result =
+            crate::pem::read_files(&self.cert_file, &self.key_file).and_then(|(key, digest)| {
+                let mut last = self
+                    .digest
+                    .lock()
+                    .map_err(|_| "certificate state poisoned".to_string())?;
+                if *last == digest {
+                    return Ok(false);
+                }
+                let mut current = self
+                    .current
+                    .write()
+                    .map_err(|_| "certificate state poisoned".to_string())?;
+                *current = Arc::new(key);
+                *last = digest;
+                Ok(true)
+            });
         let label = match &result {
             Ok(true) => "reloaded",
             Ok(false) => "unchanged",
@@ -158,59 +125,5 @@ impl CertReloader {
 impl ResolvesServerCert for CertReloader {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.current.read().ok().map(|k| k.clone())
-    }
-}
-
-/// Trust roots for a TLS upstream: the configured CA's PEM, else the system's.
-pub fn upstream_roots(ca_pem: Option<&[u8]>) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    match ca_pem {
-        Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|_| "upstream.ca_file is not PEM".to_string())?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("upstream.ca_file: {e}"))?;
-            }
-        }
-        None => {
-            pingora::tls::load_platform_certs_incl_env_into_store(&mut roots)
-                .map_err(|e| format!("system trust roots: {e}"))?;
-        }
-    }
-    if roots.is_empty() {
-        return Err("no trust roots for the TLS upstream".into());
-    }
-    Ok(roots)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/tls")
-            .join(name)
-    }
-
-    #[test]
-    fn loads_and_refuses_mismatched_files() {
-        assert!(check_files(&fixture("proxy-a.pem"), &fixture("proxy-a-key.pem")).is_ok());
-        let mismatch = check_files(&fixture("proxy-a.pem"), &fixture("proxy-b-key.pem"));
-        assert!(mismatch.is_err_and(|e| e.contains("does not match")));
-        let missing = check_files(&fixture("nope.pem"), &fixture("proxy-a-key.pem"));
-        assert!(missing.is_err_and(|e| e.contains("cannot read")));
-        // A certificate where the key should be: no key bytes in the message either way.
-        let wrong = check_files(&fixture("proxy-a.pem"), &fixture("proxy-a.pem"));
-        assert!(wrong.is_err_and(|e| e.contains("not a PEM private key")));
-    }
-
-    #[test]
-    fn upstream_roots_from_a_ca_file() -> Result<(), String> {
-        let pem = std::fs::read(fixture("ca.pem")).map_err(|e| e.to_string())?;
-        assert_eq!(upstream_roots(Some(&pem))?.len(), 1);
-        assert!(upstream_roots(Some(b"garbage")).is_err());
-        Ok(())
     }
 }

@@ -5,7 +5,7 @@
 //! (repeatedly), treats `\` as `/`, strips `;` parameters and then resolves dot segments.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sessiongate::route::{ambiguity, is_public, normalize_path, public_as_proxied};
+use sessiongate::path::{ambiguity, is_public, normalize_path, public_as_proxied};
 
 /// Percent-decodes every `%XX` once.
 fn decode(b: &[u8]) -> Vec<u8> {

@@ -6,7 +6,7 @@ use super::file::{
     RapidlyCustomerSection, RapidlySection, RapidlyWorkspaceSection, SecretSource,
 };
 use super::Validator;
-use crate::headers::is_header_safe;
+use crate::header_names::is_header_safe;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -422,7 +422,7 @@ impl Validator<'_> {
     fn amity(&mut self, s: AmitySection, ttls: &Ttls) -> AmityConfig {
         let mut realtime_paths = Vec::new();
         for (i, p) in s.realtime_paths.into_iter().enumerate() {
-            match crate::route::normalize_path(&p) {
+            match crate::path::normalize_path(&p) {
                 Ok(n) if n == p && p.len() > 1 => realtime_paths.push(p),
                 _ => self.issue(
                     format!("dialects.amity.realtime_paths[{i}]"),

@@ -7,6 +7,7 @@
 pub mod dialects;
 pub mod env;
 pub mod file;
+mod keys;
 
 use crate::secret::Secret;
 use dialects::{CredentialDigest, DialectsConfig};
@@ -171,7 +172,7 @@ pub struct ProxyConfig {
     pub ambiguous_paths: AmbiguousPaths,
 }
 
-/// `proxy.ambiguous_paths`: see [`crate::route::Ambiguity`].
+/// `proxy.ambiguous_paths`: see [`crate::path::Ambiguity`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AmbiguousPaths {
     /// 400 before routing (default).
@@ -202,7 +203,7 @@ impl ProxyConfig {
     pub fn body_limit(&self, path: &str) -> u64 {
         self.body_limits
             .iter()
-            .find(|(prefix, _)| crate::route::is_public(path, std::slice::from_ref(prefix)))
+            .find(|(prefix, _)| crate::path::is_public(path, std::slice::from_ref(prefix)))
             .map_or(self.max_body_bytes, |(_, limit)| *limit)
     }
 }
@@ -841,7 +842,7 @@ impl Validator<'_> {
         let original_uri_header =
             header.and_then(
                 |h| match http::HeaderName::from_bytes(h.trim().as_bytes()) {
-                    Ok(name) if crate::headers::is_identity_header(name.as_str()) => {
+                    Ok(name) if crate::header_names::is_identity_header(name.as_str()) => {
                         self.issue(key.clone(), "must not be an identity header");
                         None
                     }
@@ -911,7 +912,7 @@ impl Validator<'_> {
             self.issue("server.tls", "needs both cert_file and key_file");
             return None;
         };
-        if let Err(e) = crate::tls::check_files(&cert_file, &key_file) {
+        if let Err(e) = crate::pem::check_files(&cert_file, &key_file) {
             self.issue("server.tls.cert_file", e);
             return None;
         }
@@ -1020,7 +1021,7 @@ impl Validator<'_> {
         };
         let ca_pem = match &u.ca_file {
             Some(path) if tls => match std::fs::read(path) {
-                Ok(pem) => match crate::tls::upstream_roots(Some(&pem)) {
+                Ok(pem) => match crate::pem::upstream_roots(Some(&pem)) {
                     Ok(_) => Some(pem),
                     Err(e) => {
                         self.issue("upstream.ca_file", e);
@@ -1090,7 +1091,7 @@ impl Validator<'_> {
             .enumerate()
         {
             let key = format!("proxy.public_prefixes[{i}]");
-            match crate::route::normalize_path(&prefix) {
+            match crate::path::normalize_path(&prefix) {
                 Ok(n) if n == prefix && prefix.starts_with('/') && prefix.len() > 1 => {
                     public_prefixes.push(prefix)
                 }
@@ -1121,7 +1122,7 @@ impl Validator<'_> {
         }
         let mut body_limits = Vec::new();
         for (i, entry) in p.body_limits.unwrap_or_default().into_iter().enumerate() {
-            let normalised = crate::route::normalize_path(&entry.prefix).ok();
+            let normalised = crate::path::normalize_path(&entry.prefix).ok();
             if normalised.as_deref() != Some(entry.prefix.as_str()) {
                 self.issue(
                     format!("proxy.body_limits[{i}].prefix"),
@@ -1419,7 +1420,7 @@ impl Validator<'_> {
                 algorithm,
                 material,
             };
-            if let Err(e) = crate::auth::KeySet::check_key(&kc) {
+            if let Err(e) = kc.check() {
                 self.issue(key, e);
                 continue;
             }

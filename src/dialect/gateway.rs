@@ -157,16 +157,14 @@ pub async fn verify(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
 }
 
 /// Whether the configured original-URI header names a public path, judged as the proxy
-/// will route it (see [`crate::route::public_as_proxied`]).
+/// will route it (see [`crate::path::public_as_proxied`]).
 fn original_path_is_public(app: &App, req: &Request<'_>) -> bool {
     let Some(name) = &app.config.forward_auth.original_uri_header else {
         return false;
     };
     super::single_header(req.headers, name.as_str())
-        .and_then(crate::route::original_uri_path)
-        .is_some_and(|path| {
-            crate::route::public_as_proxied(path, &app.config.proxy.public_prefixes)
-        })
+        .and_then(crate::path::original_uri_path)
+        .is_some_and(|path| crate::path::public_as_proxied(path, &app.config.proxy.public_prefixes))
 }
 
 fn empty(status: u16, headers: Vec<(&'static str, String)>) -> Reply {

@@ -11,17 +11,6 @@ use crate::session::model::NewSession;
 use crate::App;
 use serde_json::{json, Map, Value};
 
-/// The seven body fields, in the document's order.
-const FIELDS: [&str; 7] = [
-    "business_id",
-    "platform_type",
-    "platform_id",
-    "role",
-    "profile_name",
-    "display_name",
-    "profile_image_url",
-];
-
 /// A validated `user.new.session` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUserSession {
@@ -47,18 +36,18 @@ pub struct NewUserSession {
 pub fn parse(query: Option<&str>, body: &[u8]) -> Result<NewUserSession, Problem> {
     let obj = json_object(body)?;
     let f = Fields::new(&obj);
-    let mut values = Vec::with_capacity(FIELDS.len());
-    for name in FIELDS {
-        let max = if name == "profile_image_url" {
-            2048
-        } else {
-            256
-        };
-        values.push(f.string(name, Len { min: 1, max })?);
-    }
+    // Named one by one, in the document's order: the first bad field is the one reported.
+    let text = Len { min: 1, max: 256 };
+    let business_id = f.string("business_id", text)?;
+    let platform_type = f.string("platform_type", text)?;
+    let platform_id = f.string("platform_id", text)?;
+    let role = f.string("role", text)?;
+    let profile_name = f.string("profile_name", text)?;
+    let display_name = f.string("display_name", text)?;
+    let profile_image_url = f.string("profile_image_url", Len { min: 1, max: 2048 })?;
     // These two become headers upstream, so they must be header-safe.
-    for (i, name) in [(0, "business_id"), (3, "role")] {
-        if !is_header_safe(&values[i]) {
+    for (value, name) in [(&business_id, "business_id"), (&role, "role")] {
+        if !is_header_safe(value) {
             return Err(field(
                 &[name],
                 FieldKind::Invalid(
@@ -83,16 +72,14 @@ pub fn parse(query: Option<&str>, body: &[u8]) -> Result<NewUserSession, Problem
         }
         Some(h) => Some(h),
     };
-    let mut it = values.into_iter();
-    let mut next = || it.next().unwrap_or_default();
     Ok(NewUserSession {
-        business_id: next(),
-        platform_type: next(),
-        platform_id: next(),
-        role: next(),
-        profile_name: next(),
-        display_name: next(),
-        profile_image_url: next(),
+        business_id,
+        platform_type,
+        platform_id,
+        role,
+        profile_name,
+        display_name,
+        profile_image_url,
         host_id,
     })
 }
@@ -304,6 +291,31 @@ mod tests {
         Ok(())
     }
 
+    /// Each body field lands in its own member (a list read by index used to make this a
+    /// matter of keeping two orders in step).
+    #[test]
+    fn each_field_lands_in_its_member() -> Result<(), Problem> {
+        let body = json!({
+            "business_id": "b", "platform_type": "pt", "platform_id": "pi", "role": "r",
+            "profile_name": "pn", "display_name": "dn", "profile_image_url": "u"
+        });
+        let req = parse(None, body.to_string().as_bytes())?;
+        assert_eq!(
+            req,
+            NewUserSession {
+                business_id: "b".into(),
+                platform_type: "pt".into(),
+                platform_id: "pi".into(),
+                role: "r".into(),
+                profile_name: "pn".into(),
+                display_name: "dn".into(),
+                profile_image_url: "u".into(),
+                host_id: None,
+            }
+        );
+        Ok(())
+    }
+
     #[test]
     fn default_host_when_none_asked() -> Result<(), Problem> {
         let req = parse(None, REQUEST.as_bytes())?;
@@ -313,7 +325,15 @@ mod tests {
 
     #[test]
     fn every_field_is_required_non_empty_string() {
-        for name in FIELDS {
+        for name in [
+            "business_id",
+            "platform_type",
+            "platform_id",
+            "role",
+            "profile_name",
+            "display_name",
+            "profile_image_url",
+        ] {
             for (value, kind) in [
                 (Value::Null, FieldKind::Missing),
                 (json!(""), FieldKind::TooShort(1)),

@@ -1,5 +1,5 @@
 //! Sessions: the common model, the store trait and its implementations, the cache, and the
-//! one service every creation path (admin API now, dialects later) goes through.
+//! one service every creation path (the admin API and the three dialects) goes through.
 
 pub mod cache;
 pub mod directory;

@@ -12,8 +12,9 @@ use std::time::Duration;
 use std::time::Instant;
 use tokio::runtime::Handle;
 
-/// Key of a session. The braces are a Cluster hash tag, so every key of one session lands
-/// on one slot when Cluster support arrives.
+/// Key of a session. The braces are a Cluster hash tag, so every key of one session (the
+/// session, its refresh token, its spent refresh tokens) lands on one slot and the Lua
+/// scripts that touch several of them work on Cluster.
 pub fn session_key(session_id: &str) -> String {
     format!("sg:sess:{{{session_id}}}")
 }

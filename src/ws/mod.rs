@@ -47,7 +47,7 @@ fn tls_client(app: &App) -> Result<Arc<pingora::tls::ClientConfig>, GateError> {
         std::sync::OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let roots = crate::tls::upstream_roots(app.config.upstream.ca_pem.as_deref())
+            let roots = crate::pem::upstream_roots(app.config.upstream.ca_pem.as_deref())
                 .map_err(|e| tracing::error!(error = %e, "no trust roots for the upstream"))
                 .ok()?;
             let mut cfg = pingora::tls::ClientConfig::builder()
@@ -424,7 +424,7 @@ async fn refuse(down: &mut HttpSession, request_id: &str, err: &GateError) -> En
         _ => End::UpstreamFailed,
     };
     down.set_keepalive(None);
-    let _ = crate::proxy::write_error(down, err, request_id).await;
+    let _ = crate::respond::error(down, err, request_id).await;
     end
 }
 

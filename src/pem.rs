@@ -1,0 +1,95 @@
+//! PEM material: the listener's certificate chain and key, and the trust roots of a TLS
+//! upstream. Read by config validation (a bad file fails at start, naming its key) and by
+//! the listener and the connectors. A leaf: it depends on no other module of the crate.
+
+use pingora::tls::{CertificateDer, PrivateKeyDer, RootCertStore};
+use rustls::pki_types::pem::PemObject;
+use rustls::sign::CertifiedKey;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// A certificate chain and key, read from PEM files, with a digest of both files (to tell
+/// whether a reload changed anything).
+pub fn read_files(cert: &Path, key: &Path) -> Result<(CertifiedKey, [u8; 32]), String> {
+    let cert_pem =
+        std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
+    let key_pem = std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("{} is not a PEM certificate chain", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate", cert.display()));
+    }
+    // Never echo key material: say only which file and what kind of problem.
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|_| format!("{} is not a PEM private key", key.display()))?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key_der)
+        .map_err(|_| format!("{} is not a supported private key", key.display()))?;
+    let certified = CertifiedKey::new(certs, signer);
+    certified
+        .keys_match()
+        .map_err(|_| format!("{} does not match {}", key.display(), cert.display()))?;
+    let mut h = Sha256::new();
+    h.update(&cert_pem);
+    h.update(&key_pem);
+    Ok((certified, h.finalize().into()))
+}
+
+/// Checks that the configured files make a usable certificate (config validation).
+pub fn check_files(cert: &Path, key: &Path) -> Result<(), String> {
+    read_files(cert, key).map(|_| ())
+}
+
+/// Trust roots for a TLS upstream: the configured CA's PEM, else the system's.
+pub fn upstream_roots(ca_pem: Option<&[u8]>) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|_| "upstream.ca_file is not PEM".to_string())?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("upstream.ca_file: {e}"))?;
+            }
+        }
+        None => {
+            pingora::tls::load_platform_certs_incl_env_into_store(&mut roots)
+                .map_err(|e| format!("system trust roots: {e}"))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err("no trust roots for the TLS upstream".into());
+    }
+    Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tls")
+            .join(name)
+    }
+
+    #[test]
+    fn loads_and_refuses_mismatched_files() {
+        assert!(check_files(&fixture("proxy-a.pem"), &fixture("proxy-a-key.pem")).is_ok());
+        let mismatch = check_files(&fixture("proxy-a.pem"), &fixture("proxy-b-key.pem"));
+        assert!(mismatch.is_err_and(|e| e.contains("does not match")));
+        let missing = check_files(&fixture("nope.pem"), &fixture("proxy-a-key.pem"));
+        assert!(missing.is_err_and(|e| e.contains("cannot read")));
+        // A certificate where the key should be: no key bytes in the message either way.
+        let wrong = check_files(&fixture("proxy-a.pem"), &fixture("proxy-a.pem"));
+        assert!(wrong.is_err_and(|e| e.contains("not a PEM private key")));
+    }
+
+    #[test]
+    fn upstream_roots_from_a_ca_file() -> Result<(), String> {
+        let pem = std::fs::read(fixture("ca.pem")).map_err(|e| e.to_string())?;
+        assert_eq!(upstream_roots(Some(&pem))?.len(), 1);
+        assert!(upstream_roots(Some(b"garbage")).is_err());
+        Ok(())
+    }
+}

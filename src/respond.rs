@@ -1,0 +1,52 @@
+//! Responses the gateway writes itself, in one place each: a [`GateError`] as JSON (proxy
+//! refusals, upstream failures, WebSocket handshake refusals), and a session API's [`Reply`].
+//! Both carry the request id and `Cache-Control: no-store` (unless a reply says otherwise).
+
+use crate::dialect::Reply;
+use crate::error::GateError;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::Session as HttpSession;
+use pingora::Result;
+
+/// `x-request-id`.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Writes a gateway error as JSON, with its `WWW-Authenticate` and `Retry-After`.
+pub async fn error(session: &mut HttpSession, err: &GateError, request_id: &str) -> Result<()> {
+    let r = err.response();
+    let body = Bytes::from(err.body());
+    let mut resp = ResponseHeader::build(r.status, Some(7))?;
+    resp.insert_header(REQUEST_ID, request_id)?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    if let Some(challenge) = r.www_authenticate {
+        resp.insert_header("www-authenticate", challenge)?;
+    }
+    if let Some(secs) = r.retry_after {
+        resp.insert_header("retry-after", secs.to_string())?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// Writes a session API's reply whole.
+pub async fn reply(session: &mut HttpSession, reply: Reply, request_id: &str) -> Result<()> {
+    let mut resp = ResponseHeader::build(reply.status, Some(5 + reply.headers.len()))?;
+    resp.insert_header(REQUEST_ID, request_id)?;
+    resp.insert_header("content-type", reply.content_type)?;
+    resp.insert_header("content-length", reply.body.len().to_string())?;
+    // Nothing the gateway answers itself may be cached, unless the reply says otherwise
+    // (the JWKS).
+    if !reply.headers.iter().any(|(n, _)| *n == "cache-control") {
+        resp.insert_header("cache-control", "no-store")?;
+    }
+    for (name, value) in reply.headers {
+        resp.append_header(name, value)?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(reply.body)), true)
+        .await
+}
