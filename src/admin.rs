@@ -44,9 +44,9 @@ fn json_response(status: u16, value: &Value) -> Response<Vec<u8>> {
 fn error_response(err: &GateError) -> Response<Vec<u8>> {
     let r = err.response();
     let mut resp = respond(r.status, "application/json", err.body());
-    if let Some(challenge) = r.www_authenticate {
-        if let Ok(v) = http::HeaderValue::from_str(challenge) {
-            resp.headers_mut().insert("www-authenticate", v);
+    for (name, value) in r.headers() {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
         }
     }
     resp

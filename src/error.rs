@@ -3,7 +3,7 @@
 use crate::auth::TokenError;
 
 /// Everything that can stop a request inside the gateway.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GateError {
     /// No `Authorization: Bearer` credential on a protected route.
     #[error("a bearer access token is required")]
@@ -91,6 +91,21 @@ pub struct ErrorResponse {
     pub retry_after: Option<u64>,
 }
 
+impl ErrorResponse {
+    /// The headers every writer of this error sends with its JSON body (besides the
+    /// content headers): `WWW-Authenticate` and `Retry-After` when they apply.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = Vec::with_capacity(2);
+        if let Some(challenge) = self.www_authenticate {
+            h.push(("www-authenticate", challenge.to_string()));
+        }
+        if let Some(secs) = self.retry_after {
+            h.push(("retry-after", secs.to_string()));
+        }
+        h
+    }
+}
+
 const BEARER_CHALLENGE: &str = "Bearer realm=\"sessiongate\"";
 const BEARER_INVALID: &str = "Bearer realm=\"sessiongate\", error=\"invalid_token\"";
 
@@ -160,13 +175,45 @@ impl GateError {
             r.status,
             body.len()
         );
-        if let Some(secs) = r.retry_after {
-            out.push_str(&format!("retry-after: {secs}\r\n"));
+        for (name, value) in r.headers() {
+            out.push_str(&format!("{name}: {value}\r\n"));
         }
         out.push_str("\r\n");
         let mut bytes = out.into_bytes();
         bytes.extend_from_slice(&body);
         bytes
+    }
+
+    /// Whether this refusal counts against the client's address as a failed authentication:
+    /// a credential was presented and refused. No credential at all is not a guess, and an
+    /// expired one is the normal end of a token's life. The one decision for proxied requests,
+    /// the session APIs and WebSockets (exhaustive: a new error decides here).
+    pub fn counts_as_failed_authentication(&self) -> bool {
+        match self {
+            GateError::InvalidToken(crate::auth::TokenError::Expired)
+            | GateError::MissingToken
+            | GateError::SessionExpired => false,
+            GateError::InvalidToken(_)
+            | GateError::SessionNotFound
+            | GateError::InvalidRefreshToken
+            | GateError::RefreshTokenReused
+            | GateError::AdminUnauthorized => true,
+            GateError::StoreUnavailable
+            | GateError::BadRequest(_)
+            | GateError::InvalidField { .. }
+            | GateError::PayloadTooLarge(_)
+            | GateError::HeadersTooLarge(_)
+            | GateError::TooManyHeaders(_)
+            | GateError::Forbidden(_)
+            | GateError::NotFound
+            | GateError::MethodNotAllowed
+            | GateError::UpstreamUnavailable
+            | GateError::UpstreamTimeout
+            | GateError::RequestTimeout
+            | GateError::TooManyConnections(_)
+            | GateError::RateLimited(_)
+            | GateError::Internal => false,
+        }
     }
 
     /// A bounded label for the auth-failure metric, or `None` when this is not an auth failure.

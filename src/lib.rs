@@ -54,6 +54,8 @@ pub struct App {
     pub limits: limits::Limits,
     /// Hasura identity (mode, minted JWTs, JWKS).
     pub hasura: hasura::Hasura,
+    /// TLS to an `https://` upstream (`None` for `http://`), parsed once.
+    pub upstream_tls: Option<tls::UpstreamTls>,
 }
 
 /// Why the gateway could not start.
@@ -100,6 +102,12 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
     };
     let hasura = hasura::Hasura::new(&config.hasura, config.cache.max_entries)
         .map_err(StartError::Hasura)?;
+    let upstream_tls = if config.upstream.tls {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Some(tls::UpstreamTls::new(config.upstream.ca_pem.as_deref()).map_err(StartError::Tls)?)
+    } else {
+        None
+    };
     let limits = limits::Limits::new(config.rate_limits.clone(), store.clone(), metrics.clone());
     let cache = SessionCache::new(
         store,
@@ -124,6 +132,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
         metrics,
         limits,
         hasura,
+        upstream_tls,
     }))
 }
 

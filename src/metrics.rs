@@ -65,7 +65,7 @@ pub struct Metrics {
     pub websockets_open: IntGauge,
     /// `sessiongate_websocket_closes_total{reason}`: closed, revoked, unauthorized, bad_init,
     /// bad_message, init_timeout, too_many_inits, too_large, store_unavailable,
-    /// upstream_failed.
+    /// upstream_failed, internal.
     pub websocket_closes: IntCounterVec,
     /// `sessiongate_events_unreadable_total`: invalidation events this replica could not parse.
     pub events_unreadable: prometheus::IntCounter,

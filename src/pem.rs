@@ -40,13 +40,20 @@ pub fn check_files(cert: &Path, key: &Path) -> Result<(), String> {
     read_files(cert, key).map(|_| ())
 }
 
+/// The certificates of a CA file, every one of them (one that does not parse is an error,
+/// never skipped).
+pub fn ca_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "upstream.ca_file is not PEM".to_string())
+}
+
 /// Trust roots for a TLS upstream: the configured CA's PEM, else the system's.
 pub fn upstream_roots(ca_pem: Option<&[u8]>) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     match ca_pem {
         Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|_| "upstream.ca_file is not PEM".to_string())?;
+            for cert in ca_certificates(pem)? {
                 roots
                     .add(cert)
                     .map_err(|e| format!("upstream.ca_file: {e}"))?;

@@ -2,7 +2,6 @@
 //! → upstream. Each hook only delegates; the steps live in `route`, `auth`, `session` and
 //! `headers`, and are tested there without a socket.
 
-use crate::auth::TokenError;
 use crate::config::{AmbiguousPaths, HasuraMode};
 use crate::dialect::{self, Endpoint};
 use crate::error::GateError;
@@ -20,7 +19,6 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session as HttpSession};
 use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource, ErrorType, Result};
-use rustls::pki_types::pem::PemObject;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -149,27 +147,12 @@ pub struct RequestCtx {
 /// The proxy service.
 pub struct Gateway {
     app: Arc<App>,
-    /// Trust roots of a TLS upstream with its own CA, parsed once.
-    upstream_ca: Option<Arc<pingora::protocols::tls::CaType>>,
 }
 
 impl Gateway {
     /// A proxy over the shared application state.
     pub fn new(app: Arc<App>) -> Self {
-        let upstream_ca = app.config.upstream.ca_pem.as_deref().map(|pem| {
-            let certs: Vec<pingora::utils::tls::WrappedX509> =
-                pingora::tls::CertificateDer::pem_slice_iter(pem)
-                    .filter_map(Result::ok)
-                    .map(|der| {
-                        pingora::utils::tls::WrappedX509::new(
-                            der.as_ref().to_vec(),
-                            pingora::utils::tls::parse_x509,
-                        )
-                    })
-                    .collect();
-            Arc::from(certs.into_boxed_slice())
-        });
-        Gateway { app, upstream_ca }
+        Gateway { app }
     }
 
     /// Decides whether the request may go upstream, filling `ctx` on the way. `Some` names a
@@ -306,9 +289,10 @@ impl Gateway {
                 };
                 let end = ws::relay(&self.app, session, socket).await;
                 ctx.outcome = match end {
-                    ws::End::Unauthorized => Outcome::Rejected,
+                    ws::End::Unauthorized | ws::End::Refused => Outcome::Rejected,
                     ws::End::StoreUnavailable => Outcome::StoreUnavailable,
                     ws::End::UpstreamFailed => Outcome::UpstreamError,
+                    ws::End::Internal => Outcome::Rejected,
                     ws::End::Closed
                     | ws::End::Revoked
                     | ws::End::BadInit
@@ -396,12 +380,7 @@ impl Gateway {
                 .with_label_values(&[reason])
                 .inc();
         }
-        // A credential was presented and refused: count it against the client's address.
-        // No credential at all is not a guess, and an expired one is the normal end of a
-        // token's life: neither is counted.
-        let guess = matches!(err, GateError::SessionNotFound | GateError::InvalidToken(_))
-            && !matches!(err, GateError::InvalidToken(TokenError::Expired));
-        if guess {
+        if err.counts_as_failed_authentication() {
             self.app.limits.auth_failed(ctx.client_ip).await;
         }
         // An address over its failed-authentication limit gets 429 instead of 401 on the
@@ -639,7 +618,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<Box<HttpPeer>> {
         let up = &self.app.config.upstream;
         let mut peer = HttpPeer::new(up.addr, up.tls, up.host.clone());
-        peer.options.ca = self.upstream_ca.clone();
+        peer.options.ca = self.app.upstream_tls.as_ref().and_then(|t| t.ca.clone());
         peer.options.connection_timeout = Some(up.connect_timeout);
         peer.options.read_timeout = Some(up.read_timeout);
         Ok(Box::new(peer))

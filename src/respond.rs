@@ -21,11 +21,8 @@ pub async fn error(session: &mut HttpSession, err: &GateError, request_id: &str)
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
     resp.insert_header("cache-control", "no-store")?;
-    if let Some(challenge) = r.www_authenticate {
-        resp.insert_header("www-authenticate", challenge)?;
-    }
-    if let Some(secs) = r.retry_after {
-        resp.insert_header("retry-after", secs.to_string())?;
+    for (name, value) in r.headers() {
+        resp.insert_header(name, value)?;
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await

@@ -450,3 +450,64 @@ fn refresh_guesses_do_not_use_up_the_owners_refreshes() -> TestResult {
     assert_eq!(r.status, 404, "{}", r.body);
     Ok(())
 }
+
+/// One policy everywhere (before, the session APIs counted every 401 and the proxy only
+/// refused credentials): a credential presented and refused counts against the address; no
+/// credential, or an expired one, does not — on proxied routes, session APIs and /auth/*.
+#[test]
+fn only_refused_credentials_count_against_the_address() -> TestResult {
+    let redis = Redis::start()?;
+    let echo = echo::Echo::start()?;
+    let gw = Gateway::start_with(
+        echo.addr,
+        Some(&redis.url()),
+        &config("auth_failures_per_ip = 3"),
+    )?;
+    let (_, expired) = gw.create_session("u", "b", "h", "user", 1)?;
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let logout = |token: Option<&str>| {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        request(gw.proxy, "POST", "/auth/logout", &headers, None)
+    };
+    for _ in 0..5 {
+        // No credential, in each place.
+        assert_eq!(
+            request(gw.proxy, "GET", "/v1/graphql", &[], None)?.status,
+            401
+        );
+        let r = request(
+            gw.proxy,
+            "POST",
+            "/v1/app/user.new.session",
+            &[("Content-Type", "application/json")],
+            Some("{}"),
+        )?;
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert_eq!(logout(None)?.status, 401);
+        // An expired token, in each place.
+        let r = authed(gw.proxy, "GET", "/v1/graphql", &expired, &[], None)?;
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert_eq!(logout(Some(&expired))?.status, 401);
+    }
+    // Still not refused: none of that was a guess. Refused credentials are, wherever they
+    // come in: the fourth failure is over the limit (3).
+    assert_eq!(mottasl(&gw, "wrong-token", "1")?.status, 401);
+    assert_eq!(logout(Some("not-a-token"))?.status, 401);
+    assert_eq!(
+        authed(gw.proxy, "GET", "/v1/graphql", "not-a-token", &[], None)?.status,
+        401
+    );
+    assert_429(&authed(
+        gw.proxy,
+        "GET",
+        "/v1/graphql",
+        "another",
+        &[],
+        None,
+    )?)?;
+    Ok(())
+}

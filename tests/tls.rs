@@ -5,6 +5,8 @@
 mod common;
 
 use common::*;
+#[path = "common/ws_echo.rs"]
+mod ws_echo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -344,6 +346,59 @@ fn https_upstream_with_a_configured_ca() -> TestResult {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()?["tls"], true);
     assert_eq!(r.upstream_header("x-hasura-user-id")?, vec!["user-7"]);
+    assert_eq!(placeholder.hits(), 0);
+    Ok(())
+}
+
+/// The WebSocket relay reaches a `wss://` upstream through the same TLS settings as the
+/// proxy (parsed once at start; before, a function-local cache kept the first config, or
+/// its failure, for the process's life).
+#[test]
+fn websocket_to_an_https_upstream_with_a_configured_ca() -> TestResult {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(fixture("server.pem"))?.collect::<Result<_, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(fixture("server-key.pem"))?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let upstream = ws_echo::WsEcho::start_tls(Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?,
+    ))?;
+    let placeholder = echo::Echo::start()?;
+    let gw = Gateway::start_edited(placeholder.addr, None, "", |t| {
+        t.replace(
+            &format!("url = \"http://{}\"", placeholder.addr),
+            &format!(
+                "url = \"https://localhost:{}\"\nca_file = \"{}\"",
+                upstream.addr.port(),
+                fixture("ca.pem").display()
+            ),
+        )
+    })?;
+    let (_, token) = gw.create_session("user-7", "biz-9", "host-3", "agent", 600)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut req = format!("ws://{}/v1/graphql", gw.proxy).into_client_request()?;
+        req.headers_mut()
+            .insert("sec-websocket-protocol", "graphql-transport-ws".parse()?);
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+        ws.send(Message::text(r#"{"type":"connection_init"}"#))
+            .await?;
+        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await?
+            .ok_or("closed")??;
+        let v: serde_json::Value = serde_json::from_str(echoed.to_text()?)?;
+        assert_eq!(v["payload"]["headers"]["x-hasura-user-id"], "user-7");
+        Ok::<(), Error>(())
+    })?;
+    assert_eq!(upstream.seen().len(), 1);
     assert_eq!(placeholder.hits(), 0);
     Ok(())
 }

@@ -206,7 +206,7 @@ fn amity_config(app: &App) -> Result<&AmityConfig, Problem> {
 fn network<'a>(app: &'a App, req: &Request<'_>) -> Result<&'a AmityNetwork, Problem> {
     let cfg = amity_config(app)?;
     let key = single_header(req.headers, "x-api-key")
-        .ok_or_else(|| Problem::Unauthorized("an x-api-key header is required".into()))?;
+        .ok_or_else(|| Problem::NoCredential("an x-api-key header is required".into()))?;
     find_credential(&cfg.networks, key.as_bytes())
         .ok_or_else(|| Problem::Unauthorized("the API key is not valid".into()))
 }
@@ -247,7 +247,7 @@ pub async fn register_session(app: &App, req: &Request<'_>) -> Result<Reply, Pro
     if let Some(server_key) = &network.server_key {
         if !renewing {
             let Some(auth_token) = &reg.auth_token else {
-                return Err(Problem::Unauthorized(
+                return Err(Problem::NoCredential(
                     "this network is in secure mode: authToken is required".into(),
                 ));
             };
@@ -345,7 +345,7 @@ async fn replace_device_session(
 pub async fn auth_token(app: &App, ep: Endpoint, req: &Request<'_>) -> Result<Reply, Problem> {
     let cfg = amity_config(app)?;
     let presented = single_header(req.headers, "x-server-key")
-        .ok_or_else(|| Problem::Unauthorized("an x-server-key header is required".into()))?;
+        .ok_or_else(|| Problem::NoCredential("an x-server-key header is required".into()))?;
     let network = find_credential_by(&cfg.networks, presented.as_bytes(), |n| {
         n.server_key.as_ref()
     })
@@ -386,14 +386,20 @@ pub async fn auth_token(app: &App, ep: Endpoint, req: &Request<'_>) -> Result<Re
 /// settings (the SDK's login fails without them).
 pub async fn chat_settings(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
     let cfg = amity_config(app)?;
-    let session = amity_session(app, req, None)
-        .await?
-        .ok_or_else(|| Problem::Unauthorized("a valid access token is required".into()))?;
+    let session = amity_session(app, req, None).await?.ok_or_else(|| {
+        let m = "a valid access token is required".to_string();
+        // Presented and refused counts as a failed authentication; absent does not.
+        if bearer(req.headers).is_some() {
+            Problem::Unauthorized(m)
+        } else {
+            Problem::NoCredential(m)
+        }
+    })?;
     let network = cfg
         .networks
         .iter()
         .find(|n| n.network_id == session.business_id)
-        .ok_or_else(|| Problem::Unauthorized("the session's network is not configured".into()))?;
+        .ok_or_else(|| Problem::NoCredential("the session's network is not configured".into()))?;
     Ok(Reply::json(200, &network.chat_settings))
 }
 
@@ -407,7 +413,8 @@ pub fn render(problem: &Problem) -> Reply {
             "Content-Type must be application/json".into(),
         ),
         Problem::Field(f) => (400, code::BAD_REQUEST, f.describe()),
-        Problem::Unauthorized(m) => (401, code::UNAUTHORIZED, m.clone()),
+        Problem::Unauthorized(m) | Problem::NoCredential(m) => (401, code::UNAUTHORIZED, m.clone()),
+        Problem::Gate(e) => return render(&Problem::from(e.clone())),
         Problem::Forbidden(m) => (403, code::FORBIDDEN, m.clone()),
         Problem::NotFound { message, .. } => (404, code::ITEM_NOT_FOUND, message.clone()),
         Problem::MethodNotAllowed(m) => (405, code::BAD_REQUEST, format!("use {m}")),

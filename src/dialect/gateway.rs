@@ -12,17 +12,10 @@ use serde_json::json;
 /// A [`GateError`] as a reply (status, JSON body, RFC 6750 challenge).
 pub fn error_reply(err: &GateError) -> Reply {
     let r = err.response();
-    let mut headers = Vec::new();
-    if let Some(c) = r.www_authenticate {
-        headers.push(("www-authenticate", c.to_string()));
-    }
-    if let Some(secs) = r.retry_after {
-        headers.push(("retry-after", secs.to_string()));
-    }
     Reply {
         status: r.status,
         content_type: "application/json",
-        headers,
+        headers: r.headers(),
         body: err.body(),
     }
 }
@@ -51,7 +44,7 @@ pub async fn refresh(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
         Ok(_) => {}
         Err(e) => {
             record_failure(app, &e);
-            return Ok(error_reply(&e));
+            return Err(Problem::Gate(e));
         }
     }
     match app.sessions.refresh(&token).await {
@@ -72,7 +65,7 @@ pub async fn refresh(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
                 tracing::warn!("refresh token reuse: session revoked");
             }
             record_failure(app, &e);
-            Ok(error_reply(&e))
+            Err(Problem::Gate(e))
         }
     }
 }
@@ -82,13 +75,13 @@ pub async fn logout(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
     let Some(token) = bearer(req.headers) else {
         let e = GateError::MissingToken;
         record_failure(app, &e);
-        return Ok(error_reply(&e));
+        return Err(Problem::Gate(e));
     };
     let session = match app.sessions.authenticate(token).await {
         Ok(s) => s,
         Err(e) => {
             record_failure(app, &e);
-            return Ok(error_reply(&e));
+            return Err(Problem::Gate(e));
         }
     };
     match app.sessions.revoke(&session.session_id).await {
@@ -104,7 +97,7 @@ pub async fn logout(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
                 body: Vec::new(),
             })
         }
-        Err(e) => Ok(error_reply(&e)),
+        Err(e) => Err(Problem::Gate(e)),
     }
 }
 
@@ -123,7 +116,7 @@ pub async fn verify(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
         .keys()
         .any(|k| crate::headers::is_identity_header(k.as_str()))
     {
-        return Ok(error_reply(&GateError::Forbidden(
+        return Err(Problem::Gate(GateError::Forbidden(
             "identity headers are not accepted from clients".into(),
         )));
     }
@@ -132,13 +125,13 @@ pub async fn verify(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
         return Ok(empty(200, Vec::new()));
     }
     let Some(token) = bearer(req.headers) else {
-        return Ok(error_reply(&GateError::MissingToken));
+        return Err(Problem::Gate(GateError::MissingToken));
     };
     let session = match app.sessions.authenticate(token).await {
         Ok(s) => s,
         Err(e) => {
             record_failure(app, &e);
-            return Ok(error_reply(&e));
+            return Err(Problem::Gate(e));
         }
     };
     let mut headers: Vec<(&'static str, String)> = crate::hasura::identity(&session)
@@ -150,7 +143,7 @@ pub async fn verify(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
     if app.hasura.mode() == crate::config::HasuraMode::Jwt && trusted_peer {
         match app.hasura.jwt_for(&session) {
             Ok(m) => headers.push(("authorization", format!("Bearer {}", m.token))),
-            Err(e) => return Ok(error_reply(&e)),
+            Err(e) => return Err(Problem::Gate(e)),
         }
     }
     Ok(empty(200, headers))
@@ -191,7 +184,7 @@ pub async fn hasura_webhook(app: &App, req: &Request<'_>) -> Result<Reply, Probl
         .as_deref()
         .and_then(|a| crate::auth::bearer_token(a.as_bytes()))
     else {
-        return Ok(error_reply(&GateError::MissingToken));
+        return Err(Problem::Gate(GateError::MissingToken));
     };
     match app.sessions.authenticate(token).await {
         Ok(s) => Ok(Reply::json(
@@ -200,7 +193,7 @@ pub async fn hasura_webhook(app: &App, req: &Request<'_>) -> Result<Reply, Probl
         )),
         Err(e) => {
             record_failure(app, &e);
-            Ok(error_reply(&e))
+            Err(Problem::Gate(e))
         }
     }
 }
@@ -226,10 +219,10 @@ pub fn render(problem: &Problem) -> Reply {
             GateError::BadRequest("Content-Type must be application/json".into())
         }
         Problem::Field(f) => GateError::BadRequest(f.describe()),
-        Problem::Unauthorized(_) => GateError::MissingToken,
-        Problem::Forbidden(m) | Problem::NotFound { message: m, .. } => {
-            GateError::BadRequest(m.clone())
-        }
+        Problem::Unauthorized(_) | Problem::NoCredential(_) => GateError::MissingToken,
+        Problem::Gate(e) => e.clone(),
+        Problem::Forbidden(m) => GateError::Forbidden(m.clone()),
+        Problem::NotFound { .. } => GateError::NotFound,
         Problem::PayloadTooLarge(n) => GateError::PayloadTooLarge(*n),
         Problem::MethodNotAllowed(_) => GateError::MethodNotAllowed,
         Problem::Timeout => GateError::RequestTimeout,

@@ -273,9 +273,17 @@ pub enum Problem {
     /// A field is missing or invalid.
     #[error("{}", .0.describe())]
     Field(FieldProblem),
-    /// The credential is missing or unknown.
+    /// A credential was presented and refused (counts as a failed authentication).
     #[error("{0}")]
     Unauthorized(String),
+    /// No credential was presented (or only an expired one): 401 all the same, but not a
+    /// guess, so not counted against the client's address.
+    #[error("{0}")]
+    NoCredential(String),
+    /// A gateway refusal: the gateway's own format writes it as is, the other dialects
+    /// through `From<GateError>`.
+    #[error("{0}")]
+    Gate(GateError),
     /// The credential is valid but not for this (business, role, host, scope).
     #[error("{0}")]
     Forbidden(String),
@@ -307,6 +315,29 @@ pub enum Problem {
     Internal,
 }
 
+impl Problem {
+    /// Whether this refusal counts against the client's address as a failed
+    /// authentication (see [`GateError::counts_as_failed_authentication`]).
+    pub fn counts_as_failed_authentication(&self) -> bool {
+        match self {
+            Problem::Unauthorized(_) => true,
+            Problem::Gate(e) => e.counts_as_failed_authentication(),
+            Problem::NoCredential(_)
+            | Problem::Malformed(_)
+            | Problem::ContentType
+            | Problem::Field(_)
+            | Problem::Forbidden(_)
+            | Problem::PayloadTooLarge(_)
+            | Problem::Timeout
+            | Problem::MethodNotAllowed(_)
+            | Problem::NotFound { .. }
+            | Problem::Unavailable
+            | Problem::RateLimited(_)
+            | Problem::Internal => false,
+        }
+    }
+}
+
 impl From<StoreError> for Problem {
     fn from(e: StoreError) -> Self {
         match e {
@@ -323,10 +354,44 @@ impl From<Limited> for Problem {
 }
 
 impl From<GateError> for Problem {
+    /// Exhaustive: every gateway error keeps its meaning in the dialect's own format.
     fn from(e: GateError) -> Self {
         match e {
             GateError::StoreUnavailable => Problem::Unavailable,
-            _ => Problem::Internal,
+            GateError::MissingToken
+            | GateError::InvalidToken(_)
+            | GateError::SessionNotFound
+            | GateError::SessionExpired
+            | GateError::InvalidRefreshToken
+            | GateError::RefreshTokenReused
+            | GateError::AdminUnauthorized => {
+                if e.counts_as_failed_authentication() {
+                    Problem::Unauthorized(e.to_string())
+                } else {
+                    Problem::NoCredential(e.to_string())
+                }
+            }
+            GateError::BadRequest(m) => Problem::Malformed(m),
+            GateError::InvalidField { field: f, message } => {
+                field(&[f], FieldKind::Invalid(message))
+            }
+            GateError::PayloadTooLarge(n) => Problem::PayloadTooLarge(n),
+            GateError::HeadersTooLarge(_) | GateError::TooManyHeaders(_) => {
+                Problem::Malformed(e.to_string())
+            }
+            GateError::Forbidden(m) => Problem::Forbidden(m),
+            GateError::NotFound => Problem::NotFound {
+                field: "",
+                message: e.to_string(),
+            },
+            GateError::MethodNotAllowed => Problem::MethodNotAllowed("POST"),
+            GateError::RequestTimeout => Problem::Timeout,
+            GateError::RateLimited(secs) | GateError::TooManyConnections(secs) => {
+                Problem::RateLimited(secs)
+            }
+            GateError::UpstreamUnavailable | GateError::UpstreamTimeout | GateError::Internal => {
+                Problem::Internal
+            }
         }
     }
 }
@@ -509,8 +574,8 @@ pub async fn precheck(
 }
 
 /// Answers one dialect request; every failure is rendered in the dialect's own format.
-/// A 401 (a credential was presented and refused, or none was) counts as a failed
-/// authentication of the client's address.
+/// A refused credential counts as a failed authentication of the client's address
+/// ([`Problem::counts_as_failed_authentication`]).
 pub async fn handle(app: &App, ep: Endpoint, req: &Request<'_>) -> Reply {
     let dialect = ep.dialect();
     let result = if let Some(allow) = ep.allow().filter(|_| !ep.allows(req.method)) {
@@ -531,11 +596,14 @@ pub async fn handle(app: &App, ep: Endpoint, req: &Request<'_>) -> Reply {
             Endpoint::Jwks => Ok(gateway::jwks(app)),
         }
     };
-    let reply = match result {
-        Ok(reply) => reply,
-        Err(problem) => render(dialect, &problem),
+    let (reply, failed_authentication) = match result {
+        Ok(reply) => (reply, false),
+        Err(problem) => (
+            render(dialect, &problem),
+            problem.counts_as_failed_authentication(),
+        ),
     };
-    if reply.status == 401 && ep.counts_client(req.via_trusted_proxy) {
+    if failed_authentication && ep.counts_client(req.via_trusted_proxy) {
         app.limits.auth_failed(req.client_ip).await;
     }
     app.metrics
@@ -547,6 +615,15 @@ pub async fn handle(app: &App, ep: Endpoint, req: &Request<'_>) -> Reply {
 
 /// A problem in `dialect`'s own error format.
 pub fn render(dialect: Dialect, problem: &Problem) -> Reply {
+    // A gateway refusal in another dialect is that dialect's own problem.
+    let converted;
+    let problem = match problem {
+        Problem::Gate(e) if dialect != Dialect::Gateway => {
+            converted = Problem::from(e.clone());
+            &converted
+        }
+        p => p,
+    };
     let mut reply = match dialect {
         Dialect::Mottasl => mottasl::render(problem),
         Dialect::Amity => amity::render(problem),
@@ -559,7 +636,7 @@ pub fn render(dialect: Dialect, problem: &Problem) -> Reply {
     if let Problem::MethodNotAllowed(allow) = problem {
         reply.headers.push(("allow", (*allow).to_string()));
     }
-    if let Problem::Unauthorized(_) = problem {
+    if let Problem::Unauthorized(_) | Problem::NoCredential(_) = problem {
         if dialect != Dialect::Amity && dialect != Dialect::Gateway {
             reply
                 .headers
@@ -592,6 +669,37 @@ fn status_label(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Gateway errors keep their meaning in a dialect (before: everything but a store outage
+    /// became "internal error", and the gateway's own format turned 403 into 400).
+    #[test]
+    fn gateway_errors_keep_their_meaning_in_every_dialect() {
+        assert_eq!(
+            Problem::from(GateError::Forbidden("no".into())),
+            Problem::Forbidden("no".into())
+        );
+        assert_eq!(
+            Problem::from(GateError::RateLimited(7)),
+            Problem::RateLimited(7)
+        );
+        assert_eq!(Problem::from(GateError::RequestTimeout), Problem::Timeout);
+        assert!(matches!(
+            Problem::from(GateError::SessionNotFound),
+            Problem::Unauthorized(_)
+        ));
+        assert_eq!(Problem::from(GateError::Internal), Problem::Internal);
+        for d in [
+            Dialect::Mottasl,
+            Dialect::Amity,
+            Dialect::Rapidly,
+            Dialect::Gateway,
+        ] {
+            let forbidden = render(d, &Problem::from(GateError::Forbidden("no".into())));
+            assert_eq!(forbidden.status, 403, "{d:?}");
+            let limited = render(d, &Problem::from(GateError::RateLimited(7)));
+            assert_eq!(limited.status, 429, "{d:?}");
+        }
+    }
     use serde_json::json;
 
     fn obj(v: Value) -> Map<String, Value> {

@@ -162,7 +162,7 @@ pub async fn new_session(app: &App, req: &Request<'_>) -> Result<Reply, Problem>
         return Err(Problem::Internal);
     };
     let token = bearer(req.headers)
-        .ok_or_else(|| Problem::Unauthorized("an integration bearer token is required".into()))?;
+        .ok_or_else(|| Problem::NoCredential("an integration bearer token is required".into()))?;
     let cred = find_credential(&cfg.credentials, token.as_bytes())
         .ok_or_else(|| Problem::Unauthorized("the integration token is not valid".into()))?;
     app.limits
@@ -217,7 +217,8 @@ pub fn render(problem: &Problem) -> Reply {
         Problem::Malformed(m) => (400, m.clone()),
         Problem::ContentType => (400, "Content-Type must be application/json".into()),
         Problem::Field(f) => (400, f.describe()),
-        Problem::Unauthorized(m) => (401, m.clone()),
+        Problem::Unauthorized(m) | Problem::NoCredential(m) => (401, m.clone()),
+        Problem::Gate(e) => return render(&Problem::from(e.clone())),
         Problem::Forbidden(m) => (403, m.clone()),
         Problem::PayloadTooLarge(n) => (413, format!("the request body is larger than {n} bytes")),
         Problem::MethodNotAllowed(m) => (405, format!("use {m}")),

@@ -197,7 +197,7 @@ pub async fn create_session(app: &App, req: &Request<'_>) -> Result<Reply, Probl
         .as_ref()
         .ok_or(Problem::Internal)?;
     let token = bearer(req.headers)
-        .ok_or_else(|| Problem::Unauthorized("a workspace access token is required".into()))?;
+        .ok_or_else(|| Problem::NoCredential("a workspace access token is required".into()))?;
     let workspace = find_credential(&cfg.workspaces, token.as_bytes())
         .ok_or_else(|| Problem::Unauthorized("the access token is invalid".into()))?;
     app.limits
@@ -432,7 +432,8 @@ pub fn render(problem: &Problem) -> Reply {
                 "value_error",
             ),
         ),
-        Problem::Unauthorized(m) => error(401, "Unauthorized", m),
+        Problem::Unauthorized(m) | Problem::NoCredential(m) => error(401, "Unauthorized", m),
+        Problem::Gate(e) => render(&Problem::from(e.clone())),
         Problem::Forbidden(m) => error(403, "InsufficientScope", m),
         Problem::PayloadTooLarge(n) => error(
             413,

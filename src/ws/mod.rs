@@ -41,25 +41,6 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 type Upstream = Box<dyn Io>;
 
-/// The TLS client settings for an `https://` upstream, built once.
-fn tls_client(app: &App) -> Result<Arc<pingora::tls::ClientConfig>, GateError> {
-    static CONFIG: std::sync::OnceLock<Option<Arc<pingora::tls::ClientConfig>>> =
-        std::sync::OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = crate::pem::upstream_roots(app.config.upstream.ca_pem.as_deref())
-                .map_err(|e| tracing::error!(error = %e, "no trust roots for the upstream"))
-                .ok()?;
-            let mut cfg = pingora::tls::ClientConfig::builder()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Some(Arc::new(cfg))
-        })
-        .clone()
-        .ok_or(GateError::UpstreamUnavailable)
-}
-
 /// Connects to the upstream, with TLS when its URL is `https://`.
 async fn connect_upstream(app: &App) -> Result<Upstream, GateError> {
     let up = &app.config.upstream;
@@ -74,7 +55,12 @@ async fn connect_upstream(app: &App) -> Result<Upstream, GateError> {
     }
     let name = pingora::tls::ServerName::try_from(up.host.clone())
         .map_err(|_| GateError::UpstreamUnavailable)?;
-    let connector = pingora::tls::TlsConnector::from(tls_client(app)?);
+    let client = app
+        .upstream_tls
+        .as_ref()
+        .map(|t| t.client.clone())
+        .ok_or(GateError::UpstreamUnavailable)?;
+    let connector = pingora::tls::TlsConnector::from(client);
     match tokio::time::timeout(up.connect_timeout, connector.connect(name, tcp)).await {
         Ok(Ok(s)) => Ok(Box::new(s)),
         Ok(Err(e)) => {
@@ -148,8 +134,11 @@ pub enum End {
     Closed,
     /// The session was revoked or expired.
     Revoked,
-    /// No valid credential (at the handshake or in `connection_init`).
+    /// No credential, or an expired one (at the handshake or in `connection_init`).
     Unauthorized,
+    /// A credential was presented in `connection_init` and refused: a failed
+    /// authentication ([`GateError::counts_as_failed_authentication`]).
+    Refused,
     /// The first message was not a valid `connection_init`.
     BadInit,
     /// A client message was not a strict JSON object (duplicate key, bad JSON, not an
@@ -165,6 +154,8 @@ pub enum End {
     StoreUnavailable,
     /// The upstream refused the handshake or could not be reached.
     UpstreamFailed,
+    /// The gateway failed (e.g. minting the Hasura JWT for `connection_init`).
+    Internal,
 }
 
 impl End {
@@ -173,7 +164,7 @@ impl End {
         match self {
             End::Closed => "closed",
             End::Revoked => "revoked",
-            End::Unauthorized => "unauthorized",
+            End::Unauthorized | End::Refused => "unauthorized",
             End::BadInit => "bad_init",
             End::BadMessage(_) => "bad_message",
             End::InitTimeout => "init_timeout",
@@ -181,6 +172,7 @@ impl End {
             End::TooLarge => "too_large",
             End::StoreUnavailable => "store_unavailable",
             End::UpstreamFailed => "upstream_failed",
+            End::Internal => "internal",
         }
     }
 
@@ -190,7 +182,7 @@ impl End {
         match self {
             End::Closed | End::UpstreamFailed => None,
             End::Revoked => Some((4403, "Forbidden: the session was revoked or has expired")),
-            End::Unauthorized => Some((4401, "Unauthorized")),
+            End::Unauthorized | End::Refused => Some((4401, "Unauthorized")),
             End::BadInit => Some((
                 4400,
                 "the first message must be connection_init, every message a JSON object",
@@ -206,6 +198,7 @@ impl End {
             End::TooManyInits => Some((4429, "Too many initialisation requests")),
             End::TooLarge => Some((1009, "message too big")),
             End::StoreUnavailable => Some((4500, "the session store is unavailable")),
+            End::Internal => Some((1011, "internal error")),
         }
     }
 }
@@ -399,15 +392,12 @@ pub async fn relay(app: &App, down: &mut HttpSession, s: Socket<'_>) -> End {
     let end = pump(app, down, &mut up, &mut authed, s.graphql, protocol, early).await;
     if matches!(
         end,
-        End::Unauthorized
-            | End::BadInit
-            | End::InitTimeout
-            | End::TooManyInits
-            | End::BadMessage(_)
+        End::Refused | End::BadInit | End::InitTimeout | End::TooManyInits | End::BadMessage(_)
     ) {
-        // A socket that never authenticated properly, or that tried to say something Hasura
-        // would read differently, is a failed authentication like any other: it held an
-        // upstream connection for nothing.
+        // A refused credential counts like anywhere else. So do protocol violations: a socket
+        // that never sent a usable connection_init, or tried to say something Hasura would
+        // read differently, held an upstream connection for nothing. A connection_init
+        // without a credential (or with an expired one) is not a guess.
         app.limits.auth_failed(s.client_ip).await;
     }
     app.metrics.websockets_open.dec();
@@ -418,10 +408,29 @@ pub async fn relay(app: &App, down: &mut HttpSession, s: Socket<'_>) -> End {
 
 /// Answers a refused handshake with the gateway's JSON error (before any 101).
 async fn refuse(down: &mut HttpSession, request_id: &str, err: &GateError) -> End {
-    let end = match err.response().status {
-        401 => End::Unauthorized,
-        503 => End::StoreUnavailable,
-        _ => End::UpstreamFailed,
+    let end = match err {
+        GateError::MissingToken
+        | GateError::InvalidToken(_)
+        | GateError::SessionNotFound
+        | GateError::SessionExpired
+        | GateError::InvalidRefreshToken
+        | GateError::RefreshTokenReused
+        | GateError::AdminUnauthorized
+        | GateError::Forbidden(_) => End::Unauthorized,
+        GateError::StoreUnavailable => End::StoreUnavailable,
+        GateError::UpstreamUnavailable | GateError::UpstreamTimeout => End::UpstreamFailed,
+        // A request refused for its shape or rate (none reaches the relay today).
+        GateError::BadRequest(_)
+        | GateError::InvalidField { .. }
+        | GateError::PayloadTooLarge(_)
+        | GateError::HeadersTooLarge(_)
+        | GateError::TooManyHeaders(_)
+        | GateError::NotFound
+        | GateError::MethodNotAllowed
+        | GateError::RequestTimeout
+        | GateError::TooManyConnections(_)
+        | GateError::RateLimited(_) => End::BadInit,
+        GateError::Internal => End::Internal,
     };
     down.set_keepalive(None);
     let _ = crate::respond::error(down, err, request_id).await;
@@ -505,7 +514,9 @@ async fn pump(
         }
     };
     if let Some((code, reason)) = end.close() {
-        if protocol == Some(Subprotocol::LegacyWs) && end == End::Unauthorized {
+        if protocol == Some(Subprotocol::LegacyWs)
+            && matches!(end, End::Unauthorized | End::Refused)
+        {
             // The legacy protocol reports a refused connection_init as a message first.
             let msg =
                 serde_json::json!({"type": "connection_error", "payload": {"message": reason}});
@@ -654,12 +665,19 @@ async fn first_init(
                 if let Some(reason) = e.auth_failure_reason() {
                     app.metrics.auth_failures.with_label_values(&[reason]).inc();
                 }
-                return Err(End::Unauthorized);
+                return Err(if e.counts_as_failed_authentication() {
+                    End::Refused
+                } else {
+                    End::Unauthorized
+                });
             }
         }
     }
     let a = authed.as_ref().ok_or(End::Unauthorized)?;
-    let set = init_identity(app, a).map_err(|_| End::StoreUnavailable)?;
+    let set = init_identity(app, a).map_err(|e| match e {
+        GateError::StoreUnavailable => End::StoreUnavailable,
+        _ => End::Internal,
+    })?;
     let set: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let text = init.rewrite(&set);
     Ok(frame::encode(frame::TEXT, &text, Some(rand::random())))

@@ -303,14 +303,26 @@ impl Gateway {
         edit: impl FnOnce(String) -> String,
         env: &[(&str, &str)],
     ) -> Result<Gateway, Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let (proxy, admin) = (free_port(), free_port());
-        let config_path = dir.path().join("sessiongate.toml");
-        std::fs::write(
-            &config_path,
-            edit(config_text(proxy, admin, upstream, redis, extra)),
-        )?;
-        Self::spawn(dir, config_path, proxy, admin, env)
+        let (mut proxy, mut admin) = (free_port(), free_port());
+        let mut text = edit(config_text(proxy, admin, upstream, redis, extra));
+        // A port found free may be taken by a parallel test before the binary binds it:
+        // then start again on other ports.
+        for attempt in 1.. {
+            let dir = tempfile::tempdir()?;
+            let config_path = dir.path().join("sessiongate.toml");
+            std::fs::write(&config_path, &text)?;
+            match Self::spawn(dir, config_path, proxy, admin, env) {
+                Err(e) if attempt < 5 && e.to_string().contains("in use") => {
+                    let (p, a) = (free_port(), free_port());
+                    text = text
+                        .replace(&format!("127.0.0.1:{proxy}\""), &format!("127.0.0.1:{p}\""))
+                        .replace(&format!("127.0.0.1:{admin}\""), &format!("127.0.0.1:{a}\""));
+                    (proxy, admin) = (p, a);
+                }
+                other => return other,
+            }
+        }
+        Err("unreachable".into())
     }
 
     fn spawn(
@@ -336,16 +348,28 @@ impl Gateway {
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()?;
-        let gw = Gateway {
+        let mut gw = Gateway {
             proxy: SocketAddr::from(([127, 0, 0, 1], proxy)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
             config_path,
             _dir: dir,
             child,
         };
-        if !wait_for(gw.admin, Duration::from_secs(20))
-            || !wait_for(gw.proxy, Duration::from_secs(5))
-        {
+        // Up when both listeners answer and the process still runs. Pingora retries a bind
+        // whose port is taken ("… is in use, will try again"), and another process may be
+        // the one answering there: that is a start on other ports.
+        let in_use = |gw: &Gateway| gw.log().contains(" is in use");
+        let up = eventually(Duration::from_secs(20), || {
+            !gw.is_running()
+                || in_use(&gw)
+                || (TcpStream::connect_timeout(&gw.admin, Duration::from_millis(100)).is_ok()
+                    && TcpStream::connect_timeout(&gw.proxy, Duration::from_millis(100)).is_ok())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        if in_use(&gw) {
+            return Err(format!("a port is in use; log:\n{}", gw.log()).into());
+        }
+        if !up || !gw.is_running() {
             return Err(format!("gateway did not start; log:\n{}", gw.log()).into());
         }
         Ok(gw)
