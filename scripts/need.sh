@@ -11,7 +11,16 @@ need() {
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "installing: ${missing[*]}"
   local sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "missing: ${missing[*]}; install them (apt-get install ${missing[*]}) as root" >&2
+      return 1
+    fi
+    sudo="sudo"
+  fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  for spec in "$@"; do
+    command -v "${spec%%:*}" >/dev/null 2>&1 || { echo "still missing: ${spec%%:*}" >&2; return 1; }
+  done
 }

@@ -280,6 +280,7 @@ impl Metrics {
             "upstream_error",
             "rate_limited",
             "websocket",
+            "dialect",
         ] {
             m.requests.with_label_values(&[o]);
         }

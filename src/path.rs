@@ -110,6 +110,10 @@ pub fn ambiguity(path: &str) -> Option<Ambiguity> {
             _ => Ambiguity::Control,
         });
     }
+    // The common case (`/v1/graphql`): nothing encoded, nothing to decode, no allocation.
+    if !raw.contains(&b'%') {
+        return None;
+    }
     let mut current = raw.to_vec();
     for round in 0..=MAX_DECODE_ROUNDS {
         let mut decoded = Vec::with_capacity(current.len());

@@ -290,15 +290,16 @@ fn revoked_or_expired_sessions_close_the_socket() -> TestResult {
         assert_eq!(next(&mut ws, Duration::from_secs(6)).await?, Err(4403));
         Ok::<(), Error>(())
     })?;
-    let metrics = request(e.gw.admin, "GET", "/metrics", &[], None)?.body;
-    assert!(
-        metrics.contains("sessiongate_websocket_closes_total{reason=\"revoked\"} 2"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("sessiongate_websockets_open 0"),
-        "{metrics}"
-    );
+    // The relay counts a socket's end after writing its close frame: poll briefly.
+    let mut metrics = String::new();
+    let counted = eventually(Duration::from_secs(5), || {
+        metrics = request(e.gw.admin, "GET", "/metrics", &[], None)
+            .map(|r| r.body)
+            .unwrap_or_default();
+        metrics.contains("sessiongate_websocket_closes_total{reason=\"revoked\"} 2")
+            && metrics.contains("sessiongate_websockets_open 0")
+    });
+    assert!(counted, "{metrics}");
     Ok(())
 }
 

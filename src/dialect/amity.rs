@@ -6,6 +6,7 @@
 use super::{bearer, json_object, require_json, single_header, FieldKind, Fields, Len};
 use super::{Endpoint, Problem, Reply, Request};
 use crate::config::dialects::{find_credential, find_credential_by, AmityConfig, AmityNetwork};
+use crate::error::GateError;
 use crate::headers::is_header_safe;
 use crate::session::directory::UserRecord;
 use crate::session::model::{now_unix, rfc3339, NewSession, Session};
@@ -211,22 +212,34 @@ fn network<'a>(app: &'a App, req: &Request<'_>) -> Result<&'a AmityNetwork, Prob
         .ok_or_else(|| Problem::Unauthorized("the API key is not valid".into()))
 }
 
-/// The session behind a bearer access token, if it is a live Amity session of `network`.
+/// The caller's live Amity session, if its bearer is one (on `network_id`, when given); and
+/// whether a bearer was presented and refused (a failed authentication by the common
+/// policy, [`GateError::counts_as_failed_authentication`]).
 async fn amity_session(
     app: &App,
     req: &Request<'_>,
     network_id: Option<&str>,
-) -> Result<Option<Arc<Session>>, Problem> {
+) -> Result<(Option<Arc<Session>>, bool), Problem> {
     let Some(token) = bearer(req.headers) else {
-        return Ok(None);
+        return Ok((None, false));
     };
     match app.sessions.authenticate(token).await {
         Ok(s) if s.source == "amity" && network_id.is_none_or(|n| s.business_id == n) => {
-            Ok(Some(s))
+            Ok((Some(s), false))
         }
-        Ok(_) => Ok(None),
-        Err(crate::error::GateError::StoreUnavailable) => Err(Problem::Unavailable),
-        Err(_) => Ok(None),
+        Ok(_) => Ok((None, false)),
+        Err(GateError::StoreUnavailable) => Err(Problem::Unavailable),
+        Err(e) => Ok((None, e.counts_as_failed_authentication())),
+    }
+}
+
+/// 401 in Amity's format, counted as a failed authentication only when a credential was
+/// presented and refused.
+fn unauthorized(refused: bool, message: &str) -> Problem {
+    if refused {
+        Problem::Unauthorized(message.to_string())
+    } else {
+        Problem::NoCredential(message.to_string())
     }
 }
 
@@ -241,14 +254,14 @@ pub async fn register_session(app: &App, req: &Request<'_>) -> Result<Reply, Pro
     // Renewal (the SDK posts again with its current access token): a live session of the
     // same user on this network stands in for the secure-mode auth token. Without one, an
     // Authorization header changes nothing: the API key and userId decide, as on first login.
-    let renewing = amity_session(app, req, Some(&network.network_id))
-        .await?
-        .is_some_and(|s| s.user_id == reg.user_id);
+    let (renewal, refused) = amity_session(app, req, Some(&network.network_id)).await?;
+    let renewing = renewal.is_some_and(|s| s.user_id == reg.user_id);
     if let Some(server_key) = &network.server_key {
         if !renewing {
             let Some(auth_token) = &reg.auth_token else {
-                return Err(Problem::NoCredential(
-                    "this network is in secure mode: authToken is required".into(),
+                return Err(unauthorized(
+                    refused,
+                    "this network is in secure mode: authToken is required",
                 ));
             };
             let ok = check_auth_token(
@@ -386,15 +399,9 @@ pub async fn auth_token(app: &App, ep: Endpoint, req: &Request<'_>) -> Result<Re
 /// settings (the SDK's login fails without them).
 pub async fn chat_settings(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
     let cfg = amity_config(app)?;
-    let session = amity_session(app, req, None).await?.ok_or_else(|| {
-        let m = "a valid access token is required".to_string();
-        // Presented and refused counts as a failed authentication; absent does not.
-        if bearer(req.headers).is_some() {
-            Problem::Unauthorized(m)
-        } else {
-            Problem::NoCredential(m)
-        }
-    })?;
+    let (session, refused) = amity_session(app, req, None).await?;
+    let session =
+        session.ok_or_else(|| unauthorized(refused, "a valid access token is required"))?;
     let network = cfg
         .networks
         .iter()

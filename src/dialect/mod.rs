@@ -354,7 +354,10 @@ impl From<Limited> for Problem {
 }
 
 impl From<GateError> for Problem {
-    /// Exhaustive: every gateway error keeps its meaning in the dialect's own format.
+    /// Exhaustive: every gateway error keeps its meaning in the dialect's own format. Some
+    /// statuses have no dialect equivalent and take the nearest (431 → 400, 502/504 → 500,
+    /// 503 connection cap → 429); none of those reaches a dialect today (session creation
+    /// fails only with a store outage or an internal error).
     fn from(e: GateError) -> Self {
         match e {
             GateError::StoreUnavailable => Problem::Unavailable,
@@ -630,7 +633,8 @@ pub fn render(dialect: Dialect, problem: &Problem) -> Reply {
         Dialect::Rapidly => rapidly::render(problem),
         Dialect::Gateway => gateway::render(problem),
     };
-    if let Problem::RateLimited(secs) = problem {
+    // The gateway's own format writes Retry-After with the error already.
+    if let (Problem::RateLimited(secs), false) = (problem, dialect == Dialect::Gateway) {
         reply.headers.push(("retry-after", secs.to_string()));
     }
     if let Problem::MethodNotAllowed(allow) = problem {

@@ -392,12 +392,18 @@ pub async fn relay(app: &App, down: &mut HttpSession, s: Socket<'_>) -> End {
     let end = pump(app, down, &mut up, &mut authed, s.graphql, protocol, early).await;
     if matches!(
         end,
-        End::Refused | End::BadInit | End::InitTimeout | End::TooManyInits | End::BadMessage(_)
+        End::Refused
+            | End::Unauthorized
+            | End::BadInit
+            | End::InitTimeout
+            | End::TooManyInits
+            | End::BadMessage(_)
     ) {
-        // A refused credential counts like anywhere else. So do protocol violations: a socket
-        // that never sent a usable connection_init, or tried to say something Hasura would
-        // read differently, held an upstream connection for nothing. A connection_init
-        // without a credential (or with an expired one) is not a guess.
+        // A refused credential counts like anywhere else. Unlike an HTTP request, a socket
+        // that never authenticated also costs an upstream connection and handshake (the relay
+        // opens them before connection_init), so a connection_init without a credential, or
+        // with an expired one, counts here too, as do protocol violations: otherwise opening
+        // sockets and never authenticating would be free.
         app.limits.auth_failed(s.client_ip).await;
     }
     app.metrics.websockets_open.dec();

@@ -365,7 +365,9 @@ impl Gateway {
                 || (TcpStream::connect_timeout(&gw.admin, Duration::from_millis(100)).is_ok()
                     && TcpStream::connect_timeout(&gw.proxy, Duration::from_millis(100)).is_ok())
         });
-        std::thread::sleep(Duration::from_millis(50));
+        // Pingora binds the proxy right after the admin listener: give its warning time to
+        // reach the log on a busy machine.
+        std::thread::sleep(Duration::from_millis(200));
         if in_use(&gw) {
             return Err(format!("a port is in use; log:\n{}", gw.log()).into());
         }
