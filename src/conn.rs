@@ -1,8 +1,10 @@
 //! Client connections below the HTTP layer: admission (a cap in total and per address) and
 //! the deadlines Pingora does not keep by itself.
 //!
-//! Pingora times each *read* of a request head, so a client dripping one byte at a time
-//! (slowloris) would hold its connection for as long as it likes. [`Timed`] wraps the
+//! Pingora times each *read* of a request head (pingora-core 0.9.1,
+//! `protocols/http/v1/server.rs`, `read_request_buf`: `timeout(read_timeout, read)` per
+//! read, 60 s by default), so a client dripping one byte at a time (slowloris) would hold
+//! its connection for as long as it likes. [`Timed`] wraps the
 //! client's stream and bounds the whole head: from the connection's open (first request)
 //! or from the first byte after a kept-alive pause, the head must end within
 //! `header_read_timeout`, and the pause itself within `idle_timeout`. A head that is late

@@ -76,6 +76,16 @@ pub enum StartError {
     /// The store could not be set up.
     #[error("store: {0}")]
     Store(#[from] session::store::StoreError),
+    /// A listener's address cannot be bound (in use, not local, no permission).
+    #[error("{key} = {addr}: {reason}")]
+    Listen {
+        /// The config key of the listener.
+        key: &'static str,
+        /// Its address.
+        addr: std::net::SocketAddr,
+        /// Why it cannot be bound.
+        reason: String,
+    },
 }
 
 /// Builds the shared state from a validated config (no listener is opened).
@@ -153,9 +163,28 @@ fn raise_open_files_limit(cfg: &Config) {
     }
 }
 
+/// Fails when a listener's address cannot be bound. Pingora retries a bind whose address
+/// is in use for a while and then gives up on that service alone, leaving a process that
+/// runs without its listener (pingora-core 0.9.1, `listeners/l4.rs`, `bind_tcp`: "… is in
+/// use, will try again"); a gateway that cannot listen must not start.
+fn check_listeners(cfg: &config::Config) -> Result<(), StartError> {
+    for (key, addr) in [
+        ("server.listen", cfg.listen),
+        ("server.admin_listen", cfg.admin_listen),
+    ] {
+        std::net::TcpListener::bind(addr).map_err(|e| StartError::Listen {
+            key,
+            addr,
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
 /// Starts the proxy and admin listeners and serves until SIGTERM/SIGINT.
 pub fn run(app: Arc<App>) -> Result<(), StartError> {
     let cfg = &app.config;
+    check_listeners(cfg)?;
     let conf = ServerConf {
         threads: cfg.threads,
         grace_period_seconds: Some(cfg.grace_period.as_secs()),

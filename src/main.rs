@@ -40,7 +40,9 @@ enum Command {
 }
 
 /// Crates that print wire data at debug or trace level: request targets with their query,
-/// header blocks (the admin token, the minted Hasura JWT), bodies with tokens. They stay at
+/// header blocks (the admin token, the minted Hasura JWT), bodies with tokens (pingora-core
+/// 0.9.1: `apps/http_app.rs` traces every request header, `protocols/http/v1/client.rs`
+/// every upstream request header). They stay at
 /// `info` whatever `RUST_LOG` asks: the clamp is a filter of its own, ANDed with `RUST_LOG`'s,
 /// so no more specific directive there can lift it (CWE-532).
 const WIRE_LOGGERS: &[&str] = &[
@@ -116,7 +118,7 @@ fn main() -> ExitCode {
             match sessiongate::run(app) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!(error = %e, "gateway stopped");
+                    tracing::error!(error = %e, "cannot start");
                     ExitCode::FAILURE
                 }
             }

@@ -180,15 +180,18 @@ impl Gateway {
                 )));
             }
         }
-        // Pingora passes through any request the upstream answers with 101; only WebSocket
-        // upgrades the relay handles (or, on public routes, plain GET WebSockets) may ask.
+        // Pingora passes through any upgrade request the upstream answers with 101
+        // (pingora-proxy 0.9.1, `proxy_h1.rs`); only WebSocket upgrades the relay handles
+        // (or, on public routes, plain GET WebSockets) may ask.
         if req.headers.contains_key(http::header::UPGRADE) && !ws::is_upgrade(req) {
             return Err(GateError::BadRequest(
                 "only WebSocket upgrades (GET, HTTP/1.1) are accepted".into(),
             ));
         }
-        // Pingora drops Content-Length when Transfer-Encoding is present (RFC 9112 §6.3),
-        // so the parsed headers no longer show the smuggling shape; look at the raw bytes.
+        // Pingora drops Content-Length when Transfer-Encoding is present (RFC 9112 §6.3;
+        // pingora-core 0.9.1, `protocols/http/v1/server.rs`, `read_request`:
+        // `remove_header(&CONTENT_LENGTH)`), so the parsed headers no longer show the
+        // smuggling shape; look at the raw bytes.
         if req.headers.contains_key(TRANSFER_ENCODING) {
             if let Some(h1) = session.as_http1() {
                 if raw_has_content_length(&h1.get_headers_raw_bytes()) {
@@ -597,7 +600,8 @@ impl ProxyHttp for Gateway {
         self.filter(session, ctx).instrument(span).await
     }
 
-    /// What Pingora's own error lines ("Fail to proxy: …") print about the request: method,
+    /// What Pingora's own error lines ("Fail to proxy: …", pingora-proxy 0.9.1 `lib.rs`,
+    /// whose default summary is the whole request target) print about the request: method,
     /// path and request id, never the query (Amity's realtime token travels there) nor any
     /// header (CWE-532).
     fn request_summary(&self, session: &HttpSession, ctx: &RequestCtx) -> String {

@@ -167,3 +167,42 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() -> TestResult {
     assert!(status.success(), "exit status {status:?}\n{}", gw.log());
     Ok(())
 }
+
+/// A listener whose address is taken fails the start at once, naming it (Pingora alone
+/// retries the bind, then runs on without that listener).
+#[test]
+fn a_listener_address_in_use_fails_the_start() -> TestResult {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = taken.local_addr()?.port();
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("sessiongate.toml");
+    std::fs::write(
+        &path,
+        config_text(port, free_port(), "127.0.0.1:9".parse()?, None, ""),
+    )?;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sessiongate"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let exited = eventually(Duration::from_secs(10), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(exited, "still running with its listener taken: {text}");
+    assert!(!out.status.success());
+    assert!(
+        text.contains(&format!("server.listen = 127.0.0.1:{port}")),
+        "{text}"
+    );
+    Ok(())
+}

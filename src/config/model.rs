@@ -130,7 +130,8 @@ impl Default for ConnectionsConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
-            // Pingora's default is 64 KiB per connection, which is most of an idle
+            // Pingora's default (pingora-core 0.9.1 `listeners/mod.rs`, `L4BufferSettings`)
+            // is 64 KiB per connection, which is most of an idle
             // connection's memory once the allocator recycles pages; request heads and
             // bodies still arrive in as few reads (benches/idle_conns.py, docs/benchmarks.md).
             read_buffer: 16 * 1024,
