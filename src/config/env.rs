@@ -27,6 +27,8 @@ pub const HASURA_ADMIN_SECRET_FILE: &str = "SESSIONGATE_HASURA_ADMIN_SECRET_FILE
 pub const HASURA_MODE: &str = "SESSIONGATE_HASURA_MODE";
 /// `text` or `json`.
 pub const LOG_FORMAT: &str = "SESSIONGATE_LOG_FORMAT";
+/// Proxy worker threads; replaces `server.threads`.
+pub const THREADS: &str = "SESSIONGATE_THREADS";
 /// Comma-separated addresses or CIDR ranges; replaces `proxy.trusted_proxies`.
 pub const TRUSTED_PROXIES: &str = "SESSIONGATE_TRUSTED_PROXIES";
 /// Comma-separated addresses or CIDR ranges; replaces `forward_auth.trusted_peers`.

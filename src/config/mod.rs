@@ -217,10 +217,23 @@ impl Validator<'_> {
         if listen == admin_listen {
             self.issue("server.admin_listen", "must differ from server.listen");
         }
-        let threads = f.server.threads.unwrap_or(2);
-        if threads == 0 || threads > 1024 {
-            self.issue("server.threads", "must be between 1 and 1024");
-        }
+        // A container limited to N CPUs (or a benchmark pinned to one) sets the worker
+        // count to match without editing the file.
+        let (threads_text, threads_key) =
+            self.overridden(env::THREADS, f.server.threads.map(|t| t.to_string()));
+        let threads_key = if threads_key.is_empty() {
+            "server.threads".to_string()
+        } else {
+            threads_key
+        };
+        let threads = match threads_text.as_deref().map(str::parse::<usize>) {
+            None => 2,
+            Some(Ok(t)) if (1..=1024).contains(&t) => t,
+            Some(_) => {
+                self.issue(threads_key, "must be a whole number between 1 and 1024");
+                2
+            }
+        };
         let grace_period = Duration::from_secs(f.server.grace_period_seconds.unwrap_or(10));
         let (log_format, log_key) = self.overridden(env::LOG_FORMAT, f.server.log_format);
         let log_format = match log_format.as_deref() {
@@ -340,17 +353,27 @@ pub(crate) mod tests {
             (env::UPSTREAM, "http://127.0.0.1:18081"),
             (env::REDIS_URL, "redis://127.0.0.1:6390/0"),
             (env::ADMIN_TOKEN, "an-admin-token-from-the-env"),
+            (env::THREADS, "1"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let c = Config::from_toml(SHIPPED, &env)?;
+        assert_eq!(c.threads, 1);
         assert_eq!(c.listen.port(), 18080);
         assert_eq!(c.admin_listen.port(), 19090);
         assert_eq!(c.upstream.addr.port(), 18081);
         assert!(matches!(c.store, StoreConfig::Redis { .. }));
         assert!(c.admin.token.matches(b"an-admin-token-from-the-env"));
         assert!(!c.development_credentials().contains(&"admin.token"));
+        for bad in ["0", "many", "2000"] {
+            let env: HashMap<String, String> =
+                HashMap::from([(env::THREADS.to_string(), bad.to_string())]);
+            let Err(ConfigError(issues)) = Config::from_toml(SHIPPED, &env) else {
+                panic!("SESSIONGATE_THREADS={bad} accepted");
+            };
+            assert_eq!(issues[0].key, env::THREADS, "{issues:?}");
+        }
         Ok(())
     }
 
