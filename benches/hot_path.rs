@@ -6,7 +6,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use pingora::http::RequestHeader;
 use sessiongate::client_ip::client_ip;
 use sessiongate::config::Config;
-use sessiongate::headers::{rewrite, RewriteOptions};
+use sessiongate::headers::rewrite;
 use sessiongate::session::model::NewSession;
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -70,12 +70,6 @@ fn hot_path(c: &mut Criterion) {
     if let Err(e) = rt.block_on(app.sessions.authenticate(&token)) {
         panic!("{e}");
     }
-    let opts = RewriteOptions {
-        forward_authorization: false,
-        hasura_admin_secret: None,
-        hasura_headers: true,
-        bearer: None,
-    };
     let template = request();
     let peer = std::net::IpAddr::from([192, 0, 2, 10]);
 
@@ -86,7 +80,9 @@ fn hot_path(c: &mut Criterion) {
         b.iter_batched(
             || template.clone(),
             |mut req| {
-                let _ = rewrite(&mut req, Some(&issued.session), opts);
+                if let Ok(identity) = app.hasura.identity_for(&issued.session, &token) {
+                    let _ = rewrite(&mut req, Some(&identity));
+                }
                 req
             },
             criterion::BatchSize::SmallInput,
@@ -103,7 +99,9 @@ fn hot_path(c: &mut Criterion) {
                         return;
                     }
                     if let Ok(session) = app.sessions.authenticate(black_box(&token)).await {
-                        let _ = rewrite(&mut req, Some(&session), opts);
+                        if let Ok(identity) = app.hasura.identity_for(&session, &token) {
+                            let _ = rewrite(&mut req, Some(&identity));
+                        }
                     }
                 });
                 req
@@ -117,7 +115,8 @@ fn hot_path(c: &mut Criterion) {
 /// whole handler (credential lookup, parse, user upsert, token signing, store write) on the
 /// memory store.
 fn dialects(c: &mut Criterion) {
-    use sessiongate::dialect::{self, amity, mottasl, rapidly, Endpoint};
+    use sessiongate::dialect::{self, amity, mottasl, rapidly};
+    use sessiongate::endpoint::{self, Endpoint};
     let mottasl_body = include_bytes!("../tests/fixtures/dialects/mottasl/request.json");
     let amity_body = include_bytes!("../tests/fixtures/dialects/amity/request.json");
     let rapidly_body = include_bytes!("../tests/fixtures/dialects/rapidly/request.json");
@@ -153,7 +152,7 @@ fn dialects(c: &mut Criterion) {
                 via_trusted_proxy: false,
                 peer: std::net::IpAddr::from([127, 0, 0, 1]),
             };
-            let reply = rt.block_on(dialect::handle(&app, Endpoint::MottaslNewSession, &req));
+            let reply = rt.block_on(endpoint::handle(&app, Endpoint::MottaslNewSession, &req));
             assert_eq!(reply.status, 200);
             reply
         })

@@ -18,7 +18,7 @@
 use crate::config::ConnectionsConfig;
 use crate::error::GateError;
 use crate::metrics::Metrics;
-use crate::proxy::Gateway;
+use crate::proxy::Proxy;
 use async_trait::async_trait;
 use ipnet::IpNet;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
@@ -479,7 +479,7 @@ impl Peek for Timed {
 
 /// The proxy listener's application: admission, head deadlines, then Pingora's proxy.
 pub struct Listener {
-    proxy: Arc<HttpProxy<Gateway>>,
+    proxy: Arc<HttpProxy<Proxy>>,
     slots: Arc<Slots>,
     deadlines: Deadlines,
     idle_secs: u64,
@@ -488,7 +488,7 @@ pub struct Listener {
 
 impl Listener {
     /// Wraps the proxy with the configured caps and deadlines.
-    pub fn new(proxy: HttpProxy<Gateway>, app: &crate::App) -> Self {
+    pub fn new(proxy: HttpProxy<Proxy>, app: &crate::App) -> Self {
         let cfg = &app.config;
         Listener {
             proxy: Arc::new(proxy),

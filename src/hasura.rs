@@ -1,6 +1,6 @@
 //! Hasura integration: the identity Hasura sees, in each of its three modes.
 //!
-//! - `headers`: trusted `x-hasura-*` headers on every forwarded request (`headers::rewrite`).
+//! - `headers`: trusted `x-hasura-*` headers on every forwarded request.
 //! - `jwt`: a short-lived Hasura JWT per session, minted here, signed with an asymmetric key
 //!   and cached per session until shortly before it expires; Hasura fetches the public keys
 //!   from `/.well-known/jwks.json` (every configured key is published, so a rotated-out key
@@ -8,23 +8,37 @@
 //! - `webhook`: Hasura asks `/auth/hasura` with the client's `Authorization`.
 //!
 //! Forward-auth (`/auth/verify`) answers with the same identity as response headers.
+//!
+//! [`Hasura::identity_for`] is the one place that decides, per mode, what the upstream is
+//! told about a session: the HTTP flow (`headers::rewrite`), the WebSocket relay (its
+//! handshake and `connection_init`) and forward-auth all render the same [`Identity`].
 
-use crate::config::{HasuraConfig, HasuraMode, KeyConfig, ProxyConfig};
+use crate::config::{Config, HasuraConfig, HasuraMode, KeyConfig};
 use crate::error::GateError;
-use crate::headers::RewriteOptions;
+use crate::header_names::{ADMIN_SECRET, BUSINESS_ID, HOST_ID, ROLE, USER_ID};
+use crate::secret::Secret;
 use crate::session::model::{now_unix, Session};
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
-/// A minted Hasura JWT.
-#[derive(Debug, Clone)]
+/// A minted Hasura JWT (`Debug` never prints the token).
+#[derive(Clone)]
 pub struct Minted {
     /// The compact JWT.
     pub token: String,
     /// Its `exp` (unix seconds).
     pub exp: i64,
+}
+
+impl std::fmt::Debug for Minted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minted")
+            .field("token", &"***")
+            .field("exp", &self.exp)
+            .finish()
+    }
 }
 
 /// The signing half of the jwt mode.
@@ -37,6 +51,10 @@ struct Signer {
 /// Hasura identity for sessions.
 pub struct Hasura {
     cfg: HasuraConfig,
+    /// `proxy.forward_authorization` (headers mode only).
+    forward_authorization: bool,
+    /// `proxy.hasura_admin_secret` (headers mode only; config refuses it elsewhere).
+    admin_secret: Option<Secret>,
     signer: Option<Signer>,
     jwks: Vec<u8>,
     minted: moka::sync::Cache<String, Arc<Minted>>,
@@ -51,8 +69,80 @@ impl std::fmt::Debug for Hasura {
     }
 }
 
-/// The identity of a session as Hasura names it, in a fixed order.
-pub fn identity(s: &Session) -> [(&'static str, &str); 4] {
+/// What the upstream's `Authorization` becomes for an authenticated request (`Debug`
+/// never prints a token).
+#[derive(Clone)]
+pub enum Authorization<'a> {
+    /// Removed: the upstream learns the identity from the gateway's headers.
+    Remove,
+    /// `Bearer <the token the gateway checked>` (`proxy.forward_authorization`, and webhook
+    /// mode, where Hasura hands it to `/auth/hasura`); never another one the client sent.
+    Checked(&'a str),
+    /// `Bearer <the session's minted Hasura JWT>` (jwt mode).
+    Minted(Arc<Minted>),
+}
+
+impl std::fmt::Debug for Authorization<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Authorization::Remove => "Remove",
+            Authorization::Checked(_) => "Checked(***)",
+            Authorization::Minted(_) => "Minted(***)",
+        })
+    }
+}
+
+impl Authorization<'_> {
+    /// The bearer token to send, if any.
+    pub fn token(&self) -> Option<&str> {
+        match self {
+            Authorization::Remove => None,
+            Authorization::Checked(t) => Some(t),
+            Authorization::Minted(m) => Some(&m.token),
+        }
+    }
+}
+
+/// Everything the upstream is told about a session in the configured Hasura mode, decided
+/// by [`Hasura::identity_for`] alone.
+#[derive(Debug, Clone)]
+pub struct Identity<'a> {
+    session: &'a Session,
+    /// Hasura's session variables travel as headers (headers mode).
+    hasura_headers: bool,
+    admin_secret: Option<&'a Secret>,
+    /// The upstream's `Authorization`.
+    pub authorization: Authorization<'a>,
+}
+
+impl<'a> Identity<'a> {
+    /// The headers the upstream gets besides `Authorization`, lower-case: `x-host-id` in
+    /// every mode; in headers mode also the user, business and role, and the admin secret
+    /// when one is configured.
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, &'a str)> + '_ {
+        let s = self.session;
+        let hasura = [
+            (USER_ID, s.user_id.as_str()),
+            (BUSINESS_ID, s.business_id.as_str()),
+            (ROLE, s.role.as_str()),
+        ];
+        std::iter::once((HOST_ID, s.host_id.as_str()))
+            .chain(hasura.into_iter().filter(|_| self.hasura_headers))
+            .chain(
+                self.admin_secret
+                    .map(|secret| (ADMIN_SECRET, secret.expose())),
+            )
+    }
+
+    /// The session's claims as Hasura names them, for forward-auth's answer.
+    pub fn claims(&self) -> [(&'static str, &'a str); 4] {
+        claims(self.session)
+    }
+}
+
+/// The claims of a session as Hasura names them, in a fixed order (forward-auth response
+/// headers, the webhook's body).
+pub fn claims(s: &Session) -> [(&'static str, &str); 4] {
     [
         ("X-Hasura-User-Id", s.user_id.as_str()),
         ("X-Hasura-Role", s.role.as_str()),
@@ -72,7 +162,9 @@ fn public_jwk(k: &KeyConfig) -> Result<Jwk, String> {
 
 impl Hasura {
     /// Builds the signer and the published key set; `max_entries` bounds the token cache.
-    pub fn new(cfg: &HasuraConfig, max_entries: u64) -> Result<Hasura, String> {
+    /// The proxy section says what headers mode adds (the admin secret, the client's token).
+    pub fn new(config: &Config, max_entries: u64) -> Result<Hasura, String> {
+        let (cfg, proxy) = (&config.hasura, &config.proxy);
         let mut keys = Vec::new();
         for k in &cfg.keys {
             keys.push(public_jwk(k)?);
@@ -96,8 +188,11 @@ impl Hasura {
             }
             _ => None,
         };
+        let headers_mode = cfg.mode == HasuraMode::Headers;
         Ok(Hasura {
             cfg: cfg.clone(),
+            forward_authorization: config.forwards_client_credential(),
+            admin_secret: proxy.hasura_admin_secret.clone().filter(|_| headers_mode),
             signer,
             jwks,
             minted: moka::sync::Cache::builder()
@@ -112,33 +207,26 @@ impl Hasura {
         self.cfg.mode
     }
 
-    /// How identity reaches the upstream in this mode; `bearer` is the minted JWT (jwt mode).
-    pub fn rewrite_options<'a>(
-        &self,
-        proxy: &'a ProxyConfig,
-        bearer: Option<&'a str>,
-    ) -> RewriteOptions<'a> {
-        match self.cfg.mode {
-            HasuraMode::Headers => RewriteOptions {
-                forward_authorization: proxy.forward_authorization,
-                hasura_admin_secret: proxy.hasura_admin_secret.as_ref(),
-                hasura_headers: true,
-                bearer: None,
-            },
-            HasuraMode::Jwt => RewriteOptions {
-                forward_authorization: false,
-                hasura_admin_secret: None,
-                hasura_headers: false,
-                bearer,
-            },
+    /// What the upstream is told about `session`, authenticated with `token`, in this
+    /// mode. Jwt mode mints (or reuses) the session's Hasura JWT.
+    pub fn identity_for<'a>(
+        &'a self,
+        session: &'a Session,
+        token: &'a str,
+    ) -> Result<Identity<'a>, GateError> {
+        let authorization = match self.cfg.mode {
+            HasuraMode::Headers if self.forward_authorization => Authorization::Checked(token),
+            HasuraMode::Headers => Authorization::Remove,
+            HasuraMode::Jwt => Authorization::Minted(self.jwt_for(session)?),
             // Hasura hands the client's Authorization to the webhook: it must arrive.
-            HasuraMode::Webhook => RewriteOptions {
-                forward_authorization: true,
-                hasura_admin_secret: None,
-                hasura_headers: false,
-                bearer: None,
-            },
-        }
+            HasuraMode::Webhook => Authorization::Checked(token),
+        };
+        Ok(Identity {
+            session,
+            hasura_headers: self.cfg.mode == HasuraMode::Headers,
+            admin_secret: self.admin_secret.as_ref(),
+            authorization,
+        })
     }
 
     /// The JWKS document (every configured key's public half).
@@ -231,7 +319,7 @@ pub fn webhook_authorization(body: &Value) -> Option<&str> {
 /// The webhook's 200 body for a session.
 pub fn webhook_body(s: &Session, max_age: u64) -> Value {
     let mut m = Map::new();
-    for (name, value) in identity(s) {
+    for (name, value) in claims(s) {
         m.insert(name.into(), json!(value));
     }
     m.insert("Cache-Control".into(), json!(format!("max-age={max_age}")));
@@ -287,7 +375,7 @@ mod tests {
     #[test]
     fn minted_jwt_verifies_with_the_published_key_and_carries_the_claims() -> Result<(), String> {
         let cfg = config("jwt")?;
-        let h = Hasura::new(&cfg.hasura, 100)?;
+        let h = Hasura::new(&cfg, 100)?;
         let s = session();
         let m = h.jwt_for(&s).map_err(|e| e.to_string())?;
         // Capped by the session (50 s left), not the 100 s lifetime.

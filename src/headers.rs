@@ -1,8 +1,7 @@
 //! Identity headers: strip whatever the client sent, inject what the session says.
 
 use crate::error::GateError;
-use crate::secret::Secret;
-use crate::session::model::Session;
+use crate::hasura::Identity;
 use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use pingora::http::RequestHeader;
 
@@ -17,21 +16,6 @@ fn is_protected_from_connection(name: &str) -> bool {
         || name.eq_ignore_ascii_case(HOST.as_str())
 }
 
-/// How a request is rewritten.
-#[derive(Debug, Clone, Copy)]
-pub struct RewriteOptions<'a> {
-    /// Keep the client's `Authorization` on authenticated requests.
-    pub forward_authorization: bool,
-    /// Added as `x-hasura-admin-secret` on authenticated requests.
-    pub hasura_admin_secret: Option<&'a Secret>,
-    /// Inject `x-hasura-user-id`, `x-hasura-business-id`, `x-hasura-role` (Hasura's headers
-    /// mode); `x-host-id` is injected in every mode.
-    pub hasura_headers: bool,
-    /// Replaces `Authorization` with `Bearer <this>` on authenticated requests (Hasura's jwt
-    /// mode), whatever `forward_authorization` says.
-    pub bearer: Option<&'a str>,
-}
-
 fn internal(_: impl std::fmt::Debug) -> GateError {
     GateError::Internal
 }
@@ -40,12 +24,9 @@ fn internal(_: impl std::fmt::Debug) -> GateError {
 ///
 /// Order matters: the `Connection` listing is handled first (its hop-by-hop headers removed,
 /// the header itself dropped) so that nothing downstream of us can remove what we inject;
-/// then every client identity header goes; then the session's identity is set.
-pub fn rewrite(
-    req: &mut RequestHeader,
-    session: Option<&Session>,
-    opts: RewriteOptions<'_>,
-) -> Result<(), GateError> {
+/// then every client identity header goes; then the session's identity is set. A public
+/// request (`identity` `None`) keeps its `Authorization` and gets no identity.
+pub fn rewrite(req: &mut RequestHeader, identity: Option<&Identity<'_>>) -> Result<(), GateError> {
     let mut upgrade = false;
     if req.headers.contains_key(CONNECTION) {
         let listed: Vec<String> = req
@@ -86,25 +67,18 @@ pub fn rewrite(
         }
     }
 
-    if let Some(s) = session {
-        if let Some(token) = opts.bearer {
-            req.insert_header(AUTHORIZATION, format!("Bearer {token}"))
-                .map_err(internal)?;
-        } else if !opts.forward_authorization {
-            req.remove_header(&AUTHORIZATION);
+    if let Some(identity) = identity {
+        match identity.authorization.token() {
+            Some(token) => {
+                req.insert_header(AUTHORIZATION, format!("Bearer {token}"))
+                    .map_err(internal)?;
+            }
+            None => {
+                req.remove_header(&AUTHORIZATION);
+            }
         }
-        req.insert_header(HOST_ID, s.host_id.as_str())
-            .map_err(internal)?;
-        if opts.hasura_headers {
-            req.insert_header(USER_ID, s.user_id.as_str())
-                .map_err(internal)?;
-            req.insert_header(BUSINESS_ID, s.business_id.as_str())
-                .map_err(internal)?;
-            req.insert_header(ROLE, s.role.as_str()).map_err(internal)?;
-        }
-        if let Some(secret) = opts.hasura_admin_secret {
-            req.insert_header(ADMIN_SECRET, secret.expose())
-                .map_err(internal)?;
+        for (name, value) in identity.headers() {
+            req.insert_header(name, value).map_err(internal)?;
         }
     }
     Ok(())
@@ -113,6 +87,22 @@ pub fn rewrite(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::BASE;
+    use crate::config::Config;
+    use crate::hasura::Hasura;
+    use crate::session::model::Session;
+    use std::collections::HashMap;
+
+    const ED_PRIVATE: &str = include_str!("../tests/fixtures/ed25519-private.pem");
+    const ED_PUBLIC: &str = include_str!("../tests/fixtures/ed25519-public.pem");
+
+    /// The Hasura identity of a config made of the test base and `extra`.
+    fn hasura(extra: &str) -> Result<Hasura, String> {
+        let env: HashMap<String, String> = HashMap::new();
+        let cfg =
+            Config::from_toml(&format!("{BASE}\n{extra}"), &env).map_err(|e| e.to_string())?;
+        Hasura::new(&cfg, 10)
+    }
 
     fn session() -> Session {
         Session {
@@ -130,17 +120,22 @@ mod tests {
         }
     }
 
-    fn opts() -> RewriteOptions<'static> {
-        RewriteOptions {
-            forward_authorization: false,
-            hasura_admin_secret: None,
-            hasura_headers: true,
-            bearer: None,
-        }
-    }
-
     #[test]
-    fn jwt_mode_replaces_authorization_and_injects_only_the_host_id() -> Result<(), GateError> {
+    fn jwt_mode_replaces_authorization_and_injects_only_the_host_id(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let h = hasura(&format!(
+            r#"[hasura]
+            mode = "jwt"
+            signing_kid = "h1"
+            [[hasura.keys]]
+            kid = "h1"
+            algorithm = "EdDSA"
+            private_key = """{ED_PRIVATE}"""
+            public_key = """{ED_PUBLIC}""""#
+        ))?;
+        let s = session();
+        let identity = h.identity_for(&s, "client-token")?;
+        let minted = identity.authorization.token().map(str::to_string);
         let mut req = RequestHeader::build("GET", b"/v1/graphql", None).map_err(internal)?;
         for (k, v) in [
             ("authorization", "Bearer client-token"),
@@ -149,15 +144,10 @@ mod tests {
         ] {
             req.append_header(k, v).map_err(internal)?;
         }
-        let o = RewriteOptions {
-            forward_authorization: true,
-            hasura_headers: false,
-            bearer: Some("minted"),
-            ..opts()
-        };
-        rewrite(&mut req, Some(&session()), o)?;
-        let auth: Vec<_> = req.headers.get_all("authorization").iter().collect();
-        assert_eq!(auth, vec!["Bearer minted"]);
+        rewrite(&mut req, Some(&identity))?;
+        let auth = all(&req, "authorization");
+        assert_eq!(auth, vec![format!("Bearer {}", minted.unwrap_or_default())]);
+        assert_ne!(auth, vec!["Bearer client-token"]);
         let identity: Vec<_> = req
             .headers
             .keys()
@@ -212,7 +202,8 @@ mod tests {
         req.append_header("X_Host_Id", "evil")?;
         req.append_header("Authorization", "Bearer t")?;
         req.append_header("x-other", "kept")?;
-        rewrite(&mut req, Some(&session()), opts())?;
+        let (h, s) = (hasura("")?, session());
+        rewrite(&mut req, Some(&h.identity_for(&s, "t")?))?;
         assert_eq!(all(&req, USER_ID), vec!["user-1"]);
         assert_eq!(all(&req, BUSINESS_ID), vec!["biz-1"]);
         assert_eq!(all(&req, HOST_ID), vec!["host-1"]);
@@ -233,7 +224,8 @@ mod tests {
             "x-hasura-user-id, X-Host-Id, keep-alive, x-drop-me",
         )?;
         req.append_header("x-drop-me", "1")?;
-        rewrite(&mut req, Some(&session()), opts())?;
+        let (h, s) = (hasura("")?, session());
+        rewrite(&mut req, Some(&h.identity_for(&s, "t")?))?;
         assert_eq!(all(&req, USER_ID), vec!["user-1"]);
         assert_eq!(all(&req, HOST_ID), vec!["host-1"]);
         assert!(all(&req, "connection").is_empty());
@@ -246,7 +238,7 @@ mod tests {
         let mut req = RequestHeader::build("GET", b"/public", None)?;
         req.append_header("x-hasura-role", "admin")?;
         req.append_header("authorization", "Bearer x")?;
-        rewrite(&mut req, None, opts())?;
+        rewrite(&mut req, None)?;
         assert!(all(&req, ROLE).is_empty());
         assert!(all(&req, USER_ID).is_empty());
         assert_eq!(all(&req, "authorization"), vec!["Bearer x"]);
@@ -255,21 +247,25 @@ mod tests {
 
     #[test]
     fn admin_secret_and_authorization_forwarding() -> Result<(), Box<dyn std::error::Error>> {
-        let secret = Secret::new("hasura-secret");
+        let h = hasura(
+            "[proxy]\nforward_authorization = true\nhasura_admin_secret = \"hasura-secret\"\n",
+        )?;
+        let s = session();
+        let mut req = RequestHeader::build("GET", b"/", None)?;
+        req.append_header("authorization", "bearer   x")?;
+        req.append_header("x-hasura-admin-secret", "guess")?;
+        rewrite(&mut req, Some(&h.identity_for(&s, "x")?))?;
+        assert_eq!(all(&req, ADMIN_SECRET), vec!["hasura-secret"]);
+        // The token the gateway checked, in one canonical form.
+        assert_eq!(all(&req, "authorization"), vec!["Bearer x"]);
+        // Webhook mode: the checked token reaches Hasura, and no session variable does.
+        let h = hasura("[hasura]\nmode = \"webhook\"\n")?;
         let mut req = RequestHeader::build("GET", b"/", None)?;
         req.append_header("authorization", "Bearer x")?;
-        rewrite(
-            &mut req,
-            Some(&session()),
-            RewriteOptions {
-                forward_authorization: true,
-                hasura_admin_secret: Some(&secret),
-                hasura_headers: true,
-                bearer: None,
-            },
-        )?;
-        assert_eq!(all(&req, ADMIN_SECRET), vec!["hasura-secret"]);
+        rewrite(&mut req, Some(&h.identity_for(&s, "x")?))?;
         assert_eq!(all(&req, "authorization"), vec!["Bearer x"]);
+        assert!(all(&req, USER_ID).is_empty() && all(&req, ROLE).is_empty());
+        assert_eq!(all(&req, HOST_ID), vec!["host-1"]);
         Ok(())
     }
 

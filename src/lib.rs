@@ -9,11 +9,14 @@
 
 pub mod admin;
 pub mod auth;
+pub mod auth_api;
 pub mod client_ip;
 pub mod config;
 pub mod conn;
 pub mod dialect;
+pub mod endpoint;
 pub mod error;
+pub mod guard;
 pub mod hasura;
 pub mod header_names;
 pub mod headers;
@@ -28,6 +31,8 @@ pub mod route;
 pub mod secret;
 pub mod session;
 pub mod tls;
+pub mod upgrade;
+pub mod upstream;
 pub mod ws;
 
 use config::{Config, StoreConfig};
@@ -54,8 +59,8 @@ pub struct App {
     pub limits: limits::Limits,
     /// Hasura identity (mode, minted JWTs, JWKS).
     pub hasura: hasura::Hasura,
-    /// TLS to an `https://` upstream (`None` for `http://`), parsed once.
-    pub upstream_tls: Option<tls::UpstreamTls>,
+    /// The backend: its peer (TLS, CA, timeouts) and the relay's connector.
+    pub upstream: upstream::Upstream,
 }
 
 /// Why the gateway could not start.
@@ -110,14 +115,14 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
             })?)
         }
     };
-    let hasura = hasura::Hasura::new(&config.hasura, config.cache.max_entries)
-        .map_err(StartError::Hasura)?;
-    let upstream_tls = if config.upstream.tls {
+    let hasura =
+        hasura::Hasura::new(&config, config.cache.max_entries).map_err(StartError::Hasura)?;
+    if config.upstream.tls {
+        // Pingora's rustls connector builds its client config on the process default
+        // provider; a second install is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        Some(tls::UpstreamTls::new(config.upstream.ca_pem.as_deref()).map_err(StartError::Tls)?)
-    } else {
-        None
-    };
+    }
+    let upstream = upstream::Upstream::new(&config.upstream);
     let limits = limits::Limits::new(config.rate_limits.clone(), store.clone(), metrics.clone());
     let cache = SessionCache::new(
         store,
@@ -142,7 +147,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
         metrics,
         limits,
         hasura,
-        upstream_tls,
+        upstream,
     }))
 }
 
@@ -196,7 +201,7 @@ pub fn run(app: Arc<App>) -> Result<(), StartError> {
 
     raise_open_files_limit(cfg);
     let mut http = pingora::proxy::HttpProxy::new(
-        proxy::Gateway::new(app.clone()),
+        proxy::Proxy::new(app.clone()),
         server.configuration.clone(),
     );
     http.handle_init_modules();

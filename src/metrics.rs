@@ -15,11 +15,25 @@ pub const RATE_LIMITS: [&str; 5] = [
     "auth_failures_per_ip",
 ];
 
+/// The `outcome` labels of `sessiongate_requests_total` (each request has exactly one,
+/// decided by the proxy where the request ends).
+pub const OUTCOMES: &[&str] = &[
+    "forwarded",
+    "public",
+    "rejected",
+    "store_unavailable",
+    "bad_request",
+    "upstream_error",
+    "rate_limited",
+    "internal",
+    "websocket",
+    "dialect",
+];
+
 /// The gateway's metrics and the registry that exposes them.
 pub struct Metrics {
     registry: Registry,
-    /// `sessiongate_requests_total{outcome}`: forwarded, public, rejected, store_unavailable,
-    /// bad_request, upstream_error, rate_limited, dialect, websocket.
+    /// `sessiongate_requests_total{outcome}`: one of [`OUTCOMES`].
     pub requests: IntCounterVec,
     /// `sessiongate_auth_failures_total{reason}`: see `GateError::auth_failure_reason`.
     pub auth_failures: IntCounterVec,
@@ -271,17 +285,7 @@ impl Metrics {
             m.connections_closed.with_label_values(&[reason]);
         }
         // Pre-create the label sets dashboards expect, so series exist before traffic.
-        for o in [
-            "forwarded",
-            "public",
-            "rejected",
-            "store_unavailable",
-            "bad_request",
-            "upstream_error",
-            "rate_limited",
-            "websocket",
-            "dialect",
-        ] {
+        for o in OUTCOMES {
             m.requests.with_label_values(&[o]);
         }
         for l in RATE_LIMITS {

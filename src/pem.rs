@@ -2,11 +2,12 @@
 //! upstream. Read by config validation (a bad file fails at start, naming its key) and by
 //! the listener and the connectors. A leaf: it depends on no other module of the crate.
 
-use pingora::tls::{CertificateDer, PrivateKeyDer, RootCertStore};
+use pingora::tls::{CertificateDer, PrivateKeyDer};
 use rustls::pki_types::pem::PemObject;
 use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 use std::path::Path;
+use std::sync::Arc;
 
 /// A certificate chain and key, read from PEM files, with a digest of both files (to tell
 /// whether a reload changed anything).
@@ -48,26 +49,22 @@ pub fn ca_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Strin
         .map_err(|_| "upstream.ca_file is not PEM".to_string())
 }
 
-/// Trust roots for a TLS upstream: the configured CA's PEM, else the system's.
-pub fn upstream_roots(ca_pem: Option<&[u8]>) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    match ca_pem {
-        Some(pem) => {
-            for cert in ca_certificates(pem)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("upstream.ca_file: {e}"))?;
-            }
-        }
-        None => {
-            pingora::tls::load_platform_certs_incl_env_into_store(&mut roots)
-                .map_err(|e| format!("system trust roots: {e}"))?;
-        }
+/// The configured CA of a TLS upstream, parsed once, in the form Pingora's connector takes
+/// (`HttpPeer.options.ca`); every certificate must parse, and there must be one.
+pub fn upstream_ca(pem: &[u8]) -> Result<Arc<pingora::protocols::tls::CaType>, String> {
+    let certs: Vec<pingora::utils::tls::WrappedX509> = ca_certificates(pem)?
+        .into_iter()
+        .map(|der| {
+            pingora::utils::tls::WrappedX509::new(
+                der.as_ref().to_vec(),
+                pingora::utils::tls::parse_x509,
+            )
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err("upstream.ca_file holds no certificate".into());
     }
-    if roots.is_empty() {
-        return Err("no trust roots for the TLS upstream".into());
-    }
-    Ok(roots)
+    Ok(Arc::from(certs.into_boxed_slice()))
 }
 
 #[cfg(test)]
@@ -93,10 +90,11 @@ mod tests {
     }
 
     #[test]
-    fn upstream_roots_from_a_ca_file() -> Result<(), String> {
+    fn upstream_ca_from_a_ca_file() -> Result<(), String> {
         let pem = std::fs::read(fixture("ca.pem")).map_err(|e| e.to_string())?;
-        assert_eq!(upstream_roots(Some(&pem))?.len(), 1);
-        assert!(upstream_roots(Some(b"garbage")).is_err());
+        assert_eq!(upstream_ca(&pem)?.len(), 1);
+        assert!(upstream_ca(b"garbage").is_err());
+        assert!(upstream_ca(b"").is_err());
         Ok(())
     }
 }

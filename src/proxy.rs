@@ -1,20 +1,23 @@
-//! The request flow, top to bottom: route → authenticate → session lookup → rewrite headers
-//! → upstream. Each hook only delegates; the steps live in `route`, `auth`, `session` and
-//! `headers`, and are tested there without a socket.
+//! The request flow, top to bottom: request id → shape checks (`guard`) → route
+//! (`route::classify`) → credential → session lookup (`session`) → identity
+//! (`hasura::identity_for`, written by `headers::rewrite`) → upstream. Session APIs go to
+//! `endpoint`, WebSockets on protected routes to `ws`, refusals to `respond`. Each hook
+//! only delegates; the steps live in their modules and are tested there without a socket.
 
-use crate::config::{AmbiguousPaths, HasuraMode};
-use crate::dialect::{self, Endpoint};
+use crate::dialect;
+use crate::endpoint::{self, Endpoint};
 use crate::error::GateError;
+use crate::guard;
 use crate::headers;
-use crate::path;
 use crate::respond;
 use crate::route::{self, Route};
+use crate::secret::Secret;
 use crate::session::model::Session;
+use crate::upgrade;
 use crate::ws;
 use crate::App;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session as HttpSession};
 use pingora::proxy::FailToProxy;
@@ -61,6 +64,8 @@ enum Outcome {
     UpstreamError,
     /// Over a rate limit.
     RateLimited,
+    /// The gateway failed.
+    Internal,
 }
 
 impl Outcome {
@@ -75,6 +80,7 @@ impl Outcome {
             Outcome::BadRequest => "bad_request",
             Outcome::UpstreamError => "upstream_error",
             Outcome::RateLimited => "rate_limited",
+            Outcome::Internal => "internal",
         }
     }
 
@@ -84,6 +90,23 @@ impl Outcome {
             self,
             Outcome::Forwarded | Outcome::Public | Outcome::Dialect | Outcome::WebSocket
         )
+    }
+
+    /// The outcome of a relayed WebSocket (no `_ =>`).
+    fn of_websocket(end: ws::End) -> Outcome {
+        match end {
+            ws::End::Unauthorized | ws::End::Refused => Outcome::Rejected,
+            ws::End::StoreUnavailable => Outcome::StoreUnavailable,
+            ws::End::UpstreamFailed => Outcome::UpstreamError,
+            ws::End::Internal => Outcome::Internal,
+            ws::End::Closed
+            | ws::End::Revoked
+            | ws::End::BadInit
+            | ws::End::BadMessage(_)
+            | ws::End::InitTimeout
+            | ws::End::TooManyInits
+            | ws::End::TooLarge => Outcome::WebSocket,
+        }
     }
 
     /// The outcome of a request refused with `err` (no `_ =>`: a new error picks its label).
@@ -99,8 +122,8 @@ impl Outcome {
             | GateError::MethodNotAllowed => Outcome::BadRequest,
             GateError::RateLimited(_) | GateError::TooManyConnections(_) => Outcome::RateLimited,
             GateError::UpstreamUnavailable | GateError::UpstreamTimeout => Outcome::UpstreamError,
-            GateError::Internal
-            | GateError::MissingToken
+            GateError::Internal => Outcome::Internal,
+            GateError::MissingToken
             | GateError::InvalidToken(_)
             | GateError::SessionNotFound
             | GateError::SessionExpired
@@ -117,8 +140,10 @@ impl Outcome {
 #[derive(Debug)]
 pub struct RequestCtx {
     started: Instant,
-    route: Option<Route>,
+    /// The authenticated session (protected routes).
     session: Option<Arc<Session>>,
+    /// The token that authenticated it (forwarded where the Hasura mode says so).
+    token: Secret,
     /// Normalised path + original query: what goes upstream.
     forward_uri: Option<http::Uri>,
     /// The client's address (socket peer, or `X-Forwarded-For` from a trusted proxy).
@@ -127,12 +152,6 @@ pub struct RequestCtx {
     via_trusted_proxy: bool,
     /// The socket's peer.
     peer: IpAddr,
-    /// A WebSocket upgrade on a protected route: relayed by `ws::relay`.
-    websocket: bool,
-    /// The WebSocket's bearer token, re-checked while the socket lives.
-    ws_token: Option<String>,
-    /// A GraphQL WebSocket (not an Amity realtime path): `connection_init` rules apply.
-    ws_graphql: bool,
     /// `x-request-id`: the client's if well-formed, else generated; sent upstream and back.
     request_id: String,
     /// Carries the request id into every log line of this request.
@@ -144,125 +163,86 @@ pub struct RequestCtx {
     outcome: Outcome,
 }
 
-/// The proxy service.
-pub struct Gateway {
+/// What `admit` decided for a request that was not refused.
+enum Admitted {
+    /// Goes upstream through Pingora (`ctx` says where and as whom).
+    Forward,
+    /// A session API the gateway answers itself.
+    Endpoint(Endpoint),
+    /// A WebSocket on a protected route, relayed by `ws`.
+    WebSocket(ws::Handshake),
+}
+
+/// The proxy service: Pingora's hooks over the shared application state.
+pub struct Proxy {
     app: Arc<App>,
 }
 
-impl Gateway {
+impl Proxy {
     /// A proxy over the shared application state.
     pub fn new(app: Arc<App>) -> Self {
-        Gateway { app }
+        Proxy { app }
     }
 
-    /// Decides whether the request may go upstream, filling `ctx` on the way. `Some` names a
-    /// session API the gateway answers itself.
+    /// The request flow up to the upstream: shape checks → route → credential → session.
     async fn admit(
         &self,
         session: &HttpSession,
         ctx: &mut RequestCtx,
-    ) -> Result<Option<Endpoint>, GateError> {
+    ) -> Result<Admitted, GateError> {
         let req = session.req_header();
+        let config = &self.app.config;
         (ctx.peer, ctx.client_ip, ctx.via_trusted_proxy) = self.client_ip(session);
-        check_header_size(req, self.app.config.proxy.max_header_bytes)?;
-        if req.headers.len() > self.app.config.proxy.max_header_count {
-            return Err(GateError::TooManyHeaders(
-                self.app.config.proxy.max_header_count,
-            ));
-        }
-        check_framing(req)?;
-        // Before routing, and on every route: a path that a lenient backend could resolve
-        // somewhere else than the gateway does (`/public/..%2Fv1/graphql`) is refused.
-        if self.app.config.proxy.ambiguous_paths == AmbiguousPaths::Reject {
-            if let Some(why) = path::ambiguity(req.uri.path()) {
-                return Err(GateError::BadRequest(format!(
-                    "ambiguous request path: it holds {why} (proxy.ambiguous_paths)"
-                )));
+        guard::check(req, &config.proxy, || {
+            session.as_http1().map(|h1| h1.get_headers_raw_bytes())
+        })?;
+        let (forward, realtime, websocket) = match route::classify(req, config)? {
+            Route::Endpoint(ep) => return Ok(Admitted::Endpoint(ep)),
+            Route::Public(forward) => {
+                guard::declared_body(req, forward.body_limit)?;
+                ctx.body_limit = forward.body_limit;
+                ctx.forward_uri = Some(forward.uri);
+                return Ok(Admitted::Forward);
             }
-        }
-        // Pingora passes through any upgrade request the upstream answers with 101
-        // (pingora-proxy 0.9.1, `proxy_h1.rs`); only WebSocket upgrades the relay handles
-        // (or, on public routes, plain GET WebSockets) may ask.
-        if req.headers.contains_key(http::header::UPGRADE) && !ws::is_upgrade(req) {
-            return Err(GateError::BadRequest(
-                "only WebSocket upgrades (GET, HTTP/1.1) are accepted".into(),
-            ));
-        }
-        // Pingora drops Content-Length when Transfer-Encoding is present (RFC 9112 §6.3;
-        // pingora-core 0.9.1, `protocols/http/v1/server.rs`, `read_request`:
-        // `remove_header(&CONTENT_LENGTH)`), so the parsed headers no longer show the
-        // smuggling shape; look at the raw bytes.
-        if req.headers.contains_key(TRANSFER_ENCODING) {
-            if let Some(h1) = session.as_http1() {
-                if raw_has_content_length(&h1.get_headers_raw_bytes()) {
-                    return Err(GateError::BadRequest(
-                        "both Content-Length and Transfer-Encoding are present".into(),
-                    ));
-                }
-            }
-        }
-        let path = path::normalize_path(req.uri.path())
-            .map_err(|e| GateError::BadRequest(e.to_string()))?;
-        if let Some(ep) = dialect::endpoint(&path, &self.app.config) {
-            ctx.route = Some(Route::Dialect(ep));
-            return Ok(Some(ep));
-        }
-        let realtime = self.is_realtime(&path);
-        let query = match req.uri.query() {
-            // The realtime token never travels further than it has to.
-            Some(q) if realtime && !self.app.config.proxy.forward_authorization => {
-                without_param(q, "token")
-            }
-            other => other.map(str::to_string),
+            Route::Protected { forward, realtime } => (forward, realtime, false),
+            Route::WebSocket { forward, realtime } => (forward, realtime, true),
         };
-        ctx.forward_uri = Some(forward_uri(&path, query.as_deref())?);
-        ctx.body_limit = self.app.config.proxy.body_limit(&path);
-        if declared_length(req).is_some_and(|n| n > ctx.body_limit) {
-            return Err(GateError::PayloadTooLarge(
-                usize::try_from(ctx.body_limit).unwrap_or(usize::MAX),
-            ));
-        }
-        let r = route::route(&path, &self.app.config.proxy.public_prefixes);
-        ctx.route = Some(r);
-        if r == Route::Public {
-            return Ok(None);
-        }
-        let websocket = ws::is_upgrade(req);
-        ctx.ws_graphql = !realtime;
-        let session = match bearer(req) {
-            Ok(token) => {
-                let session = self.app.sessions.authenticate(token).await?;
-                if websocket {
-                    ctx.ws_token = Some(token.to_string());
-                }
-                session
-            }
-            // Realtime sockets (Amity's SDK) carry the token in the query instead.
-            Err(GateError::MissingToken) if realtime => {
-                let token = dialect::query_param(req.uri.query(), "token")
-                    .filter(|t| !t.is_empty())
-                    .ok_or(GateError::MissingToken)?;
-                let session = self.app.sessions.authenticate(&token).await?;
-                if websocket {
-                    ctx.ws_token = Some(token);
-                }
-                session
-            }
+        guard::declared_body(req, forward.body_limit)?;
+        let token = match route::credential(req, realtime) {
+            Ok(token) => token,
             // Browsers cannot set headers on a WebSocket: graphql-ws clients send the token
             // in connection_init, which the relay reads before anything goes upstream.
-            Err(GateError::MissingToken) if websocket && ws::offers_graphql(req) => {
+            Err(GateError::MissingToken)
+                if websocket && !realtime && upgrade::offers_graphql(req) =>
+            {
                 // An address refused for failed authentications opens no pending socket.
                 if let Some(blocked) = self.app.limits.blocked(ctx.client_ip) {
                     return Err(GateError::RateLimited(blocked.retry_after_secs()));
                 }
-                ctx.websocket = true;
-                return Ok(None);
+                return Ok(Admitted::WebSocket(ws::Handshake {
+                    uri: forward.uri,
+                    authed: None,
+                    graphql: true,
+                }));
             }
             Err(e) => return Err(e),
         };
-        ctx.websocket = websocket;
-        ctx.session = Some(session);
-        Ok(None)
+        let found = self.app.sessions.authenticate(&token).await?;
+        if websocket {
+            return Ok(Admitted::WebSocket(ws::Handshake {
+                uri: forward.uri,
+                authed: Some(ws::Authed {
+                    session: found,
+                    token: Secret::new(token.into_owned()),
+                }),
+                graphql: !realtime,
+            }));
+        }
+        ctx.body_limit = forward.body_limit;
+        ctx.forward_uri = Some(forward.uri);
+        ctx.session = Some(found);
+        ctx.token = Secret::new(token.into_owned());
+        Ok(Admitted::Forward)
     }
 
     /// The socket's peer; the client (the peer, or what a trusted proxy says in
@@ -280,35 +260,24 @@ impl Gateway {
     /// `request_filter`'s work, inside the request's span.
     async fn filter(&self, session: &mut HttpSession, ctx: &mut RequestCtx) -> Result<bool> {
         let flow = match self.admit(session, ctx).await {
-            Ok(None) if ctx.websocket => {
-                let uri = ctx.forward_uri.take().unwrap_or_default();
-                let socket = ws::Socket {
-                    uri: &uri,
-                    session: ctx.session.clone(),
-                    token: ctx.ws_token.take(),
-                    client_ip: ctx.client_ip,
-                    request_id: &ctx.request_id,
-                    graphql: ctx.ws_graphql,
-                };
-                let end = ws::relay(&self.app, session, socket).await;
-                ctx.outcome = match end {
-                    ws::End::Unauthorized | ws::End::Refused => Outcome::Rejected,
-                    ws::End::StoreUnavailable => Outcome::StoreUnavailable,
-                    ws::End::UpstreamFailed => Outcome::UpstreamError,
-                    ws::End::Internal => Outcome::Rejected,
-                    ws::End::Closed
-                    | ws::End::Revoked
-                    | ws::End::BadInit
-                    | ws::End::BadMessage(_)
-                    | ws::End::InitTimeout
-                    | ws::End::TooManyInits
-                    | ws::End::TooLarge => Outcome::WebSocket,
-                };
+            Ok(Admitted::Forward) => Flow::Continue,
+            Ok(Admitted::Endpoint(ep)) => {
+                self.terminate(session, ctx, ep).await?;
                 Flow::Responded
             }
-            Ok(None) => Flow::Continue,
-            Ok(Some(ep)) => {
-                self.terminate(session, ctx, ep).await?;
+            Ok(Admitted::WebSocket(handshake)) => {
+                let relayed = ws::relay(
+                    &self.app,
+                    session,
+                    handshake,
+                    ctx.client_ip,
+                    &ctx.request_id,
+                )
+                .await;
+                match relayed {
+                    Ok(end) => ctx.outcome = Outcome::of_websocket(end),
+                    Err(e) => self.reject(session, ctx, &e).await?,
+                }
                 Flow::Responded
             }
             Err(e) => {
@@ -317,15 +286,6 @@ impl Gateway {
             }
         };
         Ok(flow.into_pingora())
-    }
-
-    fn is_realtime(&self, path: &str) -> bool {
-        self.app
-            .config
-            .dialects
-            .amity
-            .as_ref()
-            .is_some_and(|a| path::is_public(path, &a.realtime_paths))
     }
 
     /// Answers a session API request: reads the (bounded) body, lets the dialect handle it,
@@ -340,7 +300,7 @@ impl Gateway {
         let limit = self.app.config.dialects.max_body_bytes;
         let due = self.app.config.connections.body_read_timeout;
         let admitted =
-            match dialect::precheck(&self.app, ep, ctx.client_ip, ctx.via_trusted_proxy).await {
+            match endpoint::precheck(&self.app, ep, ctx.client_ip, ctx.via_trusted_proxy).await {
                 Ok(()) => tokio::time::timeout(due, read_body(session, limit))
                     .await
                     .unwrap_or(Err(dialect::Problem::Timeout)),
@@ -358,12 +318,12 @@ impl Gateway {
                     via_trusted_proxy: ctx.via_trusted_proxy,
                     peer: ctx.peer,
                 };
-                dialect::handle(&self.app, ep, &request).await
+                endpoint::handle(&self.app, ep, &request).await
             }
             Err(problem) => {
                 // The rest of the body was not read: the connection cannot be reused.
                 session.set_keepalive(None);
-                dialect::render(ep.dialect(), &problem)
+                endpoint::render(ep, &problem)
             }
         };
         respond::reply(session, reply, &ctx.request_id).await
@@ -430,18 +390,9 @@ use respond::REQUEST_ID;
 /// Pingora error type for a forwarded body over its route's limit (mapped to 413).
 const BODY_TOO_LARGE: &str = "request body too large";
 
-/// The request's `Content-Length`, when it has a valid one.
-fn declared_length(req: &RequestHeader) -> Option<u64> {
-    req.headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-}
-
 /// Reads a request body of at most `limit` bytes.
 async fn read_body(session: &mut HttpSession, limit: usize) -> Result<Vec<u8>, dialect::Problem> {
-    let declared = declared_length(session.req_header());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if guard::declared_body(session.req_header(), limit as u64).is_err() {
         return Err(dialect::Problem::PayloadTooLarge(limit));
     }
     let mut body = Vec::new();
@@ -466,109 +417,19 @@ async fn read_body(session: &mut HttpSession, limit: usize) -> Result<Vec<u8>, d
     }
 }
 
-/// `query` without any `name=...` parameter (names compared after percent-decoding); the
-/// other parameters are kept byte for byte.
-fn without_param(query: &str, name: &str) -> Option<String> {
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| {
-            let key = pair.split('=').next().unwrap_or_default();
-            form_urlencoded::parse(key.as_bytes())
-                .next()
-                .is_none_or(|(k, _)| k != name)
-        })
-        .collect();
-    (!kept.is_empty()).then(|| kept.join("&"))
-}
-
-/// Refuses request heads over the configured size (Pingora's own cap is far larger).
-fn check_header_size(req: &RequestHeader, limit: usize) -> Result<(), GateError> {
-    let size: usize = req
-        .headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
-    if size > limit {
-        return Err(GateError::HeadersTooLarge(limit));
-    }
-    Ok(())
-}
-
-/// Refuses the framings used for request smuggling, whatever the HTTP parser let through.
-fn check_framing(req: &RequestHeader) -> Result<(), GateError> {
-    let te = req.headers.get_all(TRANSFER_ENCODING);
-    let te_count = te.iter().count();
-    let mut lengths = req.headers.get_all(CONTENT_LENGTH).iter();
-    let first_len = lengths.next();
-    if te_count > 0 && first_len.is_some() {
-        return Err(GateError::BadRequest(
-            "both Content-Length and Transfer-Encoding are present".into(),
-        ));
-    }
-    if te_count > 1
-        || te
-            .iter()
-            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked"))
-    {
-        return Err(GateError::BadRequest(
-            "unsupported Transfer-Encoding".into(),
-        ));
-    }
-    if let Some(first) = first_len {
-        let valid =
-            |v: &http::HeaderValue| !v.is_empty() && v.as_bytes().iter().all(u8::is_ascii_digit);
-        if !valid(first) || lengths.any(|v| v != first) {
-            return Err(GateError::BadRequest(
-                "invalid or conflicting Content-Length".into(),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Whether a raw HTTP/1 request head has a `Content-Length` field line.
-fn raw_has_content_length(head: &[u8]) -> bool {
-    head.split(|&b| b == b'\n')
-        .skip(1)
-        .any(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
-}
-
-fn bearer(req: &RequestHeader) -> Result<&str, GateError> {
-    let mut values = req.headers.get_all(AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
-        return Err(GateError::MissingToken);
-    };
-    if values.next().is_some() {
-        return Err(GateError::InvalidToken(crate::auth::TokenError::Malformed));
-    }
-    crate::auth::bearer_token(value.as_bytes()).ok_or(GateError::MissingToken)
-}
-
-fn forward_uri(path: &str, query: Option<&str>) -> Result<http::Uri, GateError> {
-    let pq = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
-    };
-    pq.parse::<http::Uri>()
-        .map_err(|_| GateError::BadRequest("the request target is not a valid URI".into()))
-}
-
 #[async_trait]
-impl ProxyHttp for Gateway {
+impl ProxyHttp for Proxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
-            route: None,
             session: None,
+            token: Secret::new(String::new()),
             forward_uri: None,
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             via_trusted_proxy: false,
             peer: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            websocket: false,
-            ws_token: None,
-            ws_graphql: false,
             request_id: String::new(),
             span: tracing::Span::none(),
             body_limit: u64::MAX,
@@ -589,7 +450,7 @@ impl ProxyHttp for Gateway {
         // The body (and an upgraded connection's traffic) is read through Pingora, which
         // times each read; the whole body's deadline is checked as chunks arrive.
         let body_timeout = self.app.config.connections.body_read_timeout;
-        if ws::is_upgrade(session.req_header()) {
+        if upgrade::is_websocket(session.req_header()) {
             session.set_read_timeout(None);
         } else {
             session.set_read_timeout(Some(body_timeout));
@@ -620,12 +481,7 @@ impl ProxyHttp for Gateway {
         _session: &mut HttpSession,
         _ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let up = &self.app.config.upstream;
-        let mut peer = HttpPeer::new(up.addr, up.tls, up.host.clone());
-        peer.options.ca = self.app.upstream_tls.as_ref().and_then(|t| t.ca.clone());
-        peer.options.connection_timeout = Some(up.connect_timeout);
-        peer.options.read_timeout = Some(up.read_timeout);
-        Ok(Box::new(peer))
+        Ok(Box::new(self.app.upstream.peer()))
     }
 
     /// Runs after `request_filter` admitted the request: the forwarded path is the
@@ -636,28 +492,36 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(uri) = ctx.forward_uri.take() {
-            upstream.set_uri(uri);
+        // Cloned, not taken: Pingora calls this hook again for each retry of a request
+        // whose pooled connection failed (pingora-proxy 0.9.1, `lib.rs`, `proxy_request`'s
+        // retry loop, from the client's original head), and every attempt must carry the
+        // path that was routed, without a realtime token.
+        match &ctx.forward_uri {
+            Some(uri) => upstream.set_uri(uri.clone()),
+            None => return Error::e_explain(ErrorType::InternalError, "no routed URI to forward"),
         }
         upstream.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        let session = ctx.session.as_deref();
-        let minted = match (self.app.hasura.mode(), session) {
-            (HasuraMode::Jwt, Some(s)) => Some(self.app.hasura.jwt_for(s).map_err(|e| {
-                Error::because(ErrorType::InternalError, "minting the Hasura JWT", e)
-            })?),
-            _ => None,
+        let identity = match ctx.session.as_deref() {
+            Some(s) => Some(
+                self.app
+                    .hasura
+                    .identity_for(s, ctx.token.expose())
+                    .map_err(|e| {
+                        Error::because(
+                            ErrorType::InternalError,
+                            "the session's upstream identity",
+                            e,
+                        )
+                    })?,
+            ),
+            None => None,
         };
-        let bearer = minted.as_deref().map(|m| m.token.as_str());
-        let opts = self
-            .app
-            .hasura
-            .rewrite_options(&self.app.config.proxy, bearer);
-        headers::rewrite(upstream, session, opts).map_err(|e| {
+        headers::rewrite(upstream, identity.as_ref()).map_err(|e| {
             Error::because(ErrorType::InternalError, "rewriting identity headers", e)
         })?;
-        ctx.outcome = match ctx.route {
-            Some(Route::Public) => Outcome::Public,
-            _ => Outcome::Forwarded,
+        ctx.outcome = match identity {
+            Some(_) => Outcome::Forwarded,
+            None => Outcome::Public,
         };
         Ok(())
     }
@@ -774,89 +638,23 @@ impl ProxyHttp for Gateway {
 mod tests {
     use super::*;
 
-    fn req(headers: &[(&str, &str)]) -> Result<RequestHeader, Box<Error>> {
-        let mut r = RequestHeader::build("POST", b"/x", None)?;
-        for (k, v) in headers {
-            r.append_header(k.to_string(), *v)?;
+    /// Every outcome's series exists before traffic (metrics pre-creates them).
+    #[test]
+    fn every_outcome_is_a_precreated_series() {
+        for o in [
+            Outcome::Forwarded,
+            Outcome::Public,
+            Outcome::Dialect,
+            Outcome::WebSocket,
+            Outcome::Rejected,
+            Outcome::StoreUnavailable,
+            Outcome::BadRequest,
+            Outcome::UpstreamError,
+            Outcome::RateLimited,
+            Outcome::Internal,
+        ] {
+            assert!(crate::metrics::OUTCOMES.contains(&o.label()), "{o:?}");
         }
-        Ok(r)
-    }
-
-    #[test]
-    fn smuggling_shapes_are_refused() -> Result<(), Box<Error>> {
-        assert!(check_framing(&req(&[
-            ("content-length", "5"),
-            ("transfer-encoding", "chunked")
-        ])?)
-        .is_err());
-        assert!(check_framing(&req(&[("content-length", "5"), ("content-length", "6")])?).is_err());
-        assert!(check_framing(&req(&[("content-length", "5, 6")])?).is_err());
-        assert!(check_framing(&req(&[("transfer-encoding", "chunked, identity")])?).is_err());
-        assert!(check_framing(&req(&[("content-length", "5"), ("content-length", "5")])?).is_ok());
-        assert!(check_framing(&req(&[("transfer-encoding", "Chunked")])?).is_ok());
-        assert!(check_framing(&req(&[])?).is_ok());
-        Ok(())
-    }
-
-    #[test]
-    fn raw_content_length_detection() {
-        assert!(raw_has_content_length(
-            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n"
-        ));
-        assert!(raw_has_content_length(
-            b"POST / HTTP/1.1\r\ncontent-LENGTH: 4\r\n\r\n"
-        ));
-        assert!(!raw_has_content_length(
-            b"POST /content-length: HTTP/1.1\r\nHost: x\r\n\r\n"
-        ));
-        assert!(!raw_has_content_length(
-            b"POST / HTTP/1.1\r\nX-Content-Length: 4\r\n\r\n"
-        ));
-    }
-
-    #[test]
-    fn bearer_extraction() -> Result<(), Box<Error>> {
-        assert!(matches!(bearer(&req(&[])?), Err(GateError::MissingToken)));
-        assert_eq!(
-            bearer(&req(&[("authorization", "Bearer abc")])?).ok(),
-            Some("abc")
-        );
-        assert!(bearer(&req(&[
-            ("authorization", "Bearer a"),
-            ("authorization", "Bearer b")
-        ])?)
-        .is_err());
-        assert!(matches!(
-            bearer(&req(&[("authorization", "Basic abc")])?),
-            Err(GateError::MissingToken)
-        ));
-        Ok(())
-    }
-
-    #[test]
-    fn realtime_token_is_dropped_from_the_query() {
-        assert_eq!(
-            without_param("token=abc&EIO=3&transport=websocket", "token").as_deref(),
-            Some("EIO=3&transport=websocket")
-        );
-        assert_eq!(
-            without_param("a=%20x&%74oken=abc", "token").as_deref(),
-            Some("a=%20x")
-        );
-        assert_eq!(without_param("token=abc", "token"), None);
-        assert_eq!(
-            without_param("tokens=1", "token").as_deref(),
-            Some("tokens=1")
-        );
-    }
-
-    #[test]
-    fn forwarded_uri_keeps_query() -> Result<(), GateError> {
-        assert_eq!(
-            forward_uri("/v1/graphql", Some("a=1&b=%2F"))?.to_string(),
-            "/v1/graphql?a=1&b=%2F"
-        );
-        assert_eq!(forward_uri("/x", None)?.to_string(), "/x");
-        Ok(())
+        assert_eq!(crate::metrics::OUTCOMES.len(), 10);
     }
 }

@@ -1,5 +1,5 @@
-//! TLS: the proxy listener's certificate, reloadable without dropping a connection, and the
-//! trust roots for a TLS upstream.
+//! TLS: the proxy listener's certificate, reloadable without dropping a connection. (An
+//! `https://` upstream is `crate::upstream`'s.)
 //!
 //! The listener asks [`CertReloader`] for the certificate at every handshake, so swapping
 //! it affects new connections only; established ones keep the certificate they were opened
@@ -125,53 +125,5 @@ impl CertReloader {
 impl ResolvesServerCert for CertReloader {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.current.read().ok().map(|k| k.clone())
-    }
-}
-
-/// The TLS settings of an `https://` upstream, built once at start from the validated
-/// config and shared by the proxy (Pingora's peer options) and the WebSocket relay.
-pub struct UpstreamTls {
-    /// The configured CA for Pingora's connector (`None`: its default, the system roots).
-    pub ca: Option<Arc<pingora::protocols::tls::CaType>>,
-    /// The relay's rustls client: the same roots, HTTP/1.1 by ALPN.
-    pub client: Arc<pingora::tls::ClientConfig>,
-}
-
-impl std::fmt::Debug for UpstreamTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamTls")
-            .field("own_ca", &self.ca.is_some())
-            .finish()
-    }
-}
-
-impl UpstreamTls {
-    /// From `upstream.ca_file`'s PEM (system roots when `None`).
-    pub fn new(ca_pem: Option<&[u8]>) -> Result<UpstreamTls, String> {
-        let ca = match ca_pem {
-            Some(pem) => {
-                let certs: Vec<pingora::utils::tls::WrappedX509> =
-                    crate::pem::ca_certificates(pem)?
-                        .into_iter()
-                        .map(|der| {
-                            pingora::utils::tls::WrappedX509::new(
-                                der.as_ref().to_vec(),
-                                pingora::utils::tls::parse_x509,
-                            )
-                        })
-                        .collect();
-                Some(Arc::from(certs.into_boxed_slice()))
-            }
-            None => None,
-        };
-        let roots = crate::pem::upstream_roots(ca_pem)?;
-        let mut client = pingora::tls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        client.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(UpstreamTls {
-            ca,
-            client: Arc::new(client),
-        })
     }
 }

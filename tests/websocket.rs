@@ -176,7 +176,14 @@ fn browser_sockets_authenticate_in_connection_init_for_both_protocols() -> TestR
         ),
     ] {
         rt.block_on(async {
-            let mut ws = connect(&e.gw, protocol, &[]).await?;
+            // A handshake credential the gateway cannot check (not a bearer) leaves the socket
+            // pending; it must not reach the upstream for a lenient backend to believe.
+            let mut ws = connect(
+                &e.gw,
+                protocol,
+                &[("authorization", "Basic YWRtaW46YWRtaW4=")],
+            )
+            .await?;
             ws.send(Message::text(init.to_string())).await?;
             let echoed: Value = serde_json::from_str(
                 &next(&mut ws, Duration::from_secs(5))
@@ -198,10 +205,15 @@ fn browser_sockets_authenticate_in_connection_init_for_both_protocols() -> TestR
             Ok::<(), Error>(())
         })?;
     }
-    // The handshake itself carried no identity: the socket was not authenticated yet.
-    for s in e.upstream.seen() {
+    // The handshake itself carried no identity, and no unchecked credential: the socket was
+    // not authenticated yet.
+    let seen = e.upstream.seen();
+    assert_eq!(seen.len(), 2);
+    for s in seen {
         assert!(
-            s.headers.iter().all(|(k, _)| !k.starts_with("x-hasura-")),
+            s.headers
+                .iter()
+                .all(|(k, _)| !k.starts_with("x-hasura-") && k != "authorization"),
             "{:?}",
             s.headers
         );

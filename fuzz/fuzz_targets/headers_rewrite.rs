@@ -3,7 +3,23 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use pingora_http::RequestHeader;
-use sessiongate::headers::{is_identity_header, rewrite, RewriteOptions};
+use sessiongate::config::Config;
+use sessiongate::hasura::Hasura;
+use sessiongate::headers::{is_identity_header, rewrite};
+use std::sync::OnceLock;
+
+/// The default configuration's Hasura identity (headers mode).
+fn hasura() -> Option<&'static Hasura> {
+    static HASURA: OnceLock<Option<Hasura>> = OnceLock::new();
+    HASURA
+        .get_or_init(|| {
+            let text = include_str!("../../config/sessiongate.toml");
+            let env = std::collections::HashMap::<String, String>::new();
+            let cfg = Config::from_toml(text, &env).ok()?;
+            Hasura::new(&cfg, 10).ok()
+        })
+        .as_ref()
+}
 use sessiongate::session::model::Session;
 
 fuzz_target!(|data: &[u8]| {
@@ -38,13 +54,14 @@ fuzz_target!(|data: &[u8]| {
         business_gen: 0,
     };
     let with_session = data.first().is_some_and(|b| b & 1 == 1);
-    let opts = RewriteOptions {
-        forward_authorization: false,
-        hasura_admin_secret: None,
-        hasura_headers: true,
-        bearer: None,
+    let Some(hasura) = hasura() else {
+        panic!("the default configuration does not load");
     };
-    if rewrite(&mut req, with_session.then_some(&session), opts).is_err() {
+    let identity = match hasura.identity_for(&session, "token") {
+        Ok(i) => i,
+        Err(e) => panic!("{e}"),
+    };
+    if rewrite(&mut req, with_session.then_some(&identity)).is_err() {
         return;
     }
     let expected = [

@@ -26,8 +26,9 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
     /// Whether the upstream speaks TLS (`https://`).
     pub tls: bool,
-    /// PEM CA for a TLS upstream (system roots when `None`).
-    pub ca_pem: Option<Vec<u8>>,
+    /// The CA of a TLS upstream (`upstream.ca_file`), parsed at validation; `None`: the
+    /// system's roots.
+    pub ca: Option<std::sync::Arc<pingora::protocols::tls::CaType>>,
 }
 
 /// TLS on the proxy listener.
@@ -356,4 +357,13 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     /// Forward-auth (`/auth/verify`).
     pub forward_auth: ForwardAuthConfig,
+}
+
+impl Config {
+    /// Whether the client's credential travels upstream as the client sent it: headers mode
+    /// with `proxy.forward_authorization` (the Amity realtime `token` query parameter then
+    /// stays in the query). Every other mode tells the upstream who the client is otherwise.
+    pub fn forwards_client_credential(&self) -> bool {
+        self.hasura.mode == HasuraMode::Headers && self.proxy.forward_authorization
+    }
 }

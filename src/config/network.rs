@@ -175,10 +175,10 @@ impl Validator<'_> {
                 return None;
             }
         };
-        let ca_pem = match &u.ca_file {
+        let ca = match &u.ca_file {
             Some(path) if tls => match std::fs::read(path) {
-                Ok(pem) => match crate::pem::upstream_roots(Some(&pem)) {
-                    Ok(_) => Some(pem),
+                Ok(pem) => match crate::pem::upstream_ca(&pem) {
+                    Ok(ca) => Some(ca),
                     Err(e) => {
                         self.issue("upstream.ca_file", e);
                         None
@@ -229,7 +229,7 @@ impl Validator<'_> {
                 connect_timeout,
                 read_timeout,
                 tls,
-                ca_pem,
+                ca,
             }),
             Ok(None) | Err(_) => {
                 self.issue(key, format!("cannot resolve `{authority}`"));

@@ -4,7 +4,7 @@
 //! `{"status": "error", "code": <Amity code>, "message": ...}`.
 
 use super::{bearer, json_object, require_json, single_header, FieldKind, Fields, Len};
-use super::{Endpoint, Problem, Reply, Request};
+use super::{Problem, Reply, Request};
 use crate::config::dialects::{find_credential, find_credential_by, AmityConfig, AmityNetwork};
 use crate::error::GateError;
 use crate::headers::is_header_safe;
@@ -353,9 +353,18 @@ async fn replace_device_session(
     Ok(())
 }
 
+/// Which version of the auth-token API was called: they differ in where `userId` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenApi {
+    /// `GET /api/v3/authentication/token?userId=`.
+    V3,
+    /// `POST /api/v4/authentication/token` with `{"userId"}`.
+    V4,
+}
+
 /// `GET /api/v3/authentication/token?userId=` and `POST /api/v4/authentication/token`
 /// (`{"userId"}`), authenticated by `x-server-key`: a secure-mode auth token, as text.
-pub async fn auth_token(app: &App, ep: Endpoint, req: &Request<'_>) -> Result<Reply, Problem> {
+pub async fn auth_token(app: &App, api: TokenApi, req: &Request<'_>) -> Result<Reply, Problem> {
     let cfg = amity_config(app)?;
     let presented = single_header(req.headers, "x-server-key")
         .ok_or_else(|| Problem::NoCredential("an x-server-key header is required".into()))?;
@@ -368,7 +377,7 @@ pub async fn auth_token(app: &App, ep: Endpoint, req: &Request<'_>) -> Result<Re
         .as_ref()
         .ok_or(Problem::Internal)?
         .as_bytes();
-    let user_id = if ep == Endpoint::AmityAuthTokenV4 {
+    let user_id = if api == TokenApi::V4 {
         require_json(req.headers)?;
         let obj = json_object(req.body)?;
         user_id_field(&Fields::new(&obj), "userId")?

@@ -1,10 +1,14 @@
-//! The gateway's own session API on the proxy listener: `POST /auth/refresh` (rotate a
-//! refresh token) and `POST /auth/logout` (end the bearer's session). Errors use the
-//! gateway's format, `{"error": <code>, "message": ...}`, as everywhere outside the dialects.
+//! The gateway's own API on the proxy listener (not a provider's dialect): `POST
+//! /auth/refresh` (rotate a refresh token), `POST /auth/logout` (end the bearer's session),
+//! `/auth/verify` (forward-auth), `/auth/hasura` (Hasura's auth webhook) and the JWKS of
+//! minted Hasura JWTs. Errors use the gateway's format, `{"error": <code>, "message": ...}`,
+//! as everywhere outside the dialects. It shares the dialects' request, reply and
+//! [`Problem`] types and field readers.
 
-use super::{bearer, json_object, require_json, Fields, Len};
-use super::{Problem, Reply, Request};
+use crate::dialect::{bearer, json_object, require_json, single_header, Fields, Len};
+use crate::dialect::{Problem, Reply, Request};
 use crate::error::GateError;
+use crate::hasura::Authorization;
 use crate::session::model::rfc3339;
 use crate::App;
 use serde_json::json;
@@ -134,17 +138,20 @@ pub async fn verify(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
             return Err(Problem::Gate(e));
         }
     };
-    let mut headers: Vec<(&'static str, String)> = crate::hasura::identity(&session)
+    let identity = app
+        .hasura
+        .identity_for(&session, token)
+        .map_err(Problem::Gate)?;
+    let mut headers: Vec<(&'static str, String)> = identity
+        .claims()
         .iter()
         .map(|(n, v)| (*n, (*v).to_string()))
         .collect();
     // The minted JWT goes only to the proxy that asked (which forwards it to Hasura): handed
-    // to a client, it would outlive a revocation at Hasura until it expires.
-    if app.hasura.mode() == crate::config::HasuraMode::Jwt && trusted_peer {
-        match app.hasura.jwt_for(&session) {
-            Ok(m) => headers.push(("authorization", format!("Bearer {}", m.token))),
-            Err(e) => return Err(Problem::Gate(e)),
-        }
+    // to a client, it would outlive a revocation at Hasura until it expires. The client's own
+    // token is never echoed.
+    if let (Authorization::Minted(m), true) = (&identity.authorization, trusted_peer) {
+        headers.push(("authorization", format!("Bearer {}", m.token)));
     }
     Ok(empty(200, headers))
 }
@@ -155,7 +162,7 @@ fn original_path_is_public(app: &App, req: &Request<'_>) -> bool {
     let Some(name) = &app.config.forward_auth.original_uri_header else {
         return false;
     };
-    super::single_header(req.headers, name.as_str())
+    single_header(req.headers, name.as_str())
         .and_then(crate::path::original_uri_path)
         .is_some_and(|path| crate::path::public_as_proxied(path, &app.config.proxy.public_prefixes))
 }
@@ -178,7 +185,7 @@ pub async fn hasura_webhook(app: &App, req: &Request<'_>) -> Result<Reply, Probl
             .map_err(|e| Problem::Malformed(format!("malformed JSON: {e}")))?;
         crate::hasura::webhook_authorization(&body).map(str::to_string)
     } else {
-        super::single_header(req.headers, "authorization").map(str::to_string)
+        single_header(req.headers, "authorization").map(str::to_string)
     };
     let Some(token) = authorization
         .as_deref()
@@ -231,4 +238,24 @@ pub fn render(problem: &Problem) -> Reply {
         Problem::Internal => GateError::Internal,
     };
     error_reply(&err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gateway's own format keeps every refusal's status (before: 403 became 400).
+    #[test]
+    fn refusals_keep_their_status_in_the_gateway_format() {
+        let forbidden = render(&Problem::Gate(GateError::Forbidden("no".into())));
+        assert_eq!(forbidden.status, 403);
+        let limited = render(&Problem::from(GateError::RateLimited(7)));
+        assert_eq!(limited.status, 429);
+        assert!(limited
+            .headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("retry-after") && v == "7"));
+        let missing = render(&Problem::NoCredential("none".into()));
+        assert_eq!(missing.status, 401);
+    }
 }
