@@ -42,7 +42,7 @@ use pingora::server::Server;
 use session::cache::SessionCache;
 use session::memory::MemoryStore;
 use session::redis::RedisStore;
-use session::store::SessionStore;
+use session::store::Stores;
 use session::Sessions;
 use std::sync::Arc;
 
@@ -97,8 +97,8 @@ pub enum StartError {
 pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
     let metrics = Arc::new(metrics::Metrics::new()?);
     let keys = Arc::new(auth::KeySet::new(&config.tokens).map_err(StartError::Keys)?);
-    let store: Arc<dyn SessionStore> = match &config.store {
-        StoreConfig::Memory => Arc::new(MemoryStore::new()),
+    let stores = match &config.store {
+        StoreConfig::Memory => Stores::new(MemoryStore::new()),
         StoreConfig::Redis {
             urls,
             mode,
@@ -107,7 +107,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
         } => {
             // rediss:// needs a process-wide rustls provider; a second install is a no-op.
             let _ = rustls::crypto::ring::default_provider().install_default();
-            Arc::new(RedisStore::new(session::redis_conn::Topology {
+            Stores::new(RedisStore::new(session::redis_conn::Topology {
                 mode: mode.clone(),
                 urls: urls.iter().map(|u| u.expose().to_string()).collect(),
                 tls_ca_pem: tls_ca_pem.clone(),
@@ -123,9 +123,9 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
     let upstream = upstream::Upstream::new(&config.upstream);
-    let limits = limits::Limits::new(config.rate_limits.clone(), store.clone(), metrics.clone());
+    let limits = limits::Limits::new(config.rate_limits.clone(), stores.counters, metrics.clone());
     let cache = SessionCache::new(
-        store,
+        stores.sessions,
         config.cache.max_entries,
         config.cache.ttl,
         config.cache.stale_window,
@@ -136,6 +136,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
         .set(i64::from(!config.development_credentials().is_empty()));
     let sessions = Sessions::new(
         cache,
+        stores.records,
         keys,
         config.cache.max_entries,
         config.cache.ttl,

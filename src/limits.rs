@@ -17,7 +17,7 @@
 use crate::config::dialects::CredentialDigest;
 use crate::config::RateLimitConfig;
 use crate::metrics::Metrics;
-use crate::session::store::SessionStore;
+use crate::session::store::CounterStore;
 use crate::session::window::{unix_ms, LocalWindows, WindowCount};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -118,7 +118,7 @@ pub fn ip_subject(ip: IpAddr) -> IpAddr {
 /// The rate limiter.
 pub struct Limits {
     cfg: RateLimitConfig,
-    store: Arc<dyn SessionStore>,
+    store: Arc<dyn CounterStore>,
     fallback: LocalWindows,
     /// Addresses over their failed-authentication limit → refused until (unix ms).
     blocked: moka::sync::Cache<IpAddr, u64>,
@@ -133,7 +133,7 @@ impl std::fmt::Debug for Limits {
 
 impl Limits {
     /// Limits counted in `store`.
-    pub fn new(cfg: RateLimitConfig, store: Arc<dyn SessionStore>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(cfg: RateLimitConfig, store: Arc<dyn CounterStore>, metrics: Arc<Metrics>) -> Self {
         let blocked = moka::sync::Cache::builder()
             .max_capacity(1_000_000)
             .time_to_live(cfg.window.saturating_mul(2))

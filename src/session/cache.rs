@@ -532,10 +532,11 @@ mod tests {
     use super::*;
     use crate::session::memory::MemoryStore;
     use crate::session::model::new_session_id;
-    use crate::session::store::{RecordKey, WriteMode};
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// A memory store that counts (and can slow or fail) its `get`s, and hands its event
+    /// sink to the test: a session store only, which is all the cache asks of a backend.
     struct CountingStore {
         inner: MemoryStore,
         gets: AtomicUsize,
@@ -577,29 +578,6 @@ mod tests {
         async fn delete(&self, id: &str) -> Result<bool, StoreError> {
             self.inner.delete(id).await
         }
-        async fn record_get(&self, key: &RecordKey) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.record_get(key).await
-        }
-        async fn record_put(
-            &self,
-            key: &RecordKey,
-            value: &[u8],
-            mode: WriteMode,
-            ttl: Option<Duration>,
-        ) -> Result<bool, StoreError> {
-            self.inner.record_put(key, value, mode, ttl).await
-        }
-        async fn record_swap(
-            &self,
-            key: &RecordKey,
-            value: &[u8],
-            ttl: Option<Duration>,
-        ) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.record_swap(key, value, ttl).await
-        }
-        async fn record_delete(&self, key: &RecordKey) -> Result<bool, StoreError> {
-            self.inner.record_delete(key).await
-        }
         async fn generations(&self, scopes: &[String]) -> Result<Vec<u64>, StoreError> {
             self.inner.generations(scopes).await
         }
@@ -614,13 +592,6 @@ mod tests {
             if let Ok(mut s) = self.sink.lock() {
                 *s = Some(sink);
             }
-        }
-        async fn count_hit(
-            &self,
-            key: &str,
-            window: Duration,
-        ) -> Result<crate::session::window::WindowCount, StoreError> {
-            self.inner.count_hit(key, window).await
         }
         async fn ping(&self) -> Result<(), StoreError> {
             Ok(())

@@ -3,7 +3,7 @@
 //! any dialect: a dialect decides what goes into a profile, the directory only keeps it.
 
 use super::model::now_unix;
-use super::store::{RecordKey, SessionStore, StoreError, WriteMode};
+use super::store::{RecordKey, RecordStore, StoreError, WriteMode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -27,14 +27,12 @@ pub struct UserRecord {
 /// Typed access to directory records.
 #[derive(Clone)]
 pub struct Directory {
-    store: Arc<dyn SessionStore>,
+    store: Arc<dyn RecordStore>,
 }
 
 impl std::fmt::Debug for Directory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Directory")
-            .field("store", &self.store.kind())
-            .finish()
+        f.debug_struct("Directory").finish_non_exhaustive()
     }
 }
 
@@ -56,7 +54,7 @@ fn compound(parts: &[&str]) -> String {
 
 impl Directory {
     /// A directory over `store`.
-    pub fn new(store: Arc<dyn SessionStore>) -> Self {
+    pub fn new(store: Arc<dyn RecordStore>) -> Self {
         Directory { store }
     }
 

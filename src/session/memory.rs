@@ -1,7 +1,9 @@
 //! In-process store: the embedded default. Sessions are lost on restart.
 
 use super::model::{now_unix, Session};
-use super::store::{RecordKey, Rotation, SessionStore, StoreError, WriteMode};
+use super::store::{
+    CounterStore, EventSink, RecordKey, RecordStore, Rotation, SessionStore, StoreError, WriteMode,
+};
 use super::window::{unix_ms, LocalWindows, WindowCount};
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -180,11 +182,22 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    fn start_events(&self, sink: std::sync::Arc<dyn super::store::EventSink>) {
+    fn start_events(&self, sink: std::sync::Arc<dyn EventSink>) {
         sink.subscribed(true);
         sink.store_reachable(true);
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.lock().map(|_| ())
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[async_trait]
+impl RecordStore for MemoryStore {
     async fn record_get(&self, key: &RecordKey) -> Result<Option<Vec<u8>>, StoreError> {
         let now = Instant::now();
         Ok(self
@@ -225,16 +238,11 @@ impl SessionStore for MemoryStore {
         let now = Instant::now();
         Ok(self.records()?.remove(key).is_some_and(|r| r.live(now)))
     }
+}
 
+#[async_trait]
+impl CounterStore for MemoryStore {
     async fn count_hit(&self, key: &str, window: Duration) -> Result<WindowCount, StoreError> {
         Ok(self.windows.hit(key, window, unix_ms()))
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.lock().map(|_| ())
-    }
-
-    fn kind(&self) -> &'static str {
-        "memory"
     }
 }

@@ -1,5 +1,5 @@
-//! Sessions: the common model, the store trait and its implementations, the cache, and the
-//! one service every creation path (the admin API and the three dialects) goes through.
+//! Sessions: the common model, the store traits and their implementations, the cache, and
+//! the one service every creation path (the admin API and the three dialects) goes through.
 
 pub mod cache;
 pub mod directory;
@@ -18,7 +18,7 @@ use model::{
     is_valid_session_id, new_session_id, now_unix, random_token, sha256_hex, NewSession, Session,
 };
 use std::sync::Arc;
-use store::Rotation;
+use store::{RecordStore, Rotation};
 
 /// A session just created, with its access token.
 #[derive(Debug, Clone)]
@@ -99,10 +99,12 @@ impl std::fmt::Debug for Sessions {
 }
 
 impl Sessions {
-    /// Wires the cache and the key set together; `max_entries`/`ttl` bound the cache of
-    /// verified tokens like the session cache.
+    /// Wires the cache, the directory's records (the same backend as the cache's store) and
+    /// the key set together; `max_entries`/`ttl` bound the cache of verified tokens like the
+    /// session cache.
     pub fn new(
         cache: SessionCache,
+        records: Arc<dyn RecordStore>,
         keys: Arc<KeySet>,
         max_entries: u64,
         ttl: std::time::Duration,
@@ -113,7 +115,7 @@ impl Sessions {
             .expire_after(VerifiedExpiry { max: ttl })
             .build();
         Sessions {
-            directory: Directory::new(cache.store().clone()),
+            directory: Directory::new(records),
             cache,
             keys,
             access_ttl,

@@ -1,9 +1,12 @@
-//! Redis store (standalone). Keys carry a TTL equal to the session's remaining life, so
-//! Redis expires them by itself and sessions survive gateway restarts.
+//! Redis store, on any topology `redis_conn` connects to (standalone, Sentinel, Cluster).
+//! Keys carry a TTL equal to the session's remaining life, so Redis expires them by itself
+//! and sessions survive gateway restarts.
 
 use super::model::{now_unix, Session};
 use super::redis_conn::{Conn, Topology};
-use super::store::{EventSink, RecordKey, Rotation, SessionStore, StoreError, WriteMode};
+use super::store::{
+    CounterStore, EventSink, RecordKey, RecordStore, Rotation, SessionStore, StoreError, WriteMode,
+};
 use super::window::WindowCount;
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -140,8 +143,9 @@ impl Drop for IoRuntime {
     }
 }
 
-/// Sessions in Redis, through one multiplexed, self-reconnecting connection (plus one
-/// pub/sub connection for invalidation events, see [`SessionStore::start_events`]).
+/// Sessions, directory records and rate-limit counters in Redis, through one
+/// self-reconnecting command connection ([`Conn`]) plus one pub/sub connection for
+/// invalidation events (see [`SessionStore::start_events`]).
 pub struct RedisStore {
     topology: Topology,
     conn: Conn,
@@ -346,6 +350,22 @@ impl SessionStore for RedisStore {
         ));
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        let pong: String = self.run(redis::cmd("PING")).await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable("unexpected PING reply".into()))
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}
+
+#[async_trait]
+impl RecordStore for RedisStore {
     async fn record_get(&self, key: &RecordKey) -> Result<Option<Vec<u8>>, StoreError> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(record_key(key));
@@ -393,7 +413,10 @@ impl SessionStore for RedisStore {
         let n: i64 = self.run(cmd).await?;
         Ok(n > 0)
     }
+}
 
+#[async_trait]
+impl CounterStore for RedisStore {
     async fn count_hit(&self, key: &str, window: Duration) -> Result<WindowCount, StoreError> {
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
         let script = redis::Script::new(COUNT_HIT);
@@ -417,19 +440,6 @@ impl SessionStore for RedisStore {
             Ok(Err(e)) => Err(unavailable(e)),
             Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
         }
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        let pong: String = self.run(redis::cmd("PING")).await?;
-        if pong == "PONG" {
-            Ok(())
-        } else {
-            Err(StoreError::Unavailable("unexpected PING reply".into()))
-        }
-    }
-
-    fn kind(&self) -> &'static str {
-        "redis"
     }
 }
 

@@ -1,8 +1,13 @@
-//! The session store interface. Stores know sessions, never dialects or HTTP.
+//! What the gateway asks of its backend, as three traits split by who asks: sessions with
+//! their refresh rotation, revocation generations and events ([`SessionStore`], the session
+//! cache), directory records ([`RecordStore`], the directory), rate-limit counters
+//! ([`CounterStore`], the limits). Each user holds only the trait it calls, so a test double
+//! implements just that one. Stores know sessions, never dialects or HTTP.
 
 use super::model::Session;
 use super::window::WindowCount;
 use async_trait::async_trait;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Key of a directory record (a user, a customer, a device binding): a kind and an id unique
@@ -26,7 +31,7 @@ pub enum Rotation {
     Unknown,
 }
 
-/// How [`SessionStore::record_put`] treats an existing record.
+/// How [`RecordStore::record_put`] treats an existing record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
     /// Create or replace.
@@ -58,7 +63,8 @@ pub trait EventSink: Send + Sync + 'static {
     fn store_reachable(&self, up: bool);
 }
 
-/// Where sessions live.
+/// Where sessions live, with their refresh-token state, the revocation generations of their
+/// scopes, and the events that carry revocations to every replica.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Stores a new session (and, atomically with it, the SHA-256 of its first refresh
@@ -89,7 +95,17 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn publish(&self, payload: &[u8]) -> Result<(), StoreError>;
     /// Starts delivering events and health to `sink` (background tasks for a shared store;
     /// a single-process store reports itself subscribed and reachable at once).
-    fn start_events(&self, sink: std::sync::Arc<dyn EventSink>);
+    fn start_events(&self, sink: Arc<dyn EventSink>);
+    /// Whether the store answers (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Short name for logs and metrics.
+    fn kind(&self) -> &'static str;
+}
+
+/// Directory records (users, customers, device bindings): small opaque values kept in the
+/// same backend as the sessions.
+#[async_trait]
+pub trait RecordStore: Send + Sync + 'static {
     /// A directory record's value.
     async fn record_get(&self, key: &RecordKey) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes a directory record (expiring after `ttl` when given); `Ok(false)` when
@@ -110,11 +126,51 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<Option<Vec<u8>>, StoreError>;
     /// Deletes a record; `Ok(false)` when there was none.
     async fn record_delete(&self, key: &RecordKey) -> Result<bool, StoreError>;
+}
+
+/// Rate-limit counters, shared by every replica using the backend.
+#[async_trait]
+pub trait CounterStore: Send + Sync + 'static {
     /// Counts one hit on `key` (opaque; hashed by stores that build keys from it) in a
     /// sliding window of `window`, shared by every replica using this store.
     async fn count_hit(&self, key: &str, window: Duration) -> Result<WindowCount, StoreError>;
-    /// Whether the store answers (readiness).
-    async fn ping(&self) -> Result<(), StoreError>;
-    /// Short name for logs and metrics.
-    fn kind(&self) -> &'static str;
+}
+
+/// One backend seen through each of its three traits, for wiring the app: the session cache
+/// takes [`Stores::sessions`], the directory [`Stores::records`], the limits
+/// [`Stores::counters`].
+///
+/// Three `Arc`s to one object rather than one `Arc<dyn Store>` of a supertrait: each user
+/// then names only the trait it calls (so its test doubles implement only that), and handing
+/// an `Arc<dyn Store>` on as an `Arc<dyn SessionStore>` would need trait upcasting (Rust
+/// 1.86; the crate builds on 1.85). Nothing needs the whole store once it is wired.
+#[derive(Clone)]
+pub struct Stores {
+    /// Sessions, generations, events, readiness.
+    pub sessions: Arc<dyn SessionStore>,
+    /// Directory records.
+    pub records: Arc<dyn RecordStore>,
+    /// Rate-limit counters.
+    pub counters: Arc<dyn CounterStore>,
+}
+
+impl Stores {
+    /// The three views of `store`. Taking one value that implements all three keeps them one
+    /// backend: one Redis connection, or one `MemoryStore`.
+    pub fn new<S: SessionStore + RecordStore + CounterStore>(store: S) -> Stores {
+        let store = Arc::new(store);
+        Stores {
+            sessions: store.clone(),
+            records: store.clone(),
+            counters: store,
+        }
+    }
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("kind", &self.sessions.kind())
+            .finish_non_exhaustive()
+    }
 }

@@ -1,0 +1,523 @@
+//! The timed request head: the deadlines Pingora does not keep by itself.
+//!
+//! Pingora times each *read* of a request head (pingora-core 0.9.1,
+//! `protocols/http/v1/server.rs`, `read_request_buf`: `timeout(read_timeout, read)` per
+//! read, 60 s by default), so a client dripping one byte at a time (slowloris) would hold
+//! its connection for as long as it likes. [`Timed`] wraps the
+//! client's stream and bounds the whole head: from the connection's open (first request)
+//! or from the first byte after a kept-alive pause, the head must end within
+//! `header_read_timeout`, and the pause itself within `idle_timeout`. A head that is late
+//! or too large gets 408 or 431 and the connection closes. Bodies are bounded in the
+//! request flow (`proxy.rs`), which knows their framing.
+//!
+//! [`Timed`] stands in for the client's stream everywhere Pingora looks at one, so besides
+//! reading and writing it passes every digest and TLS query through to the stream it wraps.
+
+use super::REFUSAL_WRITE_TIMEOUT;
+use crate::config::ConnectionsConfig;
+use crate::error::GateError;
+use crate::metrics::Metrics;
+use async_trait::async_trait;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
+    UniqueIDType, ALPN,
+};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// Room for the request line on top of `proxy.max_header_bytes` (which counts fields).
+const REQUEST_LINE_ALLOWANCE: usize = 8 * 1024;
+
+/// The deadlines [`Timed`] keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// Whole request head.
+    pub header: Duration,
+    /// Pause before the next request on a kept-alive connection.
+    pub idle: Duration,
+    /// Largest request head, request line included.
+    pub max_head: usize,
+}
+
+impl Deadlines {
+    /// From config.
+    pub fn new(cfg: &ConnectionsConfig, max_header_bytes: usize) -> Self {
+        Deadlines {
+            header: cfg.header_read_timeout,
+            idle: cfg.idle_timeout,
+            max_head: max_header_bytes + REQUEST_LINE_ALLOWANCE,
+        }
+    }
+}
+
+/// Where a connection is in its current request, as far as reading goes.
+#[derive(Debug)]
+enum Phase {
+    /// No byte of the next request yet. `first`: the connection's first request, whose
+    /// head deadline runs from the open.
+    Idle { first: bool },
+    /// Inside a request head: bytes seen so far, newlines in a row (`\r` ignored), and
+    /// whether the request line has begun (blank lines before it do not end anything).
+    Head {
+        seen: usize,
+        newlines: u8,
+        started: bool,
+    },
+    /// The head is complete: reads are the request flow's business.
+    Open,
+    /// Writing a refusal; then the connection reads as closed.
+    Refusing { response: Vec<u8>, written: usize },
+    /// Done: reads see end of stream.
+    Closed,
+}
+
+/// A client stream that keeps the request-head deadlines (see the module docs).
+#[derive(Debug)]
+pub struct Timed {
+    inner: Stream,
+    deadlines: Deadlines,
+    phase: Phase,
+    timer: Pin<Box<Sleep>>,
+    metrics: Arc<Metrics>,
+    /// Bytes read by [`Timed::next_request`] (already followed), handed out first.
+    stash: Vec<u8>,
+}
+
+impl Timed {
+    /// Wraps a freshly accepted stream; its first head is due `header` from now.
+    pub fn new(inner: Stream, deadlines: Deadlines, metrics: Arc<Metrics>) -> Self {
+        Timed {
+            inner,
+            deadlines,
+            phase: Phase::Idle { first: true },
+            timer: Box::pin(tokio::time::sleep(deadlines.header)),
+            metrics,
+            stash: Vec::new(),
+        }
+    }
+
+    /// A request is done and the connection kept alive: the next one must begin within
+    /// `idle` and its head end `header` after its first byte.
+    pub fn rearm(&mut self) {
+        self.phase = Phase::Idle { first: false };
+        let idle = self.deadlines.idle;
+        self.timer.as_mut().reset(Instant::now() + idle);
+    }
+
+    /// Waits for the first bytes of the next request (under the idle or head deadline);
+    /// `false` when the connection ended instead. Pingora's request future is large (tens
+    /// of KiB), so an idle connection waits here, in a small one, and the proxy only sees
+    /// it once a request is coming.
+    pub async fn next_request(&mut self) -> bool {
+        let mut first = [0u8; 512];
+        match tokio::io::AsyncReadExt::read(self, &mut first).await {
+            Ok(n) if n > 0 => {
+                self.stash = first[..n].to_vec();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the current request's head has been read in full (its blank line seen);
+    /// from then on reads pass straight through until [`Timed::rearm`].
+    pub fn head_complete(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+    }
+
+    fn refuse(&mut self, err: &GateError, reason: &'static str) {
+        self.metrics
+            .connections_closed
+            .with_label_values(&[reason])
+            .inc();
+        self.phase = Phase::Refusing {
+            response: err.http1_close(),
+            written: 0,
+        };
+        self.timer
+            .as_mut()
+            .reset(Instant::now() + REFUSAL_WRITE_TIMEOUT);
+    }
+
+    /// Writes the pending refusal; `Ready` once it is written (or given up on).
+    fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let Phase::Refusing { response, written } = &mut self.phase else {
+                return Poll::Ready(());
+            };
+            if *written >= response.len() {
+                // Best effort: the client is about to see the connection close anyway.
+                let _ = Pin::new(&mut self.inner).poll_flush(cx);
+                self.phase = Phase::Closed;
+                return Poll::Ready(());
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &response[*written..]) {
+                Poll::Ready(Ok(n)) if n > 0 => *written += n,
+                Poll::Ready(_) => {
+                    self.phase = Phase::Closed;
+                    return Poll::Ready(());
+                }
+                Poll::Pending => {
+                    if self.timer.as_mut().poll(cx).is_ready() {
+                        self.phase = Phase::Closed;
+                        return Poll::Ready(());
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Follows the head through newly read bytes.
+    fn scan(&mut self, new: &[u8]) {
+        let Phase::Head {
+            seen,
+            newlines,
+            started,
+        } = &mut self.phase
+        else {
+            return;
+        };
+        for &b in new {
+            match b {
+                b'\n' => {
+                    *newlines = newlines.saturating_add(1);
+                    // A blank line after the request line ends the head; blank lines
+                    // before it are tolerated by the parser (RFC 9112 §2.2).
+                    if *started && *newlines >= 2 {
+                        self.phase = Phase::Open;
+                        return;
+                    }
+                }
+                b'\r' => {}
+                _ => {
+                    *newlines = 0;
+                    *started = true;
+                }
+            }
+        }
+        *seen += new.len();
+        if *seen > self.deadlines.max_head {
+            let limit = self
+                .deadlines
+                .max_head
+                .saturating_sub(REQUEST_LINE_ALLOWANCE);
+            self.refuse(&GateError::HeadersTooLarge(limit), "header_too_large");
+        }
+    }
+}
+
+impl AsyncRead for Timed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if !this.stash.is_empty() {
+            let n = this.stash.len().min(buf.remaining());
+            buf.put_slice(&this.stash[..n]);
+            this.stash.drain(..n);
+            if this.stash.is_empty() {
+                this.stash = Vec::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        match this.phase {
+            Phase::Open => return Pin::new(&mut this.inner).poll_read(cx, buf),
+            Phase::Closed => return Poll::Ready(Ok(())),
+            Phase::Refusing { .. } => {
+                // Nothing more is read: end of stream once the refusal is out.
+                return this.poll_refusal(cx).map(Ok);
+            }
+            Phase::Idle { .. } | Phase::Head { .. } => {}
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                if new.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                if let Phase::Idle { first } = this.phase {
+                    if !first {
+                        let header = this.deadlines.header;
+                        this.timer.as_mut().reset(Instant::now() + header);
+                    }
+                    this.phase = Phase::Head {
+                        seen: 0,
+                        newlines: 0,
+                        started: false,
+                    };
+                }
+                this.scan(new);
+                // Bytes already read go up even if a refusal follows: the parser then sees
+                // the stream end after them.
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if this.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                match this.phase {
+                    Phase::Idle { first: false } => {
+                        // A kept-alive connection with nothing more to ask: a quiet close.
+                        this.metrics
+                            .connections_closed
+                            .with_label_values(&["idle_timeout"])
+                            .inc();
+                        this.phase = Phase::Closed;
+                        Poll::Ready(Ok(()))
+                    }
+                    _ => {
+                        this.refuse(&GateError::RequestTimeout, "header_timeout");
+                        this.poll_refusal(cx).map(Ok)
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Timed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if matches!(self.phase, Phase::Refusing { .. } | Phase::Closed) {
+            // The refusal is the connection's last response.
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for Timed {
+    async fn shutdown(&mut self) {
+        Shutdown::shutdown(self.inner.as_mut()).await
+    }
+}
+
+impl UniqueID for Timed {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Timed {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for Timed {
+    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for Timed {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for Timed {
+    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for Timed {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    const HEADER: Duration = Duration::from_secs(10);
+    const IDLE: Duration = Duration::from_secs(60);
+
+    fn timed() -> Result<(Timed, DuplexStream), prometheus::Error> {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let d = Deadlines {
+            header: HEADER,
+            idle: IDLE,
+            max_head: 1024 + REQUEST_LINE_ALLOWANCE,
+        };
+        let t = Timed::new(Box::new(ours), d, Arc::new(Metrics::new()?));
+        Ok((t, theirs))
+    }
+
+    /// Reads what the gateway side sees until end of stream.
+    async fn drain(t: &mut Timed) -> Vec<u8> {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 512];
+        while let Ok(n) = t.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        all
+    }
+
+    async fn status_seen_by_client(client: &mut DuplexStream) -> String {
+        let mut buf = vec![0u8; 4096];
+        let n = client.read(&mut buf).await.unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dripped_head_is_cut_at_the_deadline() -> Result<(), Box<dyn std::error::Error>> {
+        let (mut t, mut client) = timed()?;
+        // Blank lines first must not count as the end of the head.
+        client
+            .write_all(b"\r\n\r\nGET / HTTP/1.1\r\nHost: a")
+            .await?;
+        let started = Instant::now();
+        let seen = drain(&mut t).await;
+        assert_eq!(seen, b"\r\n\r\nGET / HTTP/1.1\r\nHost: a");
+        assert!(started.elapsed() >= HEADER);
+        assert_eq!(
+            status_seen_by_client(&mut client).await,
+            "HTTP/1.1 408 Request Timeout"
+        );
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_complete_head_lifts_the_deadline() -> Result<(), Box<dyn std::error::Error>> {
+        let (mut t, mut client) = timed()?;
+        client
+            .write_all(b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\n")
+            .await?;
+        let mut buf = [0u8; 512];
+        assert!(t.read(&mut buf).await? > 0);
+        tokio::time::sleep(HEADER * 3).await;
+        client.write_all(b"x").await?;
+        assert_eq!(t.read(&mut buf).await?, 1);
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_read_while_waiting_are_handed_on() -> Result<(), Box<dyn std::error::Error>> {
+        let (mut t, mut client) = timed()?;
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await?;
+        assert!(t.next_request().await);
+        let mut buf = [0u8; 7];
+        assert_eq!(t.read(&mut buf).await?, 7);
+        assert_eq!(&buf, b"GET / H");
+        let mut rest = vec![0u8; 100];
+        let n = t.read(&mut rest).await?;
+        assert_eq!(&rest[..n], b"TTP/1.1\r\nHost: a\r\n\r\n");
+        // Complete head: nothing times out any more.
+        tokio::time::sleep(HEADER * 2).await;
+        client.write_all(b"x").await?;
+        assert_eq!(t.read(&mut rest).await?, 1);
+        t.rearm();
+        drop(client);
+        assert!(
+            !t.next_request().await,
+            "a closed connection has no next request"
+        );
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_oversized_head_gets_431() -> Result<(), Box<dyn std::error::Error>> {
+        let (mut t, mut client) = timed()?;
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(20_000));
+        client.write_all(big.as_bytes()).await?;
+        drain(&mut t).await;
+        assert_eq!(
+            status_seen_by_client(&mut client).await,
+            "HTTP/1.1 431 Request Header Fields Too Large"
+        );
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_alive_connection_closes_quietly_when_idle(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (mut t, mut client) = timed()?;
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await?;
+        let mut buf = [0u8; 512];
+        assert!(t.read(&mut buf).await? > 0);
+        t.rearm();
+        let started = Instant::now();
+        assert_eq!(t.read(&mut buf).await?, 0);
+        assert!(started.elapsed() >= IDLE);
+        drop(t);
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await?;
+        assert!(rest.is_empty(), "no response on an idle close");
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_head_gets_its_own_deadline() -> Result<(), Box<dyn std::error::Error>> {
+        let (mut t, mut client) = timed()?;
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await?;
+        let mut buf = [0u8; 512];
+        assert!(t.read(&mut buf).await? > 0);
+        t.rearm();
+        // Idle for most of the idle timeout, then a second head that starts but stalls.
+        let reader = tokio::spawn(async move { drain(&mut t).await });
+        tokio::time::sleep(IDLE - Duration::from_secs(1)).await;
+        client.write_all(b"GET /2 HTTP/1.1\r\n").await?;
+        let started = Instant::now();
+        let seen = reader.await?;
+        assert_eq!(seen, b"GET /2 HTTP/1.1\r\n");
+        assert!(started.elapsed() >= HEADER);
+        assert_eq!(
+            status_seen_by_client(&mut client).await,
+            "HTTP/1.1 408 Request Timeout"
+        );
+        Ok(())
+    }
+}

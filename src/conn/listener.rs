@@ -1,0 +1,156 @@
+//! The proxy service's accept-side application: it takes a connection slot (or answers 503
+//! and closes), wraps HTTP/1 streams in [`Timed`], and hands requests to Pingora's proxy one
+//! by one, re-arming the deadlines between them. HTTP/2 connections are admitted the same
+//! way and then served by Pingora as they are.
+
+use super::head::{Deadlines, Timed};
+use super::slots::{Refused, Slots};
+use super::REFUSAL_WRITE_TIMEOUT;
+use crate::error::GateError;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use async_trait::async_trait;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{Shutdown, Stream, ALPN};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use std::net::IpAddr;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+
+/// The proxy listener's application: admission, head deadlines, then Pingora's proxy.
+pub struct Listener {
+    proxy: Arc<HttpProxy<Proxy>>,
+    slots: Arc<Slots>,
+    deadlines: Deadlines,
+    idle_secs: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Listener {
+    /// Wraps the proxy with the configured caps and deadlines.
+    pub fn new(proxy: HttpProxy<Proxy>, app: &crate::App) -> Self {
+        let cfg = &app.config;
+        Listener {
+            proxy: Arc::new(proxy),
+            slots: Slots::new(&cfg.connections, cfg.proxy.trusted_proxies.clone()),
+            deadlines: Deadlines::new(&cfg.connections, cfg.proxy.max_header_bytes),
+            // Pingora's own keep-alive wait (whole seconds) is only the outer bound; the
+            // precise one is `Timed`'s.
+            idle_secs: cfg.connections.idle_timeout.as_secs().max(1) + 1,
+            metrics: app.metrics.clone(),
+        }
+    }
+
+    /// Answers a connection past a cap and closes it. HTTP/2 clients (ALPN) cannot read an
+    /// HTTP/1.1 answer; they just see the close.
+    async fn refuse(&self, mut stream: Stream, why: Refused) {
+        self.metrics
+            .connections_refused
+            .with_label_values(&[why.name()])
+            .inc();
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return;
+        }
+        let response = GateError::TooManyConnections(1).http1_close();
+        let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+            stream.write_all(&response).await?;
+            stream.flush().await
+        })
+        .await;
+        // Closing with the request unread would reset the connection and could destroy the
+        // answer before the client reads it: stop sending, then drain briefly.
+        Shutdown::shutdown(stream.as_mut()).await;
+        let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+            let mut sink = [0u8; 4096];
+            loop {
+                match tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// The client's address, for the per-address cap. A stream without one (a Unix socket)
+/// counts as the unspecified address, so such clients share one per-address count.
+fn peer_ip(stream: &Stream) -> IpAddr {
+    stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+#[async_trait]
+impl ServerApp for Listener {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let _slot = match self.slots.admit(peer_ip(&stream)) {
+            Ok(slot) => slot,
+            Err(why) => {
+                self.refuse(stream, why).await;
+                return None;
+            }
+        };
+        let _gauge = OpenGauge::new(&self.metrics.connections_open);
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            // HTTP/2 frames its own requests; Pingora's h2 server (with `h2_idle_timeout`)
+            // serves the connection.
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
+        let mut timed = Box::new(Timed::new(stream, self.deadlines, self.metrics.clone()));
+        let mut settings = None;
+        loop {
+            // A kept-alive connection waiting here ends when the server begins to shut down
+            // (Pingora's own wait does the same).
+            let mut stopping = shutdown.clone();
+            if *stopping.borrow() {
+                return None;
+            }
+            let more = tokio::select! {
+                more = timed.next_request() => more,
+                _ = stopping.changed() => false,
+            };
+            if !more {
+                return None;
+            }
+            let mut session = ServerSession::new_http1(timed);
+            match settings.take() {
+                Some(s) => HttpPersistentSettings::apply_to_session(s, &mut session),
+                None => session.set_keepalive((!*shutdown.borrow()).then_some(self.idle_secs)),
+            }
+            let reused = HttpServerApp::process_new_http(&self.proxy, session, shutdown).await?;
+            let (stream, kept) = reused.consume();
+            settings = kept;
+            // Only ever a `Timed` here: it is what went in.
+            timed = stream.into_any().downcast::<Timed>().ok()?;
+            timed.rearm();
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
+}
+
+/// Counts a connection in `sessiongate_connections_open` while it lives.
+struct OpenGauge<'a>(&'a prometheus::IntGauge);
+
+impl<'a> OpenGauge<'a> {
+    fn new(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        OpenGauge(gauge)
+    }
+}
+
+impl Drop for OpenGauge<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
