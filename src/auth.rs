@@ -131,12 +131,12 @@ impl KeySet {
                 k.kid.clone(),
                 VerifyKey {
                     algorithm: k.algorithm,
-                    decoding: k.decoding_key()?,
+                    decoding: k.decoding_key().clone(),
                     validation,
                 },
             );
             if k.kid == cfg.signing_kid {
-                signing = Some((k.algorithm, k.encoding_key()?));
+                signing = Some((k.algorithm, k.encoding_key().cloned()));
             }
         }
         let Some((signing_alg, Some(signing))) = signing else {
@@ -256,10 +256,13 @@ mod tests {
     }
 
     fn hs(kid: &str, secret: &str) -> KeyConfig {
-        KeyConfig {
-            kid: kid.into(),
-            algorithm: Algorithm::HS256,
-            material: KeyMaterial::Shared(Secret::new(secret)),
+        match KeyConfig::new(
+            kid.into(),
+            Algorithm::HS256,
+            KeyMaterial::Shared(Secret::new(secret)),
+        ) {
+            Ok(k) => k,
+            Err(e) => panic!("{e}"),
         }
     }
 
@@ -426,13 +429,13 @@ mod tests {
     }
 
     fn pem_key(kid: &str, algorithm: Algorithm, private: &str, public: &str) -> KeyConfig {
-        KeyConfig {
-            kid: kid.into(),
-            algorithm,
-            material: KeyMaterial::Asymmetric {
-                private_pem: Some(Secret::new(private)),
-                public_pem: public.into(),
-            },
+        let material = KeyMaterial::Asymmetric {
+            private_pem: Some(Secret::new(private)),
+            public_pem: public.into(),
+        };
+        match KeyConfig::new(kid.into(), algorithm, material) {
+            Ok(k) => k,
+            Err(e) => panic!("{e}"),
         }
     }
 

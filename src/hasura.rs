@@ -152,8 +152,7 @@ pub fn claims(s: &Session) -> [(&'static str, &str); 4] {
 }
 
 fn public_jwk(k: &KeyConfig) -> Result<Jwk, String> {
-    let decoding = k.decoding_key()?;
-    let mut jwk = Jwk::from_decoding_key(&decoding, Some(k.algorithm))
+    let mut jwk = Jwk::from_decoding_key(k.decoding_key(), Some(k.algorithm))
         .map_err(|e| format!("hasura key `{}`: {e}", k.kid))?;
     jwk.common.key_id = Some(k.kid.clone());
     jwk.common.public_key_use = Some(PublicKeyUse::Signature);
@@ -178,7 +177,8 @@ impl Hasura {
                     .find(|k| k.kid == cfg.signing_kid)
                     .ok_or("hasura.signing_kid names no key")?;
                 let key = k
-                    .encoding_key()?
+                    .encoding_key()
+                    .cloned()
                     .ok_or("hasura.signing_kid: the signing key needs a private_key")?;
                 Some(Signer {
                     kid: k.kid.clone(),

@@ -1,5 +1,5 @@
 //! docs/openapi.yaml against the implementation: exactly the operations the gateway answers
-//! (`dialect::endpoint`, the admin API, health), request limits as `parse()` enforces
+//! (`endpoint::for_path`, the admin API, health), request limits as `parse()` enforces
 //! them, each dialect's error shapes, and success schemas and examples that match the golden
 //! fixtures the dialects' unit tests render (tests/fixtures/dialects/).
 
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// What `dialect::endpoint` answers on the proxy listener (`/auth/verify` answers any
+/// What `endpoint::for_path` answers on the proxy listener (`/auth/verify` answers any
 /// method; the usual ones are documented).
 const PROXY_OPERATIONS: [(&str, &str); 19] = [
     ("POST", "/auth/refresh"),
@@ -289,7 +289,7 @@ fn operations_are_exactly_what_the_gateway_answers() -> TestResult {
     let unknown: Vec<_> = found.difference(&want).collect();
     assert!(
         missing.is_empty() && unknown.is_empty(),
-        "the documented operations differ from dialect::endpoint and the admin customers API: \
+        "the documented operations differ from endpoint::for_path and the admin customers API: \
          undocumented {missing:?}, documented but not answered {unknown:?}"
     );
 

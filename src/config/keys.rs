@@ -1,14 +1,53 @@
-//! Parsing of configured key material into jsonwebtoken keys: done at validation (so a bad
-//! PEM fails at start naming its key) and when the key sets are built.
+//! Parsing of configured key material into jsonwebtoken keys, once, at validation: a bad
+//! PEM fails the start naming its key, and the key sets (access tokens, Hasura JWTs) take
+//! the parsed keys from the config.
 
 use super::{KeyConfig, KeyMaterial};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 
+/// What [`KeyConfig::new`] parses from.
+struct Unparsed<'a> {
+    algorithm: Algorithm,
+    material: &'a KeyMaterial,
+}
+
 impl KeyConfig {
+    /// A key whose material parses for `algorithm`; the error says which half does not.
+    pub fn new(
+        kid: String,
+        algorithm: Algorithm,
+        material: KeyMaterial,
+    ) -> Result<KeyConfig, String> {
+        let raw = Unparsed {
+            algorithm,
+            material: &material,
+        };
+        let decoding = raw.decoding_key()?;
+        let encoding = raw.encoding_key()?;
+        Ok(KeyConfig {
+            kid,
+            algorithm,
+            material,
+            decoding,
+            encoding,
+        })
+    }
+
     /// The verifying key (HMAC secret or PEM public key) for this key's pinned algorithm.
-    pub fn decoding_key(&self) -> Result<DecodingKey, String> {
+    pub fn decoding_key(&self) -> &DecodingKey {
+        &self.decoding
+    }
+
+    /// The signing key, `None` for a verify-only key.
+    pub fn encoding_key(&self) -> Option<&EncodingKey> {
+        self.encoding.as_ref()
+    }
+}
+
+impl Unparsed<'_> {
+    fn decoding_key(&self) -> Result<DecodingKey, String> {
         let k = self;
-        match &k.material {
+        match k.material {
             KeyMaterial::Shared(s) => Ok(DecodingKey::from_secret(s.expose().as_bytes())),
             KeyMaterial::Asymmetric { public_pem, .. } => {
                 let pem = public_pem.as_bytes();
@@ -28,10 +67,9 @@ impl KeyConfig {
         }
     }
 
-    /// The signing key, `None` for a verify-only key.
-    pub fn encoding_key(&self) -> Result<Option<EncodingKey>, String> {
+    fn encoding_key(&self) -> Result<Option<EncodingKey>, String> {
         let k = self;
-        match &k.material {
+        match k.material {
             KeyMaterial::Shared(s) => Ok(Some(EncodingKey::from_secret(s.expose().as_bytes()))),
             KeyMaterial::Asymmetric {
                 private_pem: None, ..
@@ -52,12 +90,5 @@ impl KeyConfig {
                 .map_err(|_| format!("private_key is not a valid PEM key for {:?}", k.algorithm))
             }
         }
-    }
-
-    /// Checks that the key's material parses for its algorithm.
-    pub fn check(&self) -> Result<(), String> {
-        self.decoding_key()?;
-        self.encoding_key()?;
-        Ok(())
     }
 }

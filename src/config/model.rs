@@ -279,15 +279,31 @@ pub enum KeyMaterial {
     },
 }
 
-/// One configured key.
-#[derive(Debug, Clone)]
+/// One configured key, its material parsed once for its algorithm (built by
+/// `KeyConfig::new`, so a key that does not parse never gets this far).
+#[derive(Clone)]
 pub struct KeyConfig {
     /// Key id.
     pub kid: String,
     /// The only algorithm this key accepts.
     pub algorithm: Algorithm,
-    /// Its material.
+    /// Its material as configured.
     pub material: KeyMaterial,
+    /// The verifying key.
+    pub(super) decoding: jsonwebtoken::DecodingKey,
+    /// The signing key (`None` for a verify-only key).
+    pub(super) encoding: Option<jsonwebtoken::EncodingKey>,
+}
+
+impl std::fmt::Debug for KeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyConfig")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("material", &self.material)
+            .field("signs", &self.encoding.is_some())
+            .finish()
+    }
 }
 
 /// Access-token settings.

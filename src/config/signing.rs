@@ -196,16 +196,10 @@ impl Validator<'_> {
                     public_pem: public_pem.expose().to_string(),
                 }
             };
-            let kc = KeyConfig {
-                kid: k.kid.clone(),
-                algorithm,
-                material,
-            };
-            if let Err(e) = kc.check() {
-                self.issue(key, e);
-                continue;
+            match KeyConfig::new(k.kid.clone(), algorithm, material) {
+                Ok(kc) => keys.push(kc),
+                Err(e) => self.issue(key, e),
             }
-            keys.push(kc);
         }
         keys
     }
