@@ -181,7 +181,10 @@ fn browser_sockets_authenticate_in_connection_init_for_both_protocols() -> TestR
             let mut ws = connect(
                 &e.gw,
                 protocol,
-                &[("authorization", "Basic YWRtaW46YWRtaW4=")],
+                &[
+                    ("authorization", "Basic YWRtaW46YWRtaW4="),
+                    ("upgrade", "h2c"),
+                ],
             )
             .await?;
             ws.send(Message::text(init.to_string())).await?;
@@ -515,5 +518,36 @@ fn duplicate_keys_close_the_socket_before_the_upstream_sees_them() -> TestResult
             assert!(!m.contains("admin") && !m.contains("victim"), "{m}");
         }
     }
+    Ok(())
+}
+
+/// `Upgrade: websocket, h2c` is a WebSocket to the gateway; the upstream is offered only
+/// `websocket` (before: the whole list, letting it pick a protocol the relay does not speak).
+#[test]
+fn only_websocket_is_offered_upstream() -> TestResult {
+    use std::io::{Read, Write};
+    let e = env("")?;
+    let (_, token) =
+        e.gw.create_session("user-7", "biz-9", "host-3", "agent", 600)?;
+    let mut s = std::net::TcpStream::connect(e.gw.proxy)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET /v1/graphql HTTP/1.1\r\nHost: x\r\nUpgrade: websocket, h2c\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: graphql-ws\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    )?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)?;
+    assert_eq!(&head, b"HTTP/1.1 101", "{}", String::from_utf8_lossy(&head));
+    let seen = e.upstream.seen();
+    let upgrade: Vec<&str> = seen
+        .iter()
+        .flat_map(|c| c.headers.iter())
+        .filter(|(k, _)| k == "upgrade")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(upgrade, vec!["websocket"]);
     Ok(())
 }

@@ -5,7 +5,7 @@ use super::Authed;
 use crate::error::GateError;
 use crate::headers;
 use crate::App;
-use http::header::CONNECTION;
+use http::header::{CONNECTION, UPGRADE};
 use pingora::http::RequestHeader;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -53,6 +53,10 @@ pub fn request(
         head.remove_header(&http::header::AUTHORIZATION);
     }
     head.insert_header(CONNECTION, "Upgrade")
+        .map_err(|_| GateError::Internal)?;
+    // Only the protocol the relay speaks: `Upgrade: websocket, h2c` must not let the upstream
+    // pick another one for bytes the relay reads as WebSocket frames.
+    head.insert_header(UPGRADE, "websocket")
         .map_err(|_| GateError::Internal)?;
     let mut out = format!("GET {} HTTP/1.1\r\n", head.uri).into_bytes();
     for (name, value) in head.headers.iter() {
