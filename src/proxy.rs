@@ -519,11 +519,6 @@ impl ProxyHttp for Proxy {
         headers::rewrite(upstream, identity.as_ref()).map_err(|e| {
             Error::because(ErrorType::InternalError, "rewriting identity headers", e)
         })?;
-        // `guard` let an upgrade through only as a WebSocket; the upstream is offered nothing
-        // else (`Upgrade: websocket, h2c` would let it pick h2c on a public route).
-        if upstream.headers.contains_key(http::header::UPGRADE) {
-            upstream.insert_header(http::header::UPGRADE, "websocket")?;
-        }
         ctx.outcome = match identity {
             Some(_) => Outcome::Forwarded,
             None => Outcome::Public,
