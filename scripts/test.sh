@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 
 . scripts/need.sh
 need cmake redis-server
+# The CORS test drives a real browser; without one it is skipped, saying so.
+need chromium || echo "chromium could not be installed: tests/cors.rs will skip its browser test"
 
 # The example (the load script's upstream) must build; the criterion benches run once each
 # as smoke tests; then unit and integration tests (each integration test starts its own

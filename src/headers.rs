@@ -78,6 +78,8 @@ pub fn rewrite(req: &mut RequestHeader, identity: Option<&Identity<'_>>) -> Resu
             }
         }
         for (name, value) in identity.headers() {
+            // An id may be UTF-8: it goes as those bytes (obs-text), checked at creation.
+            let value = http::HeaderValue::from_bytes(value.as_bytes()).map_err(internal)?;
             req.insert_header(name, value).map_err(internal)?;
         }
     }

@@ -13,6 +13,7 @@ pub mod auth_api;
 pub mod client_ip;
 pub mod config;
 pub mod conn;
+pub mod cors;
 pub mod dialect;
 pub mod endpoint;
 pub mod error;
@@ -61,6 +62,8 @@ pub struct App {
     pub hasura: hasura::Hasura,
     /// The backend: its peer (TLS, CA, timeouts) and the relay's connector.
     pub upstream: upstream::Upstream,
+    /// Cross-origin policy (`None`: CORS off).
+    pub cors: Option<cors::Cors>,
 }
 
 /// Why the gateway could not start.
@@ -142,6 +145,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
         config.cache.ttl,
         config.tokens.access_ttl,
     );
+    let cors = cors::Cors::new(&config.cors);
     Ok(Arc::new(App {
         config,
         sessions,
@@ -149,6 +153,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
         limits,
         hasura,
         upstream,
+        cors,
     }))
 }
 

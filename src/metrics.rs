@@ -28,6 +28,7 @@ pub const OUTCOMES: &[&str] = &[
     "internal",
     "websocket",
     "dialect",
+    "preflight",
 ];
 
 /// The gateway's metrics and the registry that exposes them.

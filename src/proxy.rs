@@ -4,6 +4,7 @@
 //! `endpoint`, WebSockets on protected routes to `ws`, refusals to `respond`. Each hook
 //! only delegates; the steps live in their modules and are tested there without a socket.
 
+use crate::cors::{self, Verdict};
 use crate::dialect;
 use crate::endpoint::{self, Endpoint};
 use crate::error::GateError;
@@ -52,6 +53,8 @@ enum Outcome {
     Public,
     /// Answered by a session API (dialect) of the gateway.
     Dialect,
+    /// A CORS preflight the gateway answered.
+    Preflight,
     /// A relayed WebSocket that ran its course.
     WebSocket,
     /// Refused for want of a valid credential (or anything else not listed).
@@ -74,6 +77,7 @@ impl Outcome {
             Outcome::Forwarded => "forwarded",
             Outcome::Public => "public",
             Outcome::Dialect => "dialect",
+            Outcome::Preflight => "preflight",
             Outcome::WebSocket => "websocket",
             Outcome::Rejected => "rejected",
             Outcome::StoreUnavailable => "store_unavailable",
@@ -88,7 +92,11 @@ impl Outcome {
     fn served(self) -> bool {
         matches!(
             self,
-            Outcome::Forwarded | Outcome::Public | Outcome::Dialect | Outcome::WebSocket
+            Outcome::Forwarded
+                | Outcome::Public
+                | Outcome::Dialect
+                | Outcome::Preflight
+                | Outcome::WebSocket
         )
     }
 
@@ -156,6 +164,10 @@ pub struct RequestCtx {
     request_id: String,
     /// Carries the request id into every log line of this request.
     span: tracing::Span,
+    /// CORS headers for every response to this request (empty while CORS is off).
+    cors: cors::Headers,
+    /// The dialect whose error format refusals use on this path (`None`: the gateway's).
+    errors: Option<dialect::Dialect>,
     /// Largest body this route accepts, bytes received so far, and when it must be done.
     body_limit: u64,
     body_seen: u64,
@@ -165,6 +177,9 @@ pub struct RequestCtx {
 
 /// What `admit` decided for a request that was not refused.
 enum Admitted {
+    /// A CORS preflight from an allowed origin, answered by the gateway (no credential is
+    /// ever sent on one).
+    Preflight,
     /// Goes upstream through Pingora (`ctx` says where and as whom).
     Forward,
     /// A session API the gateway answers itself.
@@ -193,12 +208,42 @@ impl Proxy {
         let req = session.req_header();
         let config = &self.app.config;
         (ctx.peer, ctx.client_ip, ctx.via_trusted_proxy) = self.client_ip(session);
+        // First, so that every answer to a browser, refusals included, carries its headers.
+        let preflight = match self.app.cors.as_ref().map(|c| c.verdict(req)) {
+            None | Some(Verdict::None) => None,
+            Some(Verdict::Request(headers)) => {
+                ctx.cors = headers;
+                None
+            }
+            Some(Verdict::Preflight { allowed, headers }) => {
+                ctx.cors = headers;
+                Some(allowed)
+            }
+        };
         guard::check(req, &config.proxy, || {
             session.as_http1().map(|h1| h1.get_headers_raw_bytes())
         })?;
-        let (forward, realtime, websocket) = match route::classify(req, config)? {
+        let route = route::classify(req, config)?;
+        // Forward-auth and the Hasura webhook are called by infrastructure, never by a
+        // browser: an OPTIONS there is the original request's method, and must meet their
+        // own checks (identity headers refused) rather than a preflight's 204.
+        let infrastructure = matches!(
+            route,
+            Route::Endpoint(Endpoint::AuthVerify | Endpoint::HasuraWebhook)
+        );
+        match preflight.filter(|_| !infrastructure) {
+            Some(true) => return Ok(Admitted::Preflight),
+            Some(false) => {
+                return Err(GateError::Forbidden(
+                    "CORS: the origin is not allowed".into(),
+                ))
+            }
+            None => {}
+        }
+        let (forward, realtime, websocket) = match route {
             Route::Endpoint(ep) => return Ok(Admitted::Endpoint(ep)),
             Route::Public(forward) => {
+                ctx.errors = forward.errors;
                 guard::declared_body(req, forward.body_limit)?;
                 ctx.body_limit = forward.body_limit;
                 ctx.forward_uri = Some(forward.uri);
@@ -207,6 +252,7 @@ impl Proxy {
             Route::Protected { forward, realtime } => (forward, realtime, false),
             Route::WebSocket { forward, realtime } => (forward, realtime, true),
         };
+        ctx.errors = forward.errors;
         guard::declared_body(req, forward.body_limit)?;
         let token = match route::credential(req, realtime) {
             Ok(token) => token,
@@ -261,6 +307,22 @@ impl Proxy {
     async fn filter(&self, session: &mut HttpSession, ctx: &mut RequestCtx) -> Result<bool> {
         let flow = match self.admit(session, ctx).await {
             Ok(Admitted::Forward) => Flow::Continue,
+            Ok(Admitted::Preflight) => {
+                ctx.outcome = Outcome::Preflight;
+                // A preflight has no body; one that declares one is not read, so the
+                // connection is not reused.
+                let req = session.req_header();
+                if req.headers.contains_key(http::header::TRANSFER_ENCODING)
+                    || req
+                        .headers
+                        .get(http::header::CONTENT_LENGTH)
+                        .is_some_and(|v| v.as_bytes() != b"0")
+                {
+                    session.set_keepalive(None);
+                }
+                respond::preflight(session, &ctx.request_id, &ctx.cors).await?;
+                Flow::Responded
+            }
             Ok(Admitted::Endpoint(ep)) => {
                 self.terminate(session, ctx, ep).await?;
                 Flow::Responded
@@ -326,7 +388,7 @@ impl Proxy {
                 endpoint::render(ep, &problem)
             }
         };
-        respond::reply(session, reply, &ctx.request_id).await
+        respond::reply(session, reply, &ctx.request_id, &ctx.cors).await
     }
 
     async fn reject(
@@ -363,7 +425,13 @@ impl Proxy {
         };
         // The request body (if any) is not read; never reuse the connection after a refusal.
         session.set_keepalive(None);
-        respond::error(session, err, &ctx.request_id).await
+        match ctx.errors {
+            None => respond::error(session, err, &ctx.request_id, &ctx.cors).await,
+            Some(d) => {
+                let reply = dialect::render(d, &dialect::Problem::Gate(err.clone()));
+                respond::reply(session, reply, &ctx.request_id, &ctx.cors).await
+            }
+        }
     }
 }
 
@@ -432,6 +500,8 @@ impl ProxyHttp for Proxy {
             peer: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             request_id: String::new(),
             span: tracing::Span::none(),
+            cors: Vec::new(),
+            errors: None,
             body_limit: u64::MAX,
             body_seen: 0,
             body_due: None,
@@ -558,6 +628,21 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if self.app.cors.is_some() {
+            // The gateway owns CORS: a permissive upstream cannot widen the policy.
+            let theirs: Vec<http::HeaderName> = upstream_response
+                .headers
+                .keys()
+                .filter(|k| cors::is_cors_header(k.as_str()))
+                .cloned()
+                .collect();
+            for name in theirs {
+                upstream_response.remove_header(&name);
+            }
+            for (name, value) in &ctx.cors {
+                upstream_response.append_header(*name, value)?;
+            }
+        }
         Ok(())
     }
 
@@ -594,7 +679,7 @@ impl ProxyHttp for Proxy {
             Some(err) => {
                 // Only possible before the response started; afterwards the write just fails.
                 if session.response_written().is_none() {
-                    let _ = respond::error(session, err, &ctx.request_id)
+                    let _ = respond::error(session, err, &ctx.request_id, &ctx.cors)
                         .instrument(ctx.span.clone())
                         .await;
                 }
@@ -645,6 +730,7 @@ mod tests {
             Outcome::Forwarded,
             Outcome::Public,
             Outcome::Dialect,
+            Outcome::Preflight,
             Outcome::WebSocket,
             Outcome::Rejected,
             Outcome::StoreUnavailable,
@@ -655,6 +741,6 @@ mod tests {
         ] {
             assert!(crate::metrics::OUTCOMES.contains(&o.label()), "{o:?}");
         }
-        assert_eq!(crate::metrics::OUTCOMES.len(), 10);
+        assert_eq!(crate::metrics::OUTCOMES.len(), 11);
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::auth::{bearer_token, TokenError};
 use crate::config::Config;
+use crate::dialect::Dialect;
 use crate::endpoint::{self, Endpoint};
 use crate::error::GateError;
 use crate::path;
@@ -46,6 +47,10 @@ pub struct Forward {
     pub uri: http::Uri,
     /// The route's body limit (`proxy.body_limit`).
     pub body_limit: u64,
+    /// The format of the gateway's refusals on this path: a dialect's when the path belongs
+    /// to its API (`dialects.amity.api_prefixes`: the Amity SDK renews an expired token only
+    /// when it recognises Amity's error), else the gateway's own.
+    pub errors: Option<Dialect>,
 }
 
 /// Routes a request head (already through `crate::guard`).
@@ -65,9 +70,16 @@ pub fn classify(req: &RequestHeader, config: &Config) -> Result<Route, GateError
         Some(q) if realtime && !config.forwards_client_credential() => without_param(q, "token"),
         other => other.map(Cow::Borrowed),
     };
+    let errors = config
+        .dialects
+        .amity
+        .as_ref()
+        .is_some_and(|a| path::is_public(&path, &a.api_prefixes))
+        .then_some(Dialect::Amity);
     let forward = Forward {
         uri: forward_uri(&path, query.as_deref())?,
         body_limit: config.proxy.body_limit(&path),
+        errors,
     };
     Ok(if path::is_public(&path, &config.proxy.public_prefixes) {
         Route::Public(forward)

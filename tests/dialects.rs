@@ -86,9 +86,14 @@ struct Setup {
 }
 
 fn setup() -> Result<Setup, Box<dyn std::error::Error>> {
+    setup_with(|t| t)
+}
+
+/// `setup` with the dialects' config text edited first.
+fn setup_with(edit: impl FnOnce(String) -> String) -> Result<Setup, Box<dyn std::error::Error>> {
     let redis = Redis::start()?;
     let echo = echo::Echo::start()?;
-    let gw = Gateway::start_with(echo.addr, Some(&redis.url()), &dialects_toml())?;
+    let gw = Gateway::start_with(echo.addr, Some(&redis.url()), &edit(dialects_toml()))?;
     Ok(Setup { redis, echo, gw })
 }
 
@@ -307,12 +312,18 @@ fn mottasl_rejects_bad_requests_in_its_own_format() -> TestResult {
         "display_name",
         "profile_image_url",
     ] {
+        let profile = field.starts_with("profile_") || field == "display_name";
         for bad in [Value::Null, json!(""), json!(42)] {
             let mut b = mottasl_body();
+            let empty = bad == json!("");
             if bad.is_null() {
                 b.as_object_mut().ok_or("object")?.remove(field);
             } else {
                 b[field] = bad;
+            }
+            if empty && profile {
+                // Accepted: checked below, once nothing else may have been created.
+                continue;
             }
             check(mottasl(&s.gw, "", &b)?, 400, field)?;
         }
@@ -337,6 +348,13 @@ fn mottasl_rejects_bad_requests_in_its_own_format() -> TestResult {
     // None of this reached the upstream or created anything.
     assert_eq!(s.echo.hits(), 0);
     assert_eq!(s.redis.data_key_count()?, 0);
+    // Profile fields may be empty (a user without a name or picture yet); ids may not.
+    for field in ["profile_name", "display_name", "profile_image_url"] {
+        let mut b = mottasl_body();
+        b[field] = json!("");
+        let r = mottasl(&s.gw, "", &b)?;
+        assert_eq!(r.status, 200, "{field}: {}", r.body);
+    }
     Ok(())
 }
 
@@ -390,7 +408,7 @@ fn amity(
 }
 
 #[test]
-fn amity_session_passes_the_proxy_and_a_device_has_one_session() -> TestResult {
+fn amity_session_passes_the_proxy_and_tabs_of_one_device_keep_their_sessions() -> TestResult {
     let s = setup()?;
     let body = json!({
         "userId": "user-1",
@@ -459,7 +477,8 @@ fn amity_session_passes_the_proxy_and_a_device_has_one_session() -> TestResult {
     assert_eq!(v2["users"][0]["displayName"], "Renamed");
     assert_eq!(through_proxy(&s.gw, &first)?.status, 200);
 
-    // Same device again (v4): its previous session is replaced.
+    // Same device again (v4), as another browser tab sharing the deviceId would: both
+    // sessions live (dialects.amity.replace_device_sessions is off by default).
     let v3 = amity(
         &s.gw,
         "v4",
@@ -474,8 +493,8 @@ fn amity_session_passes_the_proxy_and_a_device_has_one_session() -> TestResult {
     );
     assert_eq!(
         through_proxy(&s.gw, &first)?.status,
-        401,
-        "replaced session"
+        200,
+        "a login in another tab logged this one out"
     );
     assert_eq!(through_proxy(&s.gw, third)?.status, 200);
 
@@ -1010,5 +1029,145 @@ fn member_model_workspace_accepts_member_fields() -> TestResult {
         "ws2-host",
         "customer",
     )?;
+    Ok(())
+}
+
+/// `dialects.amity.replace_device_sessions = true`: a device has one session; logging in
+/// again from it ends the previous one (the behaviour before the option existed).
+#[test]
+fn amity_device_replacement_when_configured() -> TestResult {
+    let s = setup_with(|t| {
+        t.replace(
+            "[dialects.amity]\n",
+            "[dialects.amity]\nreplace_device_sessions = true\n",
+        )
+    })?;
+    let body = json!({"userId": "user-r", "deviceId": "device-r"});
+    let first = amity(&s.gw, "v5", AMITY_KEY, &body)?.json()?;
+    let first = first["accessToken"]
+        .as_str()
+        .ok_or("accessToken")?
+        .to_string();
+    assert_eq!(through_proxy(&s.gw, &first)?.status, 200);
+    let second = amity(&s.gw, "v5", AMITY_KEY, &body)?.json()?;
+    let second = second["accessToken"].as_str().ok_or("accessToken")?;
+    assert_eq!(
+        through_proxy(&s.gw, &first)?.status,
+        401,
+        "replaced session"
+    );
+    assert_eq!(through_proxy(&s.gw, second)?.status, 200);
+    // Another device of the same user is untouched.
+    let other = amity(
+        &s.gw,
+        "v5",
+        AMITY_KEY,
+        &json!({"userId": "user-r", "deviceId": "other"}),
+    )?;
+    assert_eq!(other.status, 200);
+    assert_eq!(through_proxy(&s.gw, second)?.status, 200);
+    Ok(())
+}
+
+/// Amity's userId is any 1–50 characters but control characters: a UTF-8 id reaches the
+/// upstream as the same bytes; one that a header parser would trim is refused.
+#[test]
+fn amity_user_ids_beyond_ascii_reach_the_upstream_intact() -> TestResult {
+    let s = setup()?;
+    let id = "Zoë 李";
+    let r = amity(
+        &s.gw,
+        "v5",
+        AMITY_KEY,
+        &json!({"userId": id, "deviceId": "d", "deviceInfo": {"kind": "web", "model": "Mozilla/5.0 ".repeat(60)}}),
+    )?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let token = r.json()?["accessToken"]
+        .as_str()
+        .ok_or("accessToken")?
+        .to_string();
+    let seen = through_proxy(&s.gw, &token)?;
+    assert_eq!(seen.status, 200);
+    assert_eq!(
+        seen.upstream_header("x-hasura-user-id")?,
+        vec![id.to_string()]
+    );
+    let bad = amity(
+        &s.gw,
+        "v5",
+        AMITY_KEY,
+        &json!({"userId": "bob ", "deviceId": "d"}),
+    )?;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    Ok(())
+}
+
+/// A Mottasl credential with `businesses = ["*"]` and `roles = ["*"]` serves any business
+/// and role (multi-tenant integrations add businesses without a redeploy); the session's
+/// identity is the one asked for.
+#[test]
+fn mottasl_wildcard_credentials_serve_any_business_and_role() -> TestResult {
+    let s = setup_with(|t| {
+        t.replace(
+            &format!("businesses = [\"{BUSINESS}\"]"),
+            "businesses = [\"*\"]",
+        )
+        .replace(
+            "roles = [\"admin\", \"agent\", \"user\"]",
+            "roles = [\"*\"]",
+        )
+    })?;
+    let mut b = mottasl_body();
+    b["business_id"] = json!("tenant-added-later");
+    b["role"] = json!("owner");
+    let r = mottasl(&s.gw, "", &b)?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json()?;
+    assert_eq!(v["headers"]["x-hasura-business-id"], "tenant-added-later");
+    let token = v["headers"]["Authorization"]
+        .as_str()
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .ok_or("token")?;
+    let seen = through_proxy(&s.gw, token)?;
+    assert_eq!(
+        seen.upstream_header("x-hasura-business-id")?,
+        vec!["tenant-added-later"]
+    );
+    assert_eq!(seen.upstream_header("x-hasura-role")?, vec!["owner"]);
+    Ok(())
+}
+
+/// Refusals on the Amity API's proxied paths (`dialects.amity.api_prefixes`) are in Amity's
+/// error format, so the SDK recognises a missing or expired token (400100) and renews;
+/// elsewhere they stay in the gateway's.
+#[test]
+fn amity_api_paths_refuse_in_amity_format() -> TestResult {
+    let s = setup()?;
+    for (path, token) in [
+        ("/api/v3/users", None),
+        ("/api/v5/channels?x=1", Some("not-a-jwt")),
+        ("/api/v4/messages", Some("eyJhbGciOiJIUzI1NiJ9.e30.AAAA")),
+    ] {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let r = request(s.gw.proxy, "GET", path, &headers, None)?;
+        assert_eq!(r.status, 401, "{path}: {}", r.body);
+        let v = r.json()?;
+        assert_eq!(v["status"], "error", "{path}: {v}");
+        assert_eq!(v["code"], 400100, "{path}: {v}");
+        assert!(v["message"].is_string());
+    }
+    // Not an Amity path: the gateway's own format.
+    let r = request(s.gw.proxy, "GET", "/v1/graphql", &[], None)?;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()?["error"], "unauthorized");
+    // A valid Amity session passes as before.
+    let body = json!({"userId": "api-user", "deviceId": "d"});
+    let v = amity(&s.gw, "v5", AMITY_KEY, &body)?.json()?;
+    let token = v["accessToken"].as_str().ok_or("accessToken")?;
+    let ok = authed(s.gw.proxy, "GET", "/api/v3/users", token, &[], None)?;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(s.echo.hits(), 1);
     Ok(())
 }

@@ -448,7 +448,7 @@ fn request_schemas_have_the_parsers_rules() -> TestResult {
         (
             "/v1/app/user.new.session",
             "profile_image_url",
-            1,
+            0,
             Some(2048),
         ),
         ("/api/v3/sessions", "userId", 1, Some(50)),

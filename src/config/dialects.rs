@@ -97,9 +97,10 @@ pub struct MottaslCredential {
     pub name: String,
     /// Token digest.
     pub digest: CredentialDigest,
-    /// Businesses it may create sessions for.
+    /// Businesses it may create sessions for (`*`: any, for multi-tenant integrations that
+    /// add businesses without a redeploy).
     pub businesses: Vec<String>,
-    /// Roles it may grant.
+    /// Roles it may grant (`*`: any).
     pub roles: Vec<String>,
     /// Host ids a request may choose (empty: any).
     pub allowed_host_ids: Vec<String>,
@@ -117,6 +118,25 @@ pub struct MottaslCredential {
     pub session_rate_limit: Option<u32>,
 }
 
+impl MottaslCredential {
+    /// Whether it may create sessions for `business`: listed, or `*` for a business id that
+    /// is a plain id — not `*` itself, and nothing Hasura reads as an array of ids
+    /// (`{a,b}`), which a wildcard credential could otherwise use to reach several tenants
+    /// with one session.
+    pub fn allows_business(&self, business: &str) -> bool {
+        self.businesses.iter().any(|b| b != "*" && b == business)
+            || (self.businesses.iter().any(|b| b == "*")
+                && !business.contains(['*', '{', '}', ',', '"']))
+    }
+
+    /// Whether it may grant `role`: listed, or `*` — which never covers Hasura's `admin`
+    /// (a super-user in every mode): that one must be listed by name.
+    pub fn allows_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+            || (role != "admin" && self.roles.iter().any(|r| r == "*"))
+    }
+}
+
 impl Credentialed for MottaslCredential {
     fn digest(&self) -> &CredentialDigest {
         &self.digest
@@ -130,6 +150,10 @@ pub struct AmityConfig {
     pub realtime_paths: Vec<String>,
     /// Lifetime of secure-mode auth tokens, seconds.
     pub auth_token_ttl_secs: u64,
+    /// A new login from a device revokes that device's previous session.
+    pub replace_device_sessions: bool,
+    /// Normalised path prefixes (segment-bounded) where refusals use Amity's error format.
+    pub api_prefixes: Vec<String>,
     /// Networks.
     pub networks: Vec<AmityNetwork>,
 }
@@ -430,6 +454,24 @@ impl Validator<'_> {
                 ),
             }
         }
+        let mut api_prefixes = Vec::new();
+        let given = s.api_prefixes.unwrap_or_else(|| {
+            ["/api/v3/", "/api/v4/", "/api/v5/"]
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        });
+        for (i, p) in given.iter().enumerate() {
+            // `/api/v3/` and `/api/v3` mean the same segment-bounded prefix.
+            let trimmed = p.strip_suffix('/').unwrap_or(p);
+            match crate::path::normalize_path(trimmed) {
+                Ok(n) if n == trimmed && trimmed.len() > 1 => api_prefixes.push(n),
+                _ => self.issue(
+                    format!("dialects.amity.api_prefixes[{i}]"),
+                    format!("`{p}` must be a normalised absolute path other than `/`"),
+                ),
+            }
+        }
         let auth_token_ttl_secs = s.auth_token_ttl_seconds.unwrap_or(600);
         if !(1..=86_400).contains(&auth_token_ttl_secs) {
             self.issue(
@@ -461,6 +503,8 @@ impl Validator<'_> {
         AmityConfig {
             realtime_paths,
             auth_token_ttl_secs,
+            replace_device_sessions: s.replace_device_sessions.unwrap_or(false),
+            api_prefixes,
             networks,
         }
     }

@@ -35,6 +35,8 @@ pub const TRUSTED_PROXIES: &str = "SESSIONGATE_TRUSTED_PROXIES";
 pub const FORWARD_AUTH_TRUSTED_PEERS: &str = "SESSIONGATE_FORWARD_AUTH_TRUSTED_PEERS";
 /// Replaces `forward_auth.original_uri_header`.
 pub const FORWARD_AUTH_ORIGINAL_URI_HEADER: &str = "SESSIONGATE_FORWARD_AUTH_ORIGINAL_URI_HEADER";
+/// Comma-separated origins; replaces `cors.allowed_origins`.
+pub const CORS_ALLOWED_ORIGINS: &str = "SESSIONGATE_CORS_ALLOWED_ORIGINS";
 /// `1`: start even though a development credential is in use on a non-loopback listener.
 pub const ALLOW_DEVELOPMENT_CREDENTIALS: &str = "SESSIONGATE_ALLOW_DEVELOPMENT_CREDENTIALS";
 

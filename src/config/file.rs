@@ -73,6 +73,26 @@ pub struct FileConfig {
     /// `[forward_auth]`
     #[serde(default)]
     pub forward_auth: ForwardAuthSection,
+    /// `[cors]`
+    #[serde(default)]
+    pub cors: CorsSection,
+}
+
+/// `[cors]`: browsers on other origins. Off while `allowed_origins` is empty.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSection {
+    /// Exact origins (`https://app.example.com`), `*`, or one leading-label wildcard
+    /// (`https://*.example.com`).
+    pub allowed_origins: Option<Vec<String>>,
+    /// Request headers a browser may send (preflight `Access-Control-Allow-Headers`).
+    pub allowed_headers: Option<Vec<String>>,
+    /// Response headers a script may read (`Access-Control-Expose-Headers`).
+    pub exposed_headers: Option<Vec<String>>,
+    /// `Access-Control-Allow-Credentials: true` (cookies, HTTP auth).
+    pub allow_credentials: Option<bool>,
+    /// How long a browser may cache a preflight answer.
+    pub max_age_seconds: Option<u64>,
 }
 
 /// `[connections]`: how many client connections are accepted and how long a client may
@@ -397,6 +417,14 @@ pub struct AmitySection {
     pub realtime_paths: Vec<String>,
     /// Lifetime of secure-mode auth tokens.
     pub auth_token_ttl_seconds: Option<u64>,
+    /// Path prefixes of the Amity API the upstream serves (default `/api/v3/`, `/api/v4/`,
+    /// `/api/v5/`): the gateway's refusals there are in Amity's error format, so the SDK
+    /// recognises an expired token and renews.
+    pub api_prefixes: Option<Vec<String>>,
+    /// A new login from a device ends that device's previous session (default false:
+    /// browsers share one `deviceId` across tabs, and a login in one tab must not log out
+    /// another).
+    pub replace_device_sessions: Option<bool>,
     /// Networks (one API key each).
     #[serde(default)]
     pub networks: Vec<AmityNetworkSection>,

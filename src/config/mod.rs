@@ -4,6 +4,7 @@
 //! config file > built-in defaults. Every problem is collected and reported at once, each
 //! naming its key, so `sessiongate check` shows the whole list in one run.
 
+mod cors;
 mod development;
 pub mod dialects;
 pub mod env;
@@ -254,6 +255,7 @@ impl Validator<'_> {
         let upstream = self.upstream(f.upstream);
         let proxy = self.proxy(f.proxy);
         let forward_auth = self.forward_auth(f.forward_auth);
+        let cors = self.cors(f.cors);
         let stale_window = f.store.stale_window_seconds.unwrap_or(30);
         if stale_window > 3600 {
             self.issue("store.stale_window_seconds", "must be at most 3600");
@@ -319,6 +321,7 @@ impl Validator<'_> {
             hasura: hasura?,
             connections,
             forward_auth,
+            cors,
         })
         .filter(|cfg| self.development_exposure(cfg))
     }

@@ -336,6 +336,80 @@ pub struct AdminConfig {
     pub max_body_bytes: usize,
 }
 
+/// One allowed origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginRule {
+    /// `*`: any origin.
+    Any,
+    /// One origin, as browsers serialise it (`https://app.example.com`, lower case).
+    Exact(String),
+    /// `https://*.example.com`: the scheme, then one or more labels, then this suffix
+    /// (`.example.com`, with any `:port`).
+    Subdomains {
+        /// `https://`.
+        scheme: String,
+        /// `.example.com` (and `:port` if the pattern had one).
+        suffix: String,
+    },
+}
+
+impl OriginRule {
+    /// Whether a request's `Origin` (already lower-cased) matches.
+    pub fn matches(&self, origin: &str) -> bool {
+        match self {
+            OriginRule::Any => true,
+            OriginRule::Exact(o) => o == origin,
+            OriginRule::Subdomains { scheme, suffix } => origin
+                .strip_prefix(scheme.as_str())
+                .and_then(|rest| rest.strip_suffix(suffix.as_str()))
+                .is_some_and(|labels| {
+                    !labels.is_empty()
+                        && labels.split('.').all(|l| {
+                            !l.is_empty()
+                                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        })
+                }),
+        }
+    }
+}
+
+/// Cross-origin (CORS) policy; off while `allowed_origins` is empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsConfig {
+    /// Who may call from a browser.
+    pub allowed_origins: Vec<OriginRule>,
+    /// Request headers a browser may send, lower case.
+    pub allowed_headers: Vec<String>,
+    /// Response headers a script may read, lower case.
+    pub exposed_headers: Vec<String>,
+    /// `Access-Control-Allow-Credentials: true`.
+    pub allow_credentials: bool,
+    /// Preflight cache lifetime.
+    pub max_age: Duration,
+}
+
+impl CorsConfig {
+    /// Request headers the browser clients the gateway serves send: the Amity SDK's
+    /// (`X-API-Key`, `set-access-token-cookie`, `Authorization`, `Content-Type`, from its
+    /// `getToken` and HTTP transport) and the request id.
+    pub const DEFAULT_ALLOWED_HEADERS: &'static [&'static str] = &[
+        "authorization",
+        "content-type",
+        "x-api-key",
+        "set-access-token-cookie",
+        "x-request-id",
+    ];
+    /// Response headers a browser app needs to read: the request id, the bearer challenge,
+    /// and when to retry.
+    pub const DEFAULT_EXPOSED_HEADERS: &'static [&'static str] =
+        &["x-request-id", "www-authenticate", "retry-after"];
+
+    /// Whether CORS is on.
+    pub fn enabled(&self) -> bool {
+        !self.allowed_origins.is_empty()
+    }
+}
+
 /// The validated configuration the gateway runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -373,6 +447,8 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     /// Forward-auth (`/auth/verify`).
     pub forward_auth: ForwardAuthConfig,
+    /// Cross-origin browser access.
+    pub cors: CorsConfig,
 }
 
 impl Config {

@@ -7,7 +7,7 @@ use super::{bearer, json_object, require_json, single_header, FieldKind, Fields,
 use super::{Problem, Reply, Request};
 use crate::config::dialects::{find_credential, find_credential_by, AmityConfig, AmityNetwork};
 use crate::error::GateError;
-use crate::headers::is_header_safe;
+use crate::header_names::is_identity_value;
 use crate::session::directory::UserRecord;
 use crate::session::model::{now_unix, rfc3339, NewSession, Session};
 use crate::session::Issued;
@@ -49,11 +49,15 @@ pub struct Register {
 
 fn user_id_field(f: &Fields<'_>, name: &'static str) -> Result<String, Problem> {
     let user_id = f.string(name, Len { min: 1, max: 50 })?;
-    // It becomes a header value upstream.
-    if !is_header_safe(&user_id) {
+    // Any characters (the document's rule), but it becomes a header value upstream: no
+    // control characters, and no leading or trailing space that a parser would trim.
+    if !is_identity_value(&user_id) {
         return Err(f.invalid(
             name,
-            FieldKind::Invalid("must be printable ASCII without leading or trailing spaces".into()),
+            FieldKind::Invalid(
+                "must not hold control or invisible characters, nor start or end with a space"
+                    .into(),
+            ),
         ));
     }
     Ok(user_id)
@@ -69,7 +73,8 @@ pub fn parse(body: &[u8]) -> Result<Register, Problem> {
     let mut device_kind = None;
     if let Some(info) = f.opt_object("deviceInfo")? {
         device_kind = info.opt_string("kind", Len { min: 1, max: 50 })?;
-        info.opt_string("model", Len { min: 0, max: 200 })?;
+        // Browsers send their user agent here, often longer than a phone's model name.
+        info.opt_string("model", Len { min: 0, max: 1000 })?;
         info.opt_string("sdkVersion", Len { min: 0, max: 100 })?;
     }
     let display_name = f.opt_string("displayName", Len { min: 0, max: 100 })?;
@@ -296,7 +301,8 @@ pub async fn register_session(app: &App, req: &Request<'_>) -> Result<Reply, Pro
     );
     new.with_refresh_token = true;
     let issued = app.sessions.create(new).await?;
-    if let Err(p) = replace_device_session(app, network, &reg, &issued).await {
+    let replace = amity_config(app)?.replace_device_sessions;
+    if let Err(p) = replace_device_session(app, network, &reg, &issued, replace).await {
         // Undo: the client gets an error, so no session of this request may stay behind.
         let _ = app.sessions.revoke(&issued.session.session_id).await;
         return Err(p);
@@ -325,12 +331,15 @@ pub async fn register_session(app: &App, req: &Request<'_>) -> Result<Reply, Pro
     ))
 }
 
-/// Registering again from the same device replaces that device's previous session.
+/// Records the device's newest session; with `dialects.amity.replace_device_sessions`,
+/// registering again from the same device also ends that device's previous session (off by
+/// default: the web SDK's tabs share one `deviceId`, and each tab logs in on its own).
 async fn replace_device_session(
     app: &App,
     network: &AmityNetwork,
     reg: &Register,
     issued: &Issued,
+    replace: bool,
 ) -> Result<(), Problem> {
     let ttl = Duration::from_secs(network.ttl_secs);
     let previous = app
@@ -343,7 +352,7 @@ async fn replace_device_session(
             ttl,
         )
         .await?;
-    if let Some(previous) = previous.filter(|p| *p != issued.session.session_id) {
+    if let Some(previous) = previous.filter(|p| replace && *p != issued.session.session_id) {
         app.sessions.revoke(&previous).await?;
         app.metrics
             .sessions_revoked
@@ -557,6 +566,40 @@ mod tests {
         for (body, want) in cases {
             assert_eq!(parse(body.to_string().as_bytes()), Err(want), "{body}");
         }
+        // Any characters but control ones; a browser's user agent as the model.
+        for ok in [
+            json!({"userId": "Zoë Łukasz 李", "deviceId": "d"}),
+            json!({"userId": "a b@c", "deviceId": "d", "deviceInfo": {"model": "M".repeat(1000)}}),
+        ] {
+            assert!(parse(ok.to_string().as_bytes()).is_ok(), "{ok}");
+        }
+        for bad in [
+            "a\u{7}b",
+            " bob",
+            "bob ",
+            "bob\t",
+            "a\nb",
+            "bob\u{a0}",
+            "\u{3000}bob",
+            "bob\u{200b}",
+            "\u{feff}bob",
+            "\u{202e}evil",
+            "a\u{2028}b",
+            "bob\u{fffd}",
+            "x\u{fffe}",
+        ] {
+            let body = json!({"userId": bad, "deviceId": "d"});
+            assert!(
+                matches!(parse(body.to_string().as_bytes()), Err(Problem::Field(f)) if f.field() == "userId"),
+                "{bad:?}"
+            );
+        }
+        let long =
+            json!({"userId": "u", "deviceId": "d", "deviceInfo": {"model": "M".repeat(1001)}});
+        assert_eq!(
+            parse(long.to_string().as_bytes()),
+            Err(field(&["deviceInfo", "model"], FieldKind::TooLong(1000)))
+        );
         assert!(parse(
             json!({"userId": "x".repeat(50), "deviceId": "d".repeat(150), "displayName": ""})
                 .to_string()

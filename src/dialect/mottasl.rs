@@ -42,9 +42,10 @@ pub fn parse(query: Option<&str>, body: &[u8]) -> Result<NewUserSession, Problem
     let platform_type = f.string("platform_type", text)?;
     let platform_id = f.string("platform_id", text)?;
     let role = f.string("role", text)?;
-    let profile_name = f.string("profile_name", text)?;
-    let display_name = f.string("display_name", text)?;
-    let profile_image_url = f.string("profile_image_url", Len { min: 1, max: 2048 })?;
+    // Required but may be empty (a user without a name or picture yet); the ids may not.
+    let profile_name = f.string("profile_name", Len { min: 0, max: 256 })?;
+    let display_name = f.string("display_name", Len { min: 0, max: 256 })?;
+    let profile_image_url = f.string("profile_image_url", Len { min: 0, max: 2048 })?;
     // These two become headers upstream, so they must be header-safe.
     for (value, name) in [(&business_id, "business_id"), (&role, "role")] {
         if !is_header_safe(value) {
@@ -86,13 +87,13 @@ pub fn parse(query: Option<&str>, body: &[u8]) -> Result<NewUserSession, Problem
 
 /// Checks the request against the credential's scope; the host id the session gets.
 pub fn authorize(req: &NewUserSession, cred: &MottaslCredential) -> Result<String, Problem> {
-    if !cred.businesses.contains(&req.business_id) {
+    if !cred.allows_business(&req.business_id) {
         return Err(Problem::Forbidden(format!(
             "this integration token may not create sessions for business {}",
             req.business_id
         )));
     }
-    if !cred.roles.contains(&req.role) {
+    if !cred.allows_role(&req.role) {
         return Err(Problem::Forbidden(format!(
             "this integration token may not grant role {}",
             req.role
@@ -325,19 +326,12 @@ mod tests {
     }
 
     #[test]
-    fn every_field_is_required_non_empty_string() {
-        for name in [
-            "business_id",
-            "platform_type",
-            "platform_id",
-            "role",
-            "profile_name",
-            "display_name",
-            "profile_image_url",
-        ] {
+    fn every_field_is_a_required_string_and_ids_are_not_empty() {
+        let ids = ["business_id", "platform_type", "platform_id", "role"];
+        let profile = ["profile_name", "display_name", "profile_image_url"];
+        for name in ids.iter().chain(&profile) {
             for (value, kind) in [
                 (Value::Null, FieldKind::Missing),
-                (json!(""), FieldKind::TooShort(1)),
                 (json!(7), FieldKind::Type("a string")),
                 (json!(["x"]), FieldKind::Type("a string")),
             ] {
@@ -345,6 +339,44 @@ mod tests {
                 assert_eq!(got, Err(field(&[name], kind)), "{name} = {value}");
             }
         }
+        for name in ids {
+            let got = parse(None, &body_with(name, json!("")));
+            assert_eq!(got, Err(field(&[name], FieldKind::TooShort(1))), "{name}");
+        }
+        // A user without a name or a picture yet.
+        for name in profile {
+            assert!(parse(None, &body_with(name, json!(""))).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn wildcard_scopes_allow_any_business_or_role() -> Result<(), Problem> {
+        let mut any = cred();
+        any.businesses = vec!["*".into()];
+        any.roles = vec!["*".into()];
+        let mut req = parse(None, &body_with("business_id", json!("tenant-added-later")))?;
+        req.role = "agent".into();
+        assert!(authorize(&req, &any).is_ok());
+        let req = parse(None, &body_with("role", json!("owner")))?;
+        assert!(authorize(&req, &any).is_ok());
+        // Hasura's super-user role is never covered by `*`, and a wildcard business is one
+        // plain id (not Hasura's array form, not `*`).
+        let admin = parse(None, &body_with("role", json!("admin")))?;
+        assert!(matches!(
+            authorize(&admin, &any),
+            Err(Problem::Forbidden(_))
+        ));
+        any.roles.push("admin".into());
+        assert!(authorize(&admin, &any).is_ok());
+        for b in ["*", "{victim-a,victim-b}", "a,b"] {
+            let mut req = parse(None, &body_with("business_id", json!(b)))?;
+            req.role = "agent".into();
+            assert!(
+                matches!(authorize(&req, &any), Err(Problem::Forbidden(_))),
+                "{b}"
+            );
+        }
+        Ok(())
     }
 
     #[test]

@@ -235,6 +235,10 @@ pub async fn relay(
         .map_err(|_| GateError::Internal)?;
     let mut protocol = None;
     for (name, value) in answer.headers {
+        // While CORS is on the gateway owns these headers (see `crate::cors`).
+        if app.cors.is_some() && crate::cors::is_cors_header(&name) {
+            continue;
+        }
         if name.eq_ignore_ascii_case("sec-websocket-protocol") {
             protocol = std::str::from_utf8(&value)
                 .ok()
