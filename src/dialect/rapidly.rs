@@ -11,6 +11,7 @@ use crate::session::store::WriteMode;
 use crate::App;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use sha2::Digest;
 
 /// Directory kind of customer documents.
 const CUSTOMER: &str = "customer";
@@ -97,21 +98,15 @@ pub fn parse(body: &[u8], member_model_enabled: bool) -> Result<CreateSession, P
             return Err(field(&["return_url"], FieldKind::Format("URL")));
         }
     }
+    // Checked for shape either way; without the member model they are ignored, as the
+    // provider's server does (its member branch only runs when the model is on).
     let member_id = uuid4_field(&f, "member_id")?;
     let external_member_id = f.opt_string("external_member_id", Len { min: 1, max: 256 })?;
-    if !member_model_enabled {
-        for name in ["member_id", "external_member_id"] {
-            if f.has(name) {
-                return Err(field(
-                    &[name],
-                    FieldKind::Invalid(
-                        "is only applicable when member_model_enabled is true for the workspace"
-                            .into(),
-                    ),
-                ));
-            }
-        }
-    }
+    let (member_id, external_member_id) = if member_model_enabled {
+        (member_id, external_member_id)
+    } else {
+        (None, None)
+    };
     Ok(CreateSession {
         customer_id,
         return_url,
@@ -143,8 +138,28 @@ pub fn render_success(
         "return_url": req.return_url,
         "customer_portal_url": portal_url(&workspace.portal_base_url, token),
         "customer_id": customer.id,
-        "customer": customer,
+        "customer": rendered_customer(customer),
     })
+}
+
+/// A customer as the provider renders it in a session: `email` and `avatar_url` are
+/// strings, never null (its `email` column is not nullable; `avatar_url` is computed from
+/// the email, Gravatar's by default, unless one was stored).
+pub fn rendered_customer(customer: &Customer) -> Value {
+    let email = customer.email.clone().unwrap_or_default();
+    let avatar = customer.avatar_url.clone().unwrap_or_else(|| {
+        let digest = sha2::Sha256::digest(email.to_lowercase().as_bytes());
+        format!(
+            "https://www.gravatar.com/avatar/{}?d=404",
+            hex::encode(digest)
+        )
+    });
+    let mut v = serde_json::to_value(customer).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert("email".into(), Value::String(email));
+        m.insert("avatar_url".into(), Value::String(avatar));
+    }
+    v
 }
 
 /// The customer with this id: from the store, or provisioned from the config on first use
@@ -575,11 +590,18 @@ mod tests {
             d(json!({"customer_id": CUSTOMER_ID, "return_url": "javascript:alert(1)"}))["type"],
             "url_parsing"
         );
-        let member = d(json!({"customer_id": CUSTOMER_ID, "member_id": CUSTOMER_ID}));
-        assert_eq!(member["loc"], json!(["body", "member_id"]));
-        assert!(member["msg"]
-            .as_str()
-            .is_some_and(|m| m.contains("member_model_enabled")));
+        // Without the member model, member fields are ignored (but still shape-checked).
+        let ignored = parse(
+            json!({"customer_id": CUSTOMER_ID, "member_id": CUSTOMER_ID, "external_member_id": "m"})
+                .to_string()
+                .as_bytes(),
+            false,
+        );
+        assert!(ignored.is_ok_and(|c| c.member_id.is_none() && c.external_member_id.is_none()));
+        assert_eq!(
+            d(json!({"customer_id": CUSTOMER_ID, "member_id": "nope"}))["type"],
+            "uuid_parsing"
+        );
         assert!(parse(
             json!({"customer_id": CUSTOMER_ID, "member_id": null, "return_url": null})
                 .to_string()
