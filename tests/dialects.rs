@@ -75,6 +75,7 @@ id = "{CUSTOMER}"
 workspace_id = "ws-1"
 email = "dev@example.com"
 name = "Dev Customer"
+external_id = "seeded-ext"
 "#
     )
 }
@@ -1160,5 +1161,94 @@ fn amity_api_paths_refuse_in_amity_format() -> TestResult {
     let ok = authed(s.gw.proxy, "GET", "/api/v3/users", token, &[], None)?;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(s.echo.hits(), 1);
+    Ok(())
+}
+
+/// The other branch of Rapidly's body union: `external_customer_id` (and its older name
+/// `customer_external_id`) names the customer by the workspace's own id, within the
+/// token's workspace only; an unknown, foreign or deleted one is 422 on that field.
+#[test]
+fn rapidly_sessions_by_external_customer_id() -> TestResult {
+    let s = setup()?;
+    // A configured customer, provisioned on first use.
+    let r = rapidly(
+        &s.gw,
+        RAPIDLY_TOKEN,
+        &json!({"external_customer_id": "seeded-ext"}),
+    )?;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()?["customer_id"], CUSTOMER);
+    // One put through the admin API, by either name.
+    let id = "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d";
+    let put = |ext: &str| {
+        admin_request(
+            s.gw.admin,
+            "PUT",
+            &format!("/admin/customers/{id}"),
+            Some(
+                &json!({"workspace_id": "ws-1", "email": "x@example.com", "external_id": ext})
+                    .to_string(),
+            ),
+        )
+    };
+    assert!(put("crm-42")?.status < 300);
+    for name in ["external_customer_id", "customer_external_id"] {
+        let r = rapidly(&s.gw, RAPIDLY_TOKEN, &json!({name: "crm-42"}))?;
+        assert_eq!(r.status, 201, "{name}: {}", r.body);
+        let v = r.json()?;
+        assert_eq!(v["customer_id"], id);
+        let token = v["token"].as_str().ok_or("token")?;
+        assert_eq!(
+            through_proxy(&s.gw, token)?.upstream_header("x-hasura-user-id")?,
+            vec![id]
+        );
+    }
+    // Another workspace's token does not find it; an unknown id neither.
+    for (token, ext) in [(RAPIDLY_OTHER_TOKEN, "crm-42"), (RAPIDLY_TOKEN, "nobody")] {
+        let r = rapidly(&s.gw, token, &json!({"external_customer_id": ext}))?;
+        assert_eq!(r.status, 422, "{}", r.body);
+        let d = &r.json()?["detail"][0];
+        assert_eq!(d["loc"], json!(["body", "external_customer_id"]));
+        assert_eq!(d["msg"], "Customer does not exist.");
+    }
+    // Its external id changed: the old one no longer names it.
+    assert!(put("crm-43")?.status < 300);
+    let r = rapidly(
+        &s.gw,
+        RAPIDLY_TOKEN,
+        &json!({"external_customer_id": "crm-42"}),
+    )?;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let r = rapidly(
+        &s.gw,
+        RAPIDLY_TOKEN,
+        &json!({"external_customer_id": "crm-43"}),
+    )?;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Deleted: gone.
+    let r = admin_request(
+        s.gw.admin,
+        "DELETE",
+        &format!("/admin/customers/{id}"),
+        None,
+    )?;
+    assert!(r.status < 300, "{}", r.body);
+    let r = rapidly(
+        &s.gw,
+        RAPIDLY_TOKEN,
+        &json!({"external_customer_id": "crm-43"}),
+    )?;
+    assert_eq!(r.status, 422, "{}", r.body);
+    // Neither id: customer_id is required.
+    let r = rapidly(
+        &s.gw,
+        RAPIDLY_TOKEN,
+        &json!({"return_url": "https://example.com"}),
+    )?;
+    assert_eq!(r.status, 422);
+    assert_eq!(
+        r.json()?["detail"][0]["loc"],
+        json!(["body", "customer_id"])
+    );
     Ok(())
 }

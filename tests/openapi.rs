@@ -96,7 +96,8 @@ const GOLDEN: [Golden; 3] = [
         dialect: "rapidly",
         paths: &["/api/customer-sessions/", "/api/customer-sessions"],
         success: "201",
-        request_required: &["customer_id"],
+        // A union: `customer_id` or `external_customer_id` (the schema's anyOf).
+        request_required: &[],
         nested: &["customer"],
     },
 ];

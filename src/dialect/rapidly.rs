@@ -50,11 +50,31 @@ pub struct Customer {
     pub kind: String,
 }
 
+/// Which customer a session is for: the body is a union of two shapes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CustomerRef {
+    /// `customer_id`: canonical UUIDv4 of the customer.
+    Id(String),
+    /// `external_customer_id` (or its legacy name `customer_external_id`): the workspace's
+    /// own id for the customer.
+    External(String),
+}
+
+impl CustomerRef {
+    /// The body field that named the customer (where "does not exist" is reported).
+    pub fn field(&self) -> &'static str {
+        match self {
+            CustomerRef::Id(_) => "customer_id",
+            CustomerRef::External(_) => "external_customer_id",
+        }
+    }
+}
+
 /// A validated customer-session request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateSession {
-    /// Canonical UUIDv4 of the customer.
-    pub customer_id: String,
+    /// The customer.
+    pub customer: CustomerRef,
     /// Back-button URL of the portal.
     pub return_url: Option<String>,
     /// Member (member model only).
@@ -88,8 +108,21 @@ fn uuid4_field(f: &Fields<'_>, name: &'static str) -> Result<Option<String>, Pro
 pub fn parse(body: &[u8], member_model_enabled: bool) -> Result<CreateSession, Problem> {
     let obj = json_object(body)?;
     let f = Fields::new(&obj);
-    let customer_id = uuid4_field(&f, "customer_id")?
-        .ok_or_else(|| field(&["customer_id"], FieldKind::Missing))?;
+    // `customer_id` when present; else the external id (the provider accepts its older name
+    // `customer_external_id` too). When both are given the provider's union resolves by
+    // pydantic's scoring; here `customer_id` always wins, a stable rule.
+    let customer = match uuid4_field(&f, "customer_id")? {
+        Some(id) => CustomerRef::Id(id),
+        None => {
+            let external = match f.opt_string("external_customer_id", Len { min: 0, max: 256 })? {
+                Some(e) => Some(e),
+                None => f.opt_string("customer_external_id", Len { min: 0, max: 256 })?,
+            };
+            CustomerRef::External(
+                external.ok_or_else(|| field(&["customer_id"], FieldKind::Missing))?,
+            )
+        }
+    };
     let return_url = f.opt_string("return_url", Len { min: 1, max: 2083 })?;
     if let Some(u) = &return_url {
         // Only web URLs: the portal renders it as a back link, and `javascript:` or `data:`
@@ -108,7 +141,7 @@ pub fn parse(body: &[u8], member_model_enabled: bool) -> Result<CreateSession, P
         (None, None)
     };
     Ok(CreateSession {
-        customer_id,
+        customer,
         return_url,
         member_id,
         external_member_id,
@@ -203,6 +236,48 @@ pub async fn find_customer(app: &App, id: &str) -> Result<Option<Customer>, Prob
     Ok(directory.document::<Customer>(CUSTOMER, id).await?)
 }
 
+/// Index of customers by the workspace's own id for them: `(workspace, external id)` →
+/// customer id. Written when a customer is put; a stale entry (the external id changed since)
+/// is harmless, because the customer it names is checked to still carry that external id.
+const CUSTOMER_EXTERNAL: &str = "customer_ext";
+
+fn external_key(workspace_id: &str, external_id: &str) -> String {
+    format!("{}:{workspace_id}{external_id}", workspace_id.len())
+}
+
+/// The live customer of `workspace_id` whose external id is `external_id`: from the index,
+/// else among the configured customers (provisioned on first use, like by id).
+pub async fn find_by_external_id(
+    app: &App,
+    workspace_id: &str,
+    external_id: &str,
+) -> Result<Option<Customer>, Problem> {
+    let matches = |c: &Customer| {
+        c.workspace_id == workspace_id
+            && c.deleted_at.is_none()
+            && c.external_id.as_deref() == Some(external_id)
+    };
+    let indexed: Option<String> = app
+        .sessions
+        .directory()
+        .document(CUSTOMER_EXTERNAL, &external_key(workspace_id, external_id))
+        .await?;
+    if let Some(id) = indexed {
+        if let Some(c) = find_customer(app, &id).await?.filter(matches) {
+            return Ok(Some(c));
+        }
+    }
+    let seeded = app.config.dialects.rapidly.as_ref().and_then(|r| {
+        r.customers.iter().find(|c| {
+            c.workspace_id == workspace_id && c.external_id.as_deref() == Some(external_id)
+        })
+    });
+    match seeded {
+        Some(seed) => Ok(find_customer(app, &seed.id).await?.filter(matches)),
+        None => Ok(None),
+    }
+}
+
 /// `POST /api/customer-sessions/`.
 pub async fn create_session(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
     let cfg = app
@@ -225,11 +300,16 @@ pub async fn create_session(app: &App, req: &Request<'_>) -> Result<Reply, Probl
     }
     require_json(req.headers)?;
     let parsed = parse(req.body, workspace.member_model_enabled)?;
-    let customer = find_customer(app, &parsed.customer_id)
-        .await?
+    let found = match &parsed.customer {
+        CustomerRef::Id(id) => find_customer(app, id).await?,
+        CustomerRef::External(ext) => {
+            find_by_external_id(app, &workspace.workspace_id, ext).await?
+        }
+    };
+    let customer = found
         .filter(|c| c.workspace_id == workspace.workspace_id && c.deleted_at.is_none())
         .ok_or_else(|| Problem::NotFound {
-            field: "customer_id",
+            field: parsed.customer.field(),
             message: "Customer does not exist.".into(),
         })?;
     let mut new = NewSession::new(
@@ -367,6 +447,18 @@ pub async fn put_customer(app: &App, mut customer: Customer) -> Result<(Customer
     directory
         .put_document(CUSTOMER, &customer.id.clone(), &customer, WriteMode::Upsert)
         .await?;
+    // After the customer: an index entry never names a customer that is not stored, and a
+    // failure here is answered as one (the admin's retry converges).
+    if let Some(ext) = &customer.external_id {
+        directory
+            .put_document(
+                CUSTOMER_EXTERNAL,
+                &external_key(&customer.workspace_id, ext),
+                &customer.id,
+                WriteMode::Upsert,
+            )
+            .await?;
+    }
     Ok((customer, created))
 }
 
@@ -523,7 +615,7 @@ mod tests {
     #[test]
     fn golden_request_to_response() -> Result<(), Box<dyn std::error::Error>> {
         let req = parse(REQUEST.as_bytes(), false)?;
-        assert_eq!(req.customer_id, CUSTOMER_ID);
+        assert_eq!(req.customer, CustomerRef::Id(CUSTOMER_ID.into()));
         let customer = Customer {
             id: CUSTOMER_ID.into(),
             created_at: "2023-11-07T05:31:56Z".into(),
@@ -590,6 +682,21 @@ mod tests {
             d(json!({"customer_id": CUSTOMER_ID, "return_url": "javascript:alert(1)"}))["type"],
             "url_parsing"
         );
+        // The union's other branch, by either name; customer_id wins when both are given.
+        let by = |v: Value| parse(v.to_string().as_bytes(), false).map(|c| c.customer);
+        assert_eq!(
+            by(json!({"external_customer_id": "crm-1"})),
+            Ok(CustomerRef::External("crm-1".into()))
+        );
+        assert_eq!(
+            by(json!({"customer_external_id": "crm-1"})),
+            Ok(CustomerRef::External("crm-1".into()))
+        );
+        assert_eq!(
+            by(json!({"customer_id": CUSTOMER_ID, "external_customer_id": "crm-1"})),
+            Ok(CustomerRef::Id(CUSTOMER_ID.into()))
+        );
+        assert_eq!(d(json!({"external_customer_id": 5}))["type"], "string_type");
         // Without the member model, member fields are ignored (but still shape-checked).
         let ignored = parse(
             json!({"customer_id": CUSTOMER_ID, "member_id": CUSTOMER_ID, "external_member_id": "m"})
