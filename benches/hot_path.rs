@@ -144,6 +144,7 @@ fn dialects(c: &mut Criterion) {
     c.bench_function("mottasl_new_session_memory_store", |b| {
         b.iter(|| {
             let req = dialect::Request {
+                path: "/v1/app/user.new.session",
                 method: &method,
                 query: Some("host_id=xyz"),
                 headers: &headers,

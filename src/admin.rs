@@ -236,6 +236,25 @@ impl AdminApp {
         }
         if let Some(rest) = path.strip_prefix("/admin/users/") {
             let user = scope_id(rest)?;
+            if method == Method::GET {
+                // Every live session of the user id, in every business.
+                let list: Vec<Value> = sessions
+                    .list_user(&user)
+                    .await?
+                    .iter()
+                    .map(|l| {
+                        let mut v = crate::auth_api::listed_json(l, None);
+                        if let Value::Object(m) = &mut v {
+                            m.insert("user_id".into(), l.session.user_id.clone().into());
+                            m.insert("business_id".into(), l.session.business_id.clone().into());
+                            m.insert("host_id".into(), l.session.host_id.clone().into());
+                            m.insert("role".into(), l.session.role.clone().into());
+                        }
+                        v
+                    })
+                    .collect();
+                return Ok(json_response(200, &json!({ "sessions": list })));
+            }
             if method != Method::DELETE {
                 return Err(GateError::MethodNotAllowed);
             }
@@ -326,7 +345,8 @@ fn scope_id(rest: &str) -> Result<String, GateError> {
     let id = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| GateError::NotFound)?;
-    if raw.contains('/') || !is_header_safe(&id) || id.len() > 256 {
+    // Any id a session can carry (Amity's are UTF-8), percent-encoded in the path.
+    if raw.contains('/') || !crate::header_names::is_identity_value(&id) || id.len() > 256 {
         return Err(GateError::NotFound);
     }
     Ok(id.into_owned())

@@ -10,8 +10,12 @@ use crate::dialect::{Problem, Reply, Request};
 use crate::error::GateError;
 use crate::hasura::Authorization;
 use crate::session::model::rfc3339;
+use crate::session::model::Session;
+use crate::session::Listed;
 use crate::App;
 use serde_json::json;
+use serde_json::Value;
+use std::sync::Arc;
 
 /// A [`GateError`] as a reply (status, JSON body, RFC 6750 challenge).
 pub fn error_reply(err: &GateError) -> Reply {
@@ -103,6 +107,106 @@ pub async fn logout(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
         }
         Err(e) => Err(Problem::Gate(e)),
     }
+}
+
+/// The bearer's live session; a refused credential counts like at `/auth/logout`.
+async fn caller(app: &App, req: &Request<'_>) -> Result<Arc<Session>, Problem> {
+    let Some(token) = bearer(req.headers) else {
+        let e = GateError::MissingToken;
+        record_failure(app, &e);
+        return Err(Problem::Gate(e));
+    };
+    app.sessions.authenticate(token).await.map_err(|e| {
+        record_failure(app, &e);
+        Problem::Gate(e)
+    })
+}
+
+/// The caller's own sessions: same user and same business (the same user id in another
+/// business, an Amity network say, is someone else).
+async fn own_list(app: &App, me: &Session) -> Result<Vec<Listed>, Problem> {
+    let all = app
+        .sessions
+        .list_user(&me.user_id)
+        .await
+        .map_err(Problem::Gate)?;
+    Ok(all
+        .into_iter()
+        .filter(|l| l.session.business_id == me.business_id)
+        .collect())
+}
+
+/// One listed session as JSON; `current` when `me` is given.
+pub fn listed_json(l: &Listed, me: Option<&str>) -> Value {
+    let s = &l.session;
+    let mut v = json!({
+        "session_id": s.session_id,
+        "source": s.source,
+        "created_at": rfc3339(s.created_at),
+        "expires_at": rfc3339(s.expires_at),
+        "last_seen_at": l.last_seen_at.map(rfc3339),
+        "user_agent": s.user_agent,
+        "ip": s.ip,
+    });
+    if let (Some(me), Value::Object(m)) = (me, &mut v) {
+        m.insert("current".into(), Value::Bool(s.session_id == me));
+    }
+    v
+}
+
+/// `GET /auth/sessions`: the bearer's live sessions, newest first. `DELETE /auth/sessions`:
+/// ends all of them but the current one ("sign out other devices"), on every replica.
+pub async fn own_sessions(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
+    let me = caller(app, req).await?;
+    let mine = own_list(app, &me).await?;
+    if *req.method == http::Method::GET {
+        let list: Vec<Value> = mine
+            .iter()
+            .map(|l| listed_json(l, Some(&me.session_id)))
+            .collect();
+        return Ok(Reply::json(200, &json!({ "sessions": list })));
+    }
+    let mut ended = 0;
+    for l in mine
+        .iter()
+        .filter(|l| l.session.session_id != me.session_id)
+    {
+        if app
+            .sessions
+            .revoke(&l.session.session_id)
+            .await
+            .map_err(Problem::Gate)?
+        {
+            ended += 1;
+        }
+    }
+    app.metrics
+        .sessions_revoked
+        .with_label_values(&["self_service"])
+        .inc_by(ended);
+    Ok(empty(204, Vec::new()))
+}
+
+/// `DELETE /auth/sessions/{session_id}`: ends one of the bearer's own sessions; anyone
+/// else's (or an unknown one) is 404 alike, so ids cannot be probed.
+pub async fn end_own_session(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
+    let me = caller(app, req).await?;
+    let id = req.path.strip_prefix("/auth/sessions/").unwrap_or_default();
+    let not_found = || Problem::Gate(GateError::NotFound);
+    if !crate::session::model::is_valid_session_id(id) {
+        return Err(not_found());
+    }
+    let mine = own_list(app, &me).await?;
+    if !mine.iter().any(|l| l.session.session_id == id) {
+        return Err(not_found());
+    }
+    if app.sessions.revoke(id).await.map_err(Problem::Gate)? {
+        app.metrics
+            .sessions_revoked
+            .with_label_values(&["self_service"])
+            .inc();
+    }
+    Ok(empty(204, Vec::new()))
 }
 
 /// `/auth/verify` (any method): forward-auth. 200 with the identity as response headers

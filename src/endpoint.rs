@@ -37,6 +37,11 @@ pub enum Endpoint {
     HasuraWebhook,
     /// `GET /.well-known/jwks.json`: the Hasura JWT keys (when any is configured).
     Jwks,
+    /// `GET|DELETE /auth/sessions`: the bearer's own sessions; DELETE ends all but the
+    /// current one.
+    AuthSessions,
+    /// `DELETE /auth/sessions/{session_id}`: ends one of the bearer's own sessions.
+    AuthSession,
 }
 
 impl Endpoint {
@@ -54,7 +59,9 @@ impl Endpoint {
             | Endpoint::AuthLogout
             | Endpoint::AuthVerify
             | Endpoint::HasuraWebhook
-            | Endpoint::Jwks => None,
+            | Endpoint::Jwks
+            | Endpoint::AuthSessions
+            | Endpoint::AuthSession => None,
         }
     }
 
@@ -82,6 +89,8 @@ impl Endpoint {
                 Some("GET")
             }
             Endpoint::HasuraWebhook => Some("GET, POST"),
+            Endpoint::AuthSessions => Some("GET, DELETE"),
+            Endpoint::AuthSession => Some("DELETE"),
             Endpoint::AuthVerify => None,
             _ => Some("POST"),
         }
@@ -121,6 +130,13 @@ pub fn for_path(path: &str, config: &Config) -> Option<Endpoint> {
         "/auth/verify" => Endpoint::AuthVerify,
         "/auth/hasura" => Endpoint::HasuraWebhook,
         "/.well-known/jwks.json" => Endpoint::Jwks,
+        "/auth/sessions" => Endpoint::AuthSessions,
+        p if p
+            .strip_prefix("/auth/sessions/")
+            .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
+        {
+            Endpoint::AuthSession
+        }
         _ => return None,
     };
     let enabled = match ep {
@@ -176,6 +192,8 @@ pub async fn handle(app: &App, ep: Endpoint, req: &Request<'_>) -> Reply {
             Endpoint::AuthVerify => auth_api::verify(app, req).await,
             Endpoint::HasuraWebhook => auth_api::hasura_webhook(app, req).await,
             Endpoint::Jwks => Ok(auth_api::jwks(app)),
+            Endpoint::AuthSessions => auth_api::own_sessions(app, req).await,
+            Endpoint::AuthSession => auth_api::end_own_session(app, req).await,
         }
     };
     let (reply, failed_authentication) = match result {

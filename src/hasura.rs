@@ -369,6 +369,8 @@ mod tests {
             external_id: None,
             user_gen: 0,
             business_gen: 0,
+            user_agent: None,
+            ip: None,
         }
     }
 

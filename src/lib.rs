@@ -140,6 +140,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
     let sessions = Sessions::new(
         cache,
         stores.records,
+        stores.index,
         keys,
         config.cache.max_entries,
         config.cache.ttl,

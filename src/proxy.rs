@@ -371,8 +371,11 @@ impl Proxy {
         let reply = match admitted {
             Ok(body) => {
                 let req = session.req_header();
+                // As routed (`route::classify` normalised the same path).
+                let path = crate::path::normalize_path(req.uri.path()).unwrap_or_default();
                 let request = dialect::Request {
                     method: &req.method,
+                    path: &path,
                     query: req.uri.query(),
                     headers: &req.headers,
                     body: &body,

@@ -11,9 +11,12 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// What `endpoint::for_path` answers on the proxy listener (`/auth/verify` answers any
 /// method; the usual ones are documented).
-const PROXY_OPERATIONS: [(&str, &str); 19] = [
+const PROXY_OPERATIONS: [(&str, &str); 22] = [
     ("POST", "/auth/refresh"),
     ("POST", "/auth/logout"),
+    ("GET", "/auth/sessions"),
+    ("DELETE", "/auth/sessions"),
+    ("DELETE", "/auth/sessions/{session_id}"),
     ("GET", "/auth/verify"),
     ("POST", "/auth/verify"),
     ("PUT", "/auth/verify"),
@@ -34,13 +37,14 @@ const PROXY_OPERATIONS: [(&str, &str); 19] = [
 ];
 
 /// What `AdminApp` answers on the admin listener.
-const ADMIN_OPERATIONS: [(&str, &str); 11] = [
+const ADMIN_OPERATIONS: [(&str, &str); 12] = [
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("POST", "/admin/sessions"),
     ("GET", "/admin/sessions/{session_id}"),
     ("DELETE", "/admin/sessions/{session_id}"),
+    ("GET", "/admin/users/{user_id}/sessions"),
     ("DELETE", "/admin/users/{user_id}/sessions"),
     ("DELETE", "/admin/businesses/{business_id}/sessions"),
     ("PUT", "/admin/customers/{id}"),

@@ -385,6 +385,82 @@ fn every_operation_answers_as_documented() -> TestResult {
         "/.well-known/jwks.json",
         &request(gw.proxy, "GET", "/.well-known/jwks.json", &[], None)?,
     )?;
+    // Self-service sessions: list, end one (and someone else's: 404), end the others.
+    let (_, mine) = gw.create_session("ss", "b1", "h1", "user", 600)?;
+    let (other_sid, _) = gw.create_session("ss", "b1", "h1", "user", 600)?;
+    let (foreign, _) = gw.create_session("not-ss", "b1", "h1", "user", 600)?;
+    c.check(
+        "GET",
+        "/auth/sessions",
+        &authed(gw.proxy, "GET", "/auth/sessions", &mine, &[], None)?,
+    )?;
+    c.check(
+        "GET",
+        "/auth/sessions",
+        &request(gw.proxy, "GET", "/auth/sessions", &[], None)?,
+    )?;
+    c.check(
+        "GET",
+        "/auth/sessions",
+        &authed(gw.proxy, "PUT", "/auth/sessions", &mine, &[], None)?,
+    )?;
+    let one = "/auth/sessions/{session_id}";
+    c.check(
+        "DELETE",
+        one,
+        &authed(
+            gw.proxy,
+            "DELETE",
+            &format!("/auth/sessions/{foreign}"),
+            &mine,
+            &[],
+            None,
+        )?,
+    )?;
+    c.check(
+        "DELETE",
+        one,
+        &authed(
+            gw.proxy,
+            "DELETE",
+            &format!("/auth/sessions/{other_sid}"),
+            &mine,
+            &[],
+            None,
+        )?,
+    )?;
+    c.check(
+        "DELETE",
+        one,
+        &authed(
+            gw.proxy,
+            "GET",
+            &format!("/auth/sessions/{other_sid}"),
+            &mine,
+            &[],
+            None,
+        )?,
+    )?;
+    c.check(
+        "DELETE",
+        "/auth/sessions",
+        &authed(gw.proxy, "DELETE", "/auth/sessions", &mine, &[], None)?,
+    )?;
+    c.check(
+        "DELETE",
+        "/auth/sessions",
+        &request(gw.proxy, "DELETE", "/auth/sessions", &[], None)?,
+    )?;
+    c.check(
+        "GET",
+        "/admin/users/{user_id}/sessions",
+        &admin_request(gw.admin, "GET", "/admin/users/ss/sessions", None)?,
+    )?;
+    c.check(
+        "GET",
+        "/admin/users/{user_id}/sessions",
+        &admin_request(gw.admin, "GET", "/admin/users/a%00b/sessions", None)?,
+    )?;
     c.check(
         "POST",
         "/auth/logout",

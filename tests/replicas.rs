@@ -138,7 +138,8 @@ fn revoke_all_of_a_user_or_business_is_o1_and_reaches_every_replica() -> TestRes
     )?;
     assert_eq!(r.status, 204);
     assert_eq!(status(gws[1].proxy, &odd)?, 401);
-    let r = admin_request(gws[0].admin, "GET", "/admin/users/x/sessions", None)?;
+    // GET lists (tests/self_service.rs); other methods are refused.
+    let r = admin_request(gws[0].admin, "PUT", "/admin/users/x/sessions", None)?;
     assert_eq!(r.status, 405);
     Ok(())
 }

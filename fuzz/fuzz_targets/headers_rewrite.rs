@@ -52,6 +52,8 @@ fuzz_target!(|data: &[u8]| {
         external_id: None,
         user_gen: 0,
         business_gen: 0,
+        user_agent: None,
+        ip: None,
     };
     let with_session = data.first().is_some_and(|b| b & 1 == 1);
     let Some(hasura) = hasura() else {

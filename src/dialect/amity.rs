@@ -298,7 +298,8 @@ pub async fn register_session(app: &App, req: &Request<'_>) -> Result<Reply, Pro
         network.default_host_id.clone(),
         network.role.clone(),
         network.ttl_secs,
-    );
+    )
+    .from_client(req.headers, req.client_ip);
     new.with_refresh_token = true;
     let issued = app.sessions.create(new).await?;
     let replace = amity_config(app)?.replace_device_sessions;
@@ -524,6 +525,8 @@ mod tests {
             external_id: None,
             user_gen: 0,
             business_gen: 0,
+            user_agent: None,
+            ip: None,
         };
         let got = render_success("access", "refresh", &session, &user, &network());
         let want: Value = serde_json::from_str(RESPONSE)?;

@@ -49,6 +49,8 @@ impl Dialect {
 pub struct Request<'a> {
     /// Method.
     pub method: &'a Method,
+    /// The normalised path (`/auth/sessions/{id}` carries an id in it).
+    pub path: &'a str,
     /// Raw query string, if any.
     pub query: Option<&'a str>,
     /// Request headers.

@@ -319,7 +319,8 @@ pub async fn create_session(app: &App, req: &Request<'_>) -> Result<Reply, Probl
         workspace.default_host_id.clone(),
         "customer".into(),
         workspace.ttl_secs,
-    );
+    )
+    .from_client(req.headers, req.client_ip);
     new.external_id = Some(uuid::Uuid::new_v4().to_string());
     let issued = app.sessions.create(new).await?;
     app.metrics
@@ -643,6 +644,8 @@ mod tests {
             external_id: Some("2f0c1d6e-3b4a-4c5d-8e9f-0a1b2c3d4e5f".into()),
             user_gen: 0,
             business_gen: 0,
+            user_agent: None,
+            ip: None,
         };
         let got = render_success("tok", &session, &req, &customer, &workspace());
         let want: Value = serde_json::from_str(RESPONSE)?;

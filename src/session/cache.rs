@@ -615,6 +615,8 @@ mod tests {
             external_id: None,
             user_gen: 0,
             business_gen: 0,
+            user_agent: None,
+            ip: None,
         }
     }
 

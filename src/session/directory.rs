@@ -140,6 +140,29 @@ impl Directory {
         Ok(previous.and_then(|p| String::from_utf8(p).ok()))
     }
 
+    /// When a session was last used (unix seconds), if recorded.
+    pub async fn last_seen(&self, session_id: &str) -> Result<Option<i64>, StoreError> {
+        self.get(&RecordKey {
+            kind: "seen",
+            id: session_id.to_string(),
+        })
+        .await
+    }
+
+    /// Records when a session was last used; the record lives as long as the session.
+    pub async fn set_last_seen(
+        &self,
+        session_id: &str,
+        at: i64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = RecordKey {
+            kind: "seen",
+            id: session_id.to_string(),
+        };
+        self.put(&key, &at, WriteMode::Upsert, Some(ttl)).await
+    }
+
     /// A document of `kind` by id.
     pub async fn document<T: DeserializeOwned>(
         &self,

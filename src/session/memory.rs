@@ -2,13 +2,17 @@
 
 use super::model::{now_unix, Session};
 use super::store::{
-    CounterStore, EventSink, RecordKey, RecordStore, Rotation, SessionStore, StoreError, WriteMode,
+    CounterStore, EventSink, RecordKey, RecordStore, Rotation, SessionStore, StoreError, UserIndex,
+    WriteMode,
 };
 use super::window::{unix_ms, LocalWindows, WindowCount};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// Each user's sessions: user id → (session id → expiry, unix seconds).
+type Index = HashMap<String, HashMap<String, i64>>;
 
 /// A record's value and when it stops existing.
 #[derive(Debug)]
@@ -38,6 +42,8 @@ pub struct MemoryStore {
     generations: Mutex<HashMap<String, u64>>,
     records: Mutex<HashMap<RecordKey, Record>>,
     windows: LocalWindows,
+    /// user id → (session id → expiry, unix seconds).
+    index: Mutex<Index>,
 }
 
 impl MemoryStore {
@@ -244,5 +250,73 @@ impl RecordStore for MemoryStore {
 impl CounterStore for MemoryStore {
     async fn count_hit(&self, key: &str, window: Duration) -> Result<WindowCount, StoreError> {
         Ok(self.windows.hit(key, window, unix_ms()))
+    }
+}
+
+#[async_trait]
+impl UserIndex for MemoryStore {
+    async fn index_add(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let now = now_unix();
+        let mut index = self.index()?;
+        let list = index.entry(user_id.to_string()).or_default();
+        list.retain(|_, exp| *exp > now);
+        list.insert(session_id.to_string(), expires_at);
+        Ok(())
+    }
+
+    async fn index_list(&self, user_id: &str, now: i64) -> Result<Vec<String>, StoreError> {
+        let index = self.index()?;
+        let mut live: Vec<(&String, &i64)> = index
+            .get(user_id)
+            .map(|l| l.iter().filter(|(_, exp)| **exp > now).collect())
+            .unwrap_or_default();
+        live.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        Ok(live.into_iter().map(|(id, _)| id.clone()).collect())
+    }
+
+    async fn index_remove(&self, user_id: &str, session_ids: &[String]) -> Result<(), StoreError> {
+        let mut index = self.index()?;
+        if let Some(list) = index.get_mut(user_id) {
+            for id in session_ids {
+                list.remove(id);
+            }
+            if list.is_empty() {
+                index.remove(user_id);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    fn index(&self) -> Result<MutexGuard<'_, Index>, StoreError> {
+        self.index
+            .lock()
+            .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn user_index_lists_live_entries_newest_expiry_first() -> Result<(), StoreError> {
+        let m = MemoryStore::new();
+        let now = now_unix();
+        m.index_add("u", "a", now + 10).await?;
+        m.index_add("u", "b", now + 20).await?;
+        m.index_add("u", "old", now - 1).await?;
+        m.index_add("v", "c", now + 30).await?;
+        assert_eq!(m.index_list("u", now).await?, vec!["b", "a"]);
+        m.index_remove("u", &["b".to_string()]).await?;
+        assert_eq!(m.index_list("u", now).await?, vec!["a"]);
+        assert_eq!(m.index_list("nobody", now).await?, Vec::<String>::new());
+        Ok(())
     }
 }

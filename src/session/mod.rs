@@ -18,7 +18,7 @@ use model::{
     is_valid_session_id, new_session_id, now_unix, random_token, sha256_hex, NewSession, Session,
 };
 use std::sync::Arc;
-use store::{RecordStore, Rotation};
+use store::{RecordStore, Rotation, UserIndex};
 
 /// A session just created, with its access token.
 #[derive(Debug, Clone)]
@@ -87,6 +87,10 @@ pub struct Sessions {
     /// (bounded, never past its `exp` or the cache TTL). Its session is still looked up on
     /// every request, so revocation is unaffected.
     verified: moka::future::Cache<String, Verified>,
+    /// Each user's sessions.
+    index: Arc<dyn UserIndex>,
+    /// Sessions whose use was recorded in the last minute.
+    seen: moka::sync::Cache<Arc<str>, ()>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -98,6 +102,18 @@ impl std::fmt::Debug for Sessions {
     }
 }
 
+/// How often a session's `last_seen_at` may be written.
+const SEEN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A session in its user's list.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The session.
+    pub session: Arc<Session>,
+    /// When it was last used (unix seconds, to the minute), if since its creation.
+    pub last_seen_at: Option<i64>,
+}
+
 impl Sessions {
     /// Wires the cache, the directory's records (the same backend as the cache's store) and
     /// the key set together; `max_entries`/`ttl` bound the cache of verified tokens like the
@@ -105,6 +121,7 @@ impl Sessions {
     pub fn new(
         cache: SessionCache,
         records: Arc<dyn RecordStore>,
+        index: Arc<dyn UserIndex>,
         keys: Arc<KeySet>,
         max_entries: u64,
         ttl: std::time::Duration,
@@ -116,6 +133,13 @@ impl Sessions {
             .build();
         Sessions {
             directory: Directory::new(records),
+            index,
+            // Who was seen in the last minute: `last_seen_at` is written at most once a
+            // minute per session, off the request path.
+            seen: moka::sync::Cache::builder()
+                .max_capacity(max_entries)
+                .time_to_live(SEEN_EVERY)
+                .build(),
             cache,
             keys,
             access_ttl,
@@ -152,6 +176,8 @@ impl Sessions {
             .await
             .map_err(|_| GateError::StoreUnavailable)?;
         let session = Session {
+            user_agent: new.user_agent,
+            ip: new.ip.map(model::coarse_ip),
             session_id: new_session_id(),
             user_id: new.user_id,
             business_id: new.business_id,
@@ -168,6 +194,12 @@ impl Sessions {
             .with_refresh_token
             .then(|| refresh_token_for(&session.session_id));
         let (access_token, _) = self.sign_access(&session, now)?;
+        // The user's index first: a session never exists unlisted (one that fails to be
+        // stored after this leaves an entry the reader filters out).
+        self.index
+            .index_add(&session.user_id, &session.session_id, session.expires_at)
+            .await
+            .map_err(|_| GateError::StoreUnavailable)?;
         self.cache
             .insert(
                 &session,
@@ -284,11 +316,73 @@ impl Sessions {
                 sid
             }
         };
-        self.cache.lookup(&sid).await.map_err(|e| match e {
+        let session = self.cache.lookup(&sid).await.map_err(|e| match e {
             LookupError::NotFound => GateError::SessionNotFound,
             LookupError::Expired => GateError::SessionExpired,
             LookupError::Store(_) => GateError::StoreUnavailable,
-        })
+        })?;
+        self.touch(&sid, &session, now);
+        Ok(session)
+    }
+
+    /// Records that `session` was used, at most once a minute, in a task of its own: the
+    /// request never waits for it, and a failure only leaves `last_seen_at` older.
+    fn touch(&self, sid: &Arc<str>, session: &Session, now: i64) {
+        if self.seen.contains_key(sid) {
+            return;
+        }
+        self.seen.insert(sid.clone(), ());
+        let directory = self.directory.clone();
+        let (sid, ttl) = (sid.clone(), session.remaining_secs(now));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = directory
+                    .set_last_seen(&sid, now, std::time::Duration::from_secs(ttl))
+                    .await;
+            });
+        }
+    }
+
+    /// The live sessions of `user_id` (every business), newest first, each with when it was
+    /// last seen. Index entries of sessions that are gone are pruned on the way.
+    pub async fn list_user(&self, user_id: &str) -> Result<Vec<Listed>, GateError> {
+        let now = now_unix();
+        let ids = self
+            .index
+            .index_list(user_id, now)
+            .await
+            .map_err(|_| GateError::StoreUnavailable)?;
+        let mut live = Vec::with_capacity(ids.len());
+        let mut gone = Vec::new();
+        for id in ids {
+            match self.cache.lookup(&id).await {
+                Ok(s) if s.user_id == user_id => live.push(s),
+                Ok(_) | Err(LookupError::NotFound | LookupError::Expired) => gone.push(id),
+                Err(LookupError::Store(_)) => return Err(GateError::StoreUnavailable),
+            }
+        }
+        if !gone.is_empty() {
+            // Best effort: a failure leaves entries the next reader filters again.
+            let _ = self.index.index_remove(user_id, &gone).await;
+        }
+        live.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.session_id.cmp(&b.session_id))
+        });
+        let mut listed = Vec::with_capacity(live.len());
+        for session in live {
+            let last_seen_at = self
+                .directory
+                .last_seen(&session.session_id)
+                .await
+                .map_err(|_| GateError::StoreUnavailable)?;
+            listed.push(Listed {
+                session,
+                last_seen_at,
+            });
+        }
+        Ok(listed)
     }
 
     /// Revokes every session of a user (all businesses), on every replica, in O(1).

@@ -34,6 +34,27 @@ pub struct Session {
     /// Revocation generation of its business when it was created.
     #[serde(default)]
     pub business_gen: u64,
+    /// The creating client's `User-Agent` (at most 256 characters), for the user's list of
+    /// their sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The creating client's network, coarsened ([`coarse_ip`]): enough to tell "home" from
+    /// "abroad", not an address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+/// An address coarsened to its /24 (IPv4) or /48 (IPv6) network, as shown to users.
+pub fn coarse_ip(ip: std::net::IpAddr) -> String {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        std::net::IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, 48)
+            .map(|n| n.trunc().to_string())
+            .unwrap_or_default(),
+    }
 }
 
 /// Revocation scope of every session of one user (user ids are global to the gateway).
@@ -77,6 +98,10 @@ pub struct NewSession {
     pub external_id: Option<String>,
     /// Whether to issue a refresh token with it.
     pub with_refresh_token: bool,
+    /// The creating client's `User-Agent`, if known.
+    pub user_agent: Option<String>,
+    /// The creating client's address, if known (stored coarsened).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 impl NewSession {
@@ -98,7 +123,19 @@ impl NewSession {
             source,
             external_id: None,
             with_refresh_token: false,
+            user_agent: None,
+            ip: None,
         }
+    }
+
+    /// The same, remembering the creating client (shown in the user's list of sessions).
+    pub fn from_client(mut self, headers: &http::HeaderMap, ip: std::net::IpAddr) -> Self {
+        self.user_agent = headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(256).collect());
+        self.ip = Some(ip);
+        self
     }
 }
 
@@ -147,6 +184,16 @@ pub fn rfc3339(unix: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn coarse_ips() {
+        let v4: std::net::IpAddr = [203, 0, 113, 77].into();
+        assert_eq!(coarse_ip(v4), "203.0.113.0/24");
+        let v6: std::net::IpAddr = "2001:db8:abcd:12::1".parse().unwrap_or(v4);
+        assert_eq!(coarse_ip(v6), "2001:db8:abcd::/48");
+        let mapped: std::net::IpAddr = "::ffff:198.51.100.9".parse().unwrap_or(v4);
+        assert_eq!(coarse_ip(mapped), "198.51.100.0/24");
+    }
+
     use super::*;
 
     #[test]

@@ -5,7 +5,8 @@
 use super::model::{now_unix, Session};
 use super::redis_conn::{Conn, Topology};
 use super::store::{
-    CounterStore, EventSink, RecordKey, RecordStore, Rotation, SessionStore, StoreError, WriteMode,
+    CounterStore, EventSink, RecordKey, RecordStore, Rotation, SessionStore, StoreError, UserIndex,
+    WriteMode,
 };
 use super::window::WindowCount;
 use async_trait::async_trait;
@@ -83,6 +84,25 @@ end
 redis.call('PEXPIRE', KEYS[1], w * 2)
 return {cur, prev, now - idx * w}
 ";
+
+/// Adds a session to its user's index: a sorted set scored by expiry (one key, so Cluster
+/// keeps it on one node), pruned of expired entries, living as long as its longest entry.
+/// KEYS = index; ARGV = session id, expiry (unix s), now (unix s).
+const INDEX_ADD: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('EXPIREAT', KEYS[1], tonumber(last[2]) + 60)
+return 1
+";
+
+/// Key of a user's session index (the user id hashed, as record ids are).
+pub fn index_key(user_id: &str) -> String {
+    record_key(&RecordKey {
+        kind: "us",
+        id: user_id.to_string(),
+    })
+}
 
 /// Key of a directory record: the id is hashed, so any bytes a client sent (a user id, a
 /// device id) make a fixed-size, injection-free key; the hash is also the Cluster hash tag.
@@ -440,6 +460,49 @@ impl CounterStore for RedisStore {
             Ok(Err(e)) => Err(unavailable(e)),
             Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
         }
+    }
+}
+
+#[async_trait]
+impl UserIndex for RedisStore {
+    async fn index_add(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let script = redis::Script::new(INDEX_ADD);
+        let mut inv = script.prepare_invoke();
+        inv.key(index_key(user_id))
+            .arg(session_id)
+            .arg(expires_at)
+            .arg(now_unix());
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
+        }
+    }
+
+    async fn index_list(&self, user_id: &str, now: i64) -> Result<Vec<String>, StoreError> {
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(index_key(user_id))
+            .arg("+inf")
+            .arg(format!("({now}"))
+            .arg("BYSCORE")
+            .arg("REV");
+        self.run(cmd).await
+    }
+
+    async fn index_remove(&self, user_id: &str, session_ids: &[String]) -> Result<(), StoreError> {
+        if session_ids.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(index_key(user_id)).arg(session_ids);
+        let _: i64 = self.run(cmd).await?;
+        Ok(())
     }
 }
 

@@ -128,6 +128,24 @@ pub trait RecordStore: Send + Sync + 'static {
     async fn record_delete(&self, key: &RecordKey) -> Result<bool, StoreError>;
 }
 
+/// Each user's sessions, for listing and ending them ("sign out other devices"). An entry is
+/// written before its session, so every session is listed; an entry whose session is gone or
+/// revoked is filtered (and pruned) by the reader. Entries expire with their sessions.
+#[async_trait]
+pub trait UserIndex: Send + Sync + 'static {
+    /// Lists `session_id` (expiring at `expires_at`, unix seconds) under `user_id`.
+    async fn index_add(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+    /// The ids listed under `user_id` that have not expired at `now`, newest expiry first.
+    async fn index_list(&self, user_id: &str, now: i64) -> Result<Vec<String>, StoreError>;
+    /// Removes `session_ids` from `user_id`'s list.
+    async fn index_remove(&self, user_id: &str, session_ids: &[String]) -> Result<(), StoreError>;
+}
+
 /// Rate-limit counters, shared by every replica using the backend.
 #[async_trait]
 pub trait CounterStore: Send + Sync + 'static {
@@ -136,9 +154,9 @@ pub trait CounterStore: Send + Sync + 'static {
     async fn count_hit(&self, key: &str, window: Duration) -> Result<WindowCount, StoreError>;
 }
 
-/// One backend seen through each of its three traits, for wiring the app: the session cache
-/// takes [`Stores::sessions`], the directory [`Stores::records`], the limits
-/// [`Stores::counters`].
+/// One backend seen through each of its traits, for wiring the app: the session cache takes
+/// [`Stores::sessions`], the directory [`Stores::records`], the limits [`Stores::counters`],
+/// the session service [`Stores::index`].
 ///
 /// Three `Arc`s to one object rather than one `Arc<dyn Store>` of a supertrait: each user
 /// then names only the trait it calls (so its test doubles implement only that), and handing
@@ -152,17 +170,20 @@ pub struct Stores {
     pub records: Arc<dyn RecordStore>,
     /// Rate-limit counters.
     pub counters: Arc<dyn CounterStore>,
+    /// Each user's sessions.
+    pub index: Arc<dyn UserIndex>,
 }
 
 impl Stores {
-    /// The three views of `store`. Taking one value that implements all three keeps them one
+    /// The views of `store`. Taking one value that implements them all keeps them one
     /// backend: one Redis connection, or one `MemoryStore`.
-    pub fn new<S: SessionStore + RecordStore + CounterStore>(store: S) -> Stores {
+    pub fn new<S: SessionStore + RecordStore + CounterStore + UserIndex>(store: S) -> Stores {
         let store = Arc::new(store);
         Stores {
             sessions: store.clone(),
             records: store.clone(),
-            counters: store,
+            counters: store.clone(),
+            index: store,
         }
     }
 }
