@@ -173,7 +173,7 @@ pub async fn own_sessions(app: &App, req: &Request<'_>) -> Result<Reply, Problem
     {
         if app
             .sessions
-            .revoke(&l.session.session_id)
+            .end_listed(&l.session)
             .await
             .map_err(Problem::Gate)?
         {
@@ -196,11 +196,19 @@ pub async fn end_own_session(app: &App, req: &Request<'_>) -> Result<Reply, Prob
     if !crate::session::model::is_valid_session_id(id) {
         return Err(not_found());
     }
-    let mine = own_list(app, &me).await?;
-    if !mine.iter().any(|l| l.session.session_id == id) {
+    // One lookup, not the whole list: the session must be live and the caller's own.
+    let target = app.sessions.live(id).await.map_err(Problem::Gate)?;
+    let Some(target) =
+        target.filter(|t| t.user_id == me.user_id && t.business_id == me.business_id)
+    else {
         return Err(not_found());
-    }
-    if app.sessions.revoke(id).await.map_err(Problem::Gate)? {
+    };
+    if app
+        .sessions
+        .end_listed(&target)
+        .await
+        .map_err(Problem::Gate)?
+    {
         app.metrics
             .sessions_revoked
             .with_label_values(&["self_service"])

@@ -1225,6 +1225,18 @@ fn rapidly_sessions_by_external_customer_id() -> TestResult {
         &json!({"external_customer_id": "crm-43"}),
     )?;
     assert_eq!(r.status, 201, "{}", r.body);
+    // An external id names one customer of a workspace: another customer cannot take it.
+    let r = admin_request(
+        s.gw.admin,
+        "PUT",
+        "/admin/customers/6b5c4d3e-2f1a-4b0c-9d8e-7f6a5b4c3d2e",
+        Some(
+            &json!({"workspace_id": "ws-1", "email": "y@example.com", "external_id": "crm-43"})
+                .to_string(),
+        ),
+    )?;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("external_id"), "{}", r.body);
     // Deleted: gone.
     let r = admin_request(
         s.gw.admin,

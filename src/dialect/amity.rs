@@ -299,6 +299,8 @@ pub async fn register_session(app: &App, req: &Request<'_>) -> Result<Reply, Pro
         network.role.clone(),
         network.ttl_secs,
     )
+    // The SDK runs on the user's device: its user agent and network are the user's. (Mottasl
+    // and Rapidly sessions are created by the customer's backend, whose would mislead.)
     .from_client(req.headers, req.client_ip);
     new.with_refresh_token = true;
     let issued = app.sessions.create(new).await?;

@@ -186,17 +186,14 @@ pub async fn new_session(app: &App, req: &Request<'_>) -> Result<Reply, Problem>
         .await?;
     let issued = app
         .sessions
-        .create(
-            NewSession::new(
-                "mottasl",
-                user.id.clone(),
-                parsed.business_id.clone(),
-                host_id.clone(),
-                parsed.role.clone(),
-                cred.ttl_secs,
-            )
-            .from_client(req.headers, req.client_ip),
-        )
+        .create(NewSession::new(
+            "mottasl",
+            user.id.clone(),
+            parsed.business_id.clone(),
+            host_id.clone(),
+            parsed.role.clone(),
+            cred.ttl_secs,
+        ))
         .await?;
     app.metrics
         .sessions_created

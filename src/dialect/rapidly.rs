@@ -319,8 +319,7 @@ pub async fn create_session(app: &App, req: &Request<'_>) -> Result<Reply, Probl
         workspace.default_host_id.clone(),
         "customer".into(),
         workspace.ttl_secs,
-    )
-    .from_client(req.headers, req.client_ip);
+    );
     new.external_id = Some(uuid::Uuid::new_v4().to_string());
     let issued = app.sessions.create(new).await?;
     app.metrics
@@ -441,6 +440,34 @@ pub async fn put_customer(app: &App, mut customer: Customer) -> Result<(Customer
     let directory = app.sessions.directory();
     let existing = find_customer(app, &customer.id).await?;
     let created = existing.is_none();
+    // An external id names one customer of a workspace, as in the provider's database.
+    if let Some(ext) = &customer.external_id {
+        if let Some(holder) = find_by_external_id(app, &customer.workspace_id, ext).await? {
+            if holder.id != customer.id {
+                return Err(field(
+                    &["external_id"],
+                    FieldKind::Invalid(format!(
+                        "is already the external id of customer {} in this workspace",
+                        holder.id
+                    )),
+                ));
+            }
+        }
+    }
+    if let Some(old) = &existing {
+        // The old external id stops naming this customer.
+        if let Some(old_ext) = old
+            .external_id
+            .as_ref()
+            .filter(|e| Some(*e) != customer.external_id.as_ref())
+        {
+            let key = external_key(&old.workspace_id, old_ext);
+            let named: Option<String> = directory.document(CUSTOMER_EXTERNAL, &key).await?;
+            if named.as_deref() == Some(customer.id.as_str()) {
+                directory.delete_document(CUSTOMER_EXTERNAL, &key).await?;
+            }
+        }
+    }
     if let Some(old) = existing {
         customer.created_at = old.created_at;
         customer.modified_at = Some(rfc3339(now_unix()));

@@ -176,6 +176,16 @@ impl Directory {
         .await
     }
 
+    /// Deletes a document of `kind`; `Ok(false)` when there was none.
+    pub async fn delete_document(&self, kind: &'static str, id: &str) -> Result<bool, StoreError> {
+        self.store
+            .record_delete(&RecordKey {
+                kind,
+                id: id.to_string(),
+            })
+            .await
+    }
+
     /// Writes a document of `kind`; with [`WriteMode::IfAbsent`], `Ok(false)` if one existed.
     pub async fn put_document<T: Serialize>(
         &self,

@@ -3,7 +3,7 @@
 use super::model::{now_unix, Session};
 use super::store::{
     CounterStore, EventSink, RecordKey, RecordStore, Rotation, SessionStore, StoreError, UserIndex,
-    WriteMode,
+    WriteMode, INDEX_CAP,
 };
 use super::window::{unix_ms, LocalWindows, WindowCount};
 use async_trait::async_trait;
@@ -263,9 +263,23 @@ impl UserIndex for MemoryStore {
     ) -> Result<(), StoreError> {
         let now = now_unix();
         let mut index = self.index()?;
+        // Sweep every user now and then, so users who never log in again are forgotten.
+        if index.len() % 1024 == 1023 {
+            index.retain(|_, list| {
+                list.retain(|_, exp| *exp > now);
+                !list.is_empty()
+            });
+        }
         let list = index.entry(user_id.to_string()).or_default();
         list.retain(|_, exp| *exp > now);
         list.insert(session_id.to_string(), expires_at);
+        if list.len() > INDEX_CAP {
+            // The cap keeps the entries expiring last, as in Redis.
+            let mut by_expiry: Vec<(String, i64)> = list.drain().collect();
+            by_expiry.sort_by_key(|e| std::cmp::Reverse(e.1));
+            by_expiry.truncate(INDEX_CAP);
+            list.extend(by_expiry);
+        }
         Ok(())
     }
 
@@ -276,7 +290,11 @@ impl UserIndex for MemoryStore {
             .map(|l| l.iter().filter(|(_, exp)| **exp > now).collect())
             .unwrap_or_default();
         live.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-        Ok(live.into_iter().map(|(id, _)| id.clone()).collect())
+        Ok(live
+            .into_iter()
+            .take(INDEX_CAP)
+            .map(|(id, _)| id.clone())
+            .collect())
     }
 
     async fn index_remove(&self, user_id: &str, session_ids: &[String]) -> Result<(), StoreError> {

@@ -91,6 +91,8 @@ pub struct Sessions {
     index: Arc<dyn UserIndex>,
     /// Sessions whose use was recorded in the last minute.
     seen: moka::sync::Cache<Arc<str>, ()>,
+    /// `last_seen_at` writes in flight.
+    touching: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -104,6 +106,8 @@ impl std::fmt::Debug for Sessions {
 
 /// How often a session's `last_seen_at` may be written.
 const SEEN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most `last_seen_at` writes in flight at once.
+const MAX_TOUCHING: usize = 1024;
 
 /// A session in its user's list.
 #[derive(Debug, Clone)]
@@ -136,10 +140,14 @@ impl Sessions {
             index,
             // Who was seen in the last minute: `last_seen_at` is written at most once a
             // minute per session, off the request path.
+            // LRU, not the default TinyLFU: a new session must always be admitted, or every
+            // request of one refused would start a write.
             seen: moka::sync::Cache::builder()
                 .max_capacity(max_entries)
                 .time_to_live(SEEN_EVERY)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .build(),
+            touching: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             cache,
             keys,
             access_ttl,
@@ -332,19 +340,52 @@ impl Sessions {
             return;
         }
         self.seen.insert(sid.clone(), ());
+        // Bounded: with the store slow, writes in flight would pile up; a skipped one only
+        // leaves `last_seen_at` a minute older.
+        let in_flight = self.touching.clone();
+        if in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= MAX_TOUCHING {
+            in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            return;
+        }
         let directory = self.directory.clone();
         let (sid, ttl) = (sid.clone(), session.remaining_secs(now));
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = directory
-                    .set_last_seen(&sid, now, std::time::Duration::from_secs(ttl))
-                    .await;
-            });
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let _ = directory
+                        .set_last_seen(&sid, now, std::time::Duration::from_secs(ttl))
+                        .await;
+                    in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                });
+            }
+            Err(_) => {
+                in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            }
         }
     }
 
+    /// The session `session_id` if it is live (not revoked, not expired).
+    pub async fn live(&self, session_id: &str) -> Result<Option<Arc<Session>>, GateError> {
+        match self.cache.lookup(session_id).await {
+            Ok(s) => Ok(Some(s)),
+            Err(LookupError::NotFound | LookupError::Expired) => Ok(None),
+            Err(LookupError::Store(_)) => Err(GateError::StoreUnavailable),
+        }
+    }
+
+    /// Ends `session_id` through its user's index: revoked everywhere, and its entry gone.
+    pub async fn end_listed(&self, session: &Session) -> Result<bool, GateError> {
+        let ended = self.revoke(&session.session_id).await?;
+        // Best effort: an entry left behind is skipped (its session is gone) until it expires.
+        let _ = self
+            .index
+            .index_remove(&session.user_id, std::slice::from_ref(&session.session_id))
+            .await;
+        Ok(ended)
+    }
+
     /// The live sessions of `user_id` (every business), newest first, each with when it was
-    /// last seen. Index entries of sessions that are gone are pruned on the way.
+    /// last seen (at most [`store::INDEX_CAP`] of them: the ones expiring last).
     pub async fn list_user(&self, user_id: &str) -> Result<Vec<Listed>, GateError> {
         let now = now_unix();
         let ids = self
@@ -353,17 +394,14 @@ impl Sessions {
             .await
             .map_err(|_| GateError::StoreUnavailable)?;
         let mut live = Vec::with_capacity(ids.len());
-        let mut gone = Vec::new();
         for id in ids {
-            match self.cache.lookup(&id).await {
-                Ok(s) if s.user_id == user_id => live.push(s),
-                Ok(_) | Err(LookupError::NotFound | LookupError::Expired) => gone.push(id),
-                Err(LookupError::Store(_)) => return Err(GateError::StoreUnavailable),
+            // An entry without a session is skipped, never pruned here: it may belong to a
+            // session being created right now (the entry is written first). Entries leave
+            // the index when they expire, or when the session is ended through it.
+            match self.live(&id).await? {
+                Some(s) if s.user_id == user_id => live.push(s),
+                _ => {}
             }
-        }
-        if !gone.is_empty() {
-            // Best effort: a failure leaves entries the next reader filters again.
-            let _ = self.index.index_remove(user_id, &gone).await;
         }
         live.sort_by(|a, b| {
             b.created_at

@@ -6,7 +6,7 @@ use super::model::{now_unix, Session};
 use super::redis_conn::{Conn, Topology};
 use super::store::{
     CounterStore, EventSink, RecordKey, RecordStore, Rotation, SessionStore, StoreError, UserIndex,
-    WriteMode,
+    WriteMode, INDEX_CAP,
 };
 use super::window::WindowCount;
 use async_trait::async_trait;
@@ -87,10 +87,12 @@ return {cur, prev, now - idx * w}
 
 /// Adds a session to its user's index: a sorted set scored by expiry (one key, so Cluster
 /// keeps it on one node), pruned of expired entries, living as long as its longest entry.
-/// KEYS = index; ARGV = session id, expiry (unix s), now (unix s).
+/// At most ARGV[4] entries are kept (the ones expiring last).
+/// KEYS = index; ARGV = session id, expiry (unix s), now (unix s), cap.
 const INDEX_ADD: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[4]) + 1))
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 redis.call('EXPIREAT', KEYS[1], tonumber(last[2]) + 60)
 return 1
@@ -476,7 +478,8 @@ impl UserIndex for RedisStore {
         inv.key(index_key(user_id))
             .arg(session_id)
             .arg(expires_at)
-            .arg(now_unix());
+            .arg(now_unix())
+            .arg(INDEX_CAP);
         let mut conn = self.conn.clone();
         match tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut conn)).await {
             Ok(Ok(_)) => Ok(()),
@@ -486,12 +489,14 @@ impl UserIndex for RedisStore {
     }
 
     async fn index_list(&self, user_id: &str, now: i64) -> Result<Vec<String>, StoreError> {
-        let mut cmd = redis::cmd("ZRANGE");
+        // ZREVRANGEBYSCORE rather than ZRANGE … BYSCORE REV: the latter needs Redis 6.2.
+        let mut cmd = redis::cmd("ZREVRANGEBYSCORE");
         cmd.arg(index_key(user_id))
             .arg("+inf")
             .arg(format!("({now}"))
-            .arg("BYSCORE")
-            .arg("REV");
+            .arg("LIMIT")
+            .arg(0)
+            .arg(INDEX_CAP);
         self.run(cmd).await
     }
 

@@ -128,9 +128,14 @@ pub trait RecordStore: Send + Sync + 'static {
     async fn record_delete(&self, key: &RecordKey) -> Result<bool, StoreError>;
 }
 
+/// Most sessions tracked per user id: past it, the entries expiring soonest leave the index
+/// (and so the user's list). Bounds what one user id costs the store and a listing.
+pub const INDEX_CAP: usize = 1000;
+
 /// Each user's sessions, for listing and ending them ("sign out other devices"). An entry is
 /// written before its session, so every session is listed; an entry whose session is gone or
-/// revoked is filtered (and pruned) by the reader. Entries expire with their sessions.
+/// revoked is skipped by the reader. Entries expire with their sessions; at most
+/// [`INDEX_CAP`] per user.
 #[async_trait]
 pub trait UserIndex: Send + Sync + 'static {
     /// Lists `session_id` (expiring at `expires_at`, unix seconds) under `user_id`.
@@ -140,7 +145,8 @@ pub trait UserIndex: Send + Sync + 'static {
         session_id: &str,
         expires_at: i64,
     ) -> Result<(), StoreError>;
-    /// The ids listed under `user_id` that have not expired at `now`, newest expiry first.
+    /// The ids listed under `user_id` that have not expired at `now`, latest expiry first (at
+    /// most [`INDEX_CAP`]).
     async fn index_list(&self, user_id: &str, now: i64) -> Result<Vec<String>, StoreError>;
     /// Removes `session_ids` from `user_id`'s list.
     async fn index_remove(&self, user_id: &str, session_ids: &[String]) -> Result<(), StoreError>;

@@ -4,6 +4,8 @@
 //! `endpoint`, WebSockets on protected routes to `ws`, refusals to `respond`. Each hook
 //! only delegates; the steps live in their modules and are tested there without a socket.
 
+mod outcome;
+
 use crate::cors::{self, Verdict};
 use crate::dialect;
 use crate::endpoint::{self, Endpoint};
@@ -19,6 +21,7 @@ use crate::ws;
 use crate::App;
 use async_trait::async_trait;
 use bytes::Bytes;
+use outcome::Outcome;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session as HttpSession};
 use pingora::proxy::FailToProxy;
@@ -40,107 +43,6 @@ enum Flow {
 impl Flow {
     fn into_pingora(self) -> bool {
         self == Flow::Responded
-    }
-}
-
-/// How a request ended: the `outcome` label of `sessiongate_requests_total` and of the
-/// access log line, decided where the request ends and nowhere else.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    /// Authenticated and sent upstream.
-    Forwarded,
-    /// A public route, sent upstream without identity.
-    Public,
-    /// Answered by a session API (dialect) of the gateway.
-    Dialect,
-    /// A CORS preflight the gateway answered.
-    Preflight,
-    /// A relayed WebSocket that ran its course.
-    WebSocket,
-    /// Refused for want of a valid credential (or anything else not listed).
-    Rejected,
-    /// The session store could not be asked.
-    StoreUnavailable,
-    /// Malformed, too large or too slow.
-    BadRequest,
-    /// The upstream failed or timed out.
-    UpstreamError,
-    /// Over a rate limit.
-    RateLimited,
-    /// The gateway failed.
-    Internal,
-}
-
-impl Outcome {
-    fn label(self) -> &'static str {
-        match self {
-            Outcome::Forwarded => "forwarded",
-            Outcome::Public => "public",
-            Outcome::Dialect => "dialect",
-            Outcome::Preflight => "preflight",
-            Outcome::WebSocket => "websocket",
-            Outcome::Rejected => "rejected",
-            Outcome::StoreUnavailable => "store_unavailable",
-            Outcome::BadRequest => "bad_request",
-            Outcome::UpstreamError => "upstream_error",
-            Outcome::RateLimited => "rate_limited",
-            Outcome::Internal => "internal",
-        }
-    }
-
-    /// Served as asked (logged at debug), as opposed to refused or failed (info).
-    fn served(self) -> bool {
-        matches!(
-            self,
-            Outcome::Forwarded
-                | Outcome::Public
-                | Outcome::Dialect
-                | Outcome::Preflight
-                | Outcome::WebSocket
-        )
-    }
-
-    /// The outcome of a relayed WebSocket (no `_ =>`).
-    fn of_websocket(end: ws::End) -> Outcome {
-        match end {
-            ws::End::Unauthorized | ws::End::Refused => Outcome::Rejected,
-            ws::End::StoreUnavailable => Outcome::StoreUnavailable,
-            ws::End::UpstreamFailed => Outcome::UpstreamError,
-            ws::End::Internal => Outcome::Internal,
-            ws::End::Closed
-            | ws::End::Revoked
-            | ws::End::BadInit
-            | ws::End::BadMessage(_)
-            | ws::End::InitTimeout
-            | ws::End::TooManyInits
-            | ws::End::TooLarge => Outcome::WebSocket,
-        }
-    }
-
-    /// The outcome of a request refused with `err` (no `_ =>`: a new error picks its label).
-    fn of(err: &GateError) -> Outcome {
-        match err {
-            GateError::StoreUnavailable => Outcome::StoreUnavailable,
-            GateError::BadRequest(_)
-            | GateError::InvalidField { .. }
-            | GateError::HeadersTooLarge(_)
-            | GateError::TooManyHeaders(_)
-            | GateError::PayloadTooLarge(_)
-            | GateError::RequestTimeout
-            | GateError::MethodNotAllowed => Outcome::BadRequest,
-            GateError::RateLimited(_) | GateError::TooManyConnections(_) => Outcome::RateLimited,
-            GateError::UpstreamUnavailable | GateError::UpstreamTimeout => Outcome::UpstreamError,
-            GateError::Internal => Outcome::Internal,
-            GateError::MissingToken
-            | GateError::InvalidToken(_)
-            | GateError::SessionNotFound
-            | GateError::SessionExpired
-            | GateError::InvalidRefreshToken
-            | GateError::RefreshTokenReused
-            | GateError::AdminUnauthorized
-            | GateError::Forbidden(_)
-            | GateError::NotFound => Outcome::Rejected,
-        }
     }
 }
 
@@ -719,31 +621,5 @@ impl ProxyHttp for Proxy {
                 "request refused"
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every outcome's series exists before traffic (metrics pre-creates them).
-    #[test]
-    fn every_outcome_is_a_precreated_series() {
-        for o in [
-            Outcome::Forwarded,
-            Outcome::Public,
-            Outcome::Dialect,
-            Outcome::Preflight,
-            Outcome::WebSocket,
-            Outcome::Rejected,
-            Outcome::StoreUnavailable,
-            Outcome::BadRequest,
-            Outcome::UpstreamError,
-            Outcome::RateLimited,
-            Outcome::Internal,
-        ] {
-            assert!(crate::metrics::OUTCOMES.contains(&o.label()), "{o:?}");
-        }
-        assert_eq!(crate::metrics::OUTCOMES.len(), 11);
     }
 }
