@@ -167,7 +167,12 @@ pub async fn precheck(
     }
     if ep.creates_sessions() {
         app.limits.create_from(client_ip).await?;
-    } else if ep == Endpoint::AuthRefresh {
+    } else if matches!(
+        ep,
+        Endpoint::AuthRefresh | Endpoint::AuthSessions | Endpoint::AuthSession
+    ) {
+        // Listing or ending sessions reads up to `store::INDEX_CAP` sessions: bounded per
+        // address like refreshes, so a loop cannot turn one token into store load.
         app.limits.refresh_from(client_ip).await?;
     }
     Ok(())
