@@ -354,7 +354,10 @@ fn request_id(req: &RequestHeader) -> String {
         {
             String::from_utf8_lossy(v.as_bytes()).into_owned()
         }
-        _ => uuid::Uuid::new_v4().to_string(),
+        // From the thread's CSPRNG, not `Uuid::new_v4` (a getrandom syscall per request).
+        _ => uuid::Builder::from_random_bytes(rand::random())
+            .into_uuid()
+            .to_string(),
     }
 }
 
@@ -621,5 +624,31 @@ impl ProxyHttp for Proxy {
                 "request refused"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_the_clients_when_safe_else_fresh_uuid_v4s(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let bare = RequestHeader::build("GET", b"/", None)?;
+        let a = request_id(&bare);
+        let b = request_id(&bare);
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            let u = uuid::Uuid::parse_str(id)?;
+            assert_eq!(u.get_version_num(), 4);
+            assert_eq!(u.get_variant(), uuid::Variant::RFC4122);
+        }
+        let mut own = RequestHeader::build("GET", b"/", None)?;
+        own.append_header(REQUEST_ID, "client-id_1.2")?;
+        assert_eq!(request_id(&own), "client-id_1.2");
+        let mut bad = RequestHeader::build("GET", b"/", None)?;
+        bad.append_header(REQUEST_ID, "has space")?;
+        assert_ne!(request_id(&bad), "has space");
+        Ok(())
     }
 }

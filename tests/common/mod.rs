@@ -52,16 +52,34 @@ impl Redis {
     }
 
     /// A server with extra arguments; `tls` serves TLS only (test certificates).
+    ///
+    /// The port is chosen by binding and releasing it, so another test (or, in cluster mode,
+    /// the bus port at port + 10000, which must also exist: below 55536) can take it first:
+    /// a start that fails is retried on another port.
     pub fn start_with(extra: &[&str], tls: bool) -> Result<Redis, Box<dyn std::error::Error>> {
-        let mut r = Redis {
-            port: free_port(),
-            dir: tempfile::tempdir()?,
-            child: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            tls,
-        };
-        r.restart()?;
-        Ok(r)
+        let cluster = extra.contains(&"--cluster-enabled");
+        let mut last = None;
+        for _ in 0..5 {
+            let port = loop {
+                let p = free_port();
+                if !cluster || (p > 0 && p < 55_000) {
+                    break p;
+                }
+            };
+            let mut r = Redis {
+                port,
+                dir: tempfile::tempdir()?,
+                child: None,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+                tls,
+            };
+            match r.restart() {
+                Ok(()) => return Ok(r),
+                // Dropping `r` kills the server that did not come up.
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| "redis-server did not start".into()))
     }
 
     pub fn dir(&self) -> &Path {
