@@ -11,23 +11,29 @@ fuzz_target!(|data: &[u8]| {
         None => (None, data),
     };
     if let Ok(m) = mottasl::parse(query, body) {
-        for (v, max) in [
-            (&m.business_id, 256),
-            (&m.platform_type, 256),
-            (&m.platform_id, 256),
-            (&m.role, 256),
-            (&m.profile_name, 256),
-            (&m.display_name, 256),
-            (&m.profile_image_url, 2048),
+        // Ids are never empty; profile fields may be.
+        for (v, min, max) in [
+            (&m.business_id, 1, 256),
+            (&m.platform_type, 1, 256),
+            (&m.platform_id, 1, 256),
+            (&m.role, 1, 256),
+            (&m.profile_name, 0, 256),
+            (&m.display_name, 0, 256),
+            (&m.profile_image_url, 0, 2048),
         ] {
             let n = v.chars().count();
-            assert!(n >= 1 && n <= max, "{v:?}");
+            assert!(n >= min && n <= max, "{v:?}");
         }
         assert!(m.business_id.bytes().all(|b| (0x20..0x7f).contains(&b)));
         assert!(m.role.bytes().all(|b| (0x20..0x7f).contains(&b)));
     }
     if let Ok(a) = amity::parse(body) {
-        assert!(!a.user_id.is_empty());
+        // It becomes x-hasura-user-id: never empty, no control characters, nothing a header
+        // parser would trim.
+        assert!(sessiongate::header_names::is_identity_value(&a.user_id));
+        assert!(!a.user_id.chars().any(char::is_control));
+        assert!(!a.user_id.starts_with(char::is_whitespace) && !a.user_id.ends_with(char::is_whitespace));
+        assert!((1..=50).contains(&a.user_id.chars().count()));
         let n = a.device_id.chars().count();
         assert!((1..=150).contains(&n));
         assert!(a
@@ -41,7 +47,10 @@ fuzz_target!(|data: &[u8]| {
     }
     for member in [false, true] {
         if let Ok(r) = rapidly::parse(body, member) {
-            assert!(is_uuid4(&r.customer_id), "{}", r.customer_id);
+            match &r.customer {
+                rapidly::CustomerRef::Id(id) => assert!(is_uuid4(id), "{id}"),
+                rapidly::CustomerRef::External(e) => assert!(e.chars().count() <= 256),
+            }
             if !member {
                 assert!(r.member_id.is_none() && r.external_member_id.is_none());
             }
