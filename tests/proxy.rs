@@ -468,3 +468,61 @@ fn tokens_never_reach_the_logs() -> TestResult {
     assert!(!log.contains("secret=query"));
     Ok(())
 }
+
+/// Every line about a request carries its id: a refusal's at the default level (the span is
+/// built when the refusal is), and a served request's at `debug`, where every request gets
+/// its span up front. At `info` a forwarded request writes no line at all.
+#[test]
+fn log_lines_carry_the_request_id() -> TestResult {
+    let redis = Redis::start()?;
+    let echo = echo::Echo::start()?;
+    for level in ["info", "debug"] {
+        let gw = Gateway::start_env(
+            echo.addr,
+            Some(&redis.url()),
+            "",
+            |t| t,
+            &[("RUST_LOG", level)],
+        )?;
+        let (_, token) = gw.create_session("u", "b", "h", "user", 600)?;
+        let served = authed(
+            gw.proxy,
+            "GET",
+            "/v1/graphql",
+            &token,
+            &[("x-request-id", "served-request-1")],
+            None,
+        )?;
+        assert_eq!(served.status, 200, "{}", served.body);
+        let refused = authed(
+            gw.proxy,
+            "GET",
+            "/v1/graphql",
+            "forged.token.value",
+            &[("x-request-id", "refused-request-1")],
+            None,
+        )?;
+        assert_eq!(refused.status, 401, "{}", refused.body);
+        let log = gw.log();
+        let refusal = log
+            .lines()
+            .find(|l| l.contains("request refused"))
+            .ok_or_else(|| format!("{level}: no refusal line:\n{log}"))?;
+        assert!(refusal.contains("refused-request-1"), "{level}: {refusal}");
+        let served_line = log.lines().find(|l| l.contains("served-request-1"));
+        match level {
+            "info" => assert!(served_line.is_none(), "info: {served_line:?}"),
+            _ => {
+                let line = served_line.ok_or_else(|| format!("debug: no line:\n{log}"))?;
+                assert!(line.contains("outcome=\"forwarded\"") || line.contains("forwarded"));
+            }
+        }
+        // Pingora's own per-request debug records stay out whatever the level.
+        assert!(
+            !log.lines()
+                .any(|l| l.contains("DEBUG") && l.contains("pingora")),
+            "{level}:\n{log}"
+        );
+    }
+    Ok(())
+}

@@ -34,6 +34,10 @@ use tokio::time::{Instant, Sleep};
 /// Room for the request line on top of `proxy.max_header_bytes` (which counts fields).
 const REQUEST_LINE_ALLOWANCE: usize = 8 * 1024;
 
+/// What [`Timed::next_request`] reads ahead: a typical request head in one read. The
+/// buffer stays with the connection (one allocation per connection, not per request).
+const STASH_BYTES: usize = 1024;
+
 /// The deadlines [`Timed`] keeps.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
@@ -85,8 +89,10 @@ pub struct Timed {
     phase: Phase,
     timer: Pin<Box<Sleep>>,
     metrics: Arc<Metrics>,
-    /// Bytes read by [`Timed::next_request`] (already followed), handed out first.
+    /// Bytes read by [`Timed::next_request`] (already followed), handed out first from
+    /// `stash_at`; the buffer is kept for the connection's next request.
     stash: Vec<u8>,
+    stash_at: usize,
 }
 
 impl Timed {
@@ -99,6 +105,7 @@ impl Timed {
             timer: Box::pin(tokio::time::sleep(deadlines.header)),
             metrics,
             stash: Vec::new(),
+            stash_at: 0,
         }
     }
 
@@ -115,13 +122,18 @@ impl Timed {
     /// of KiB), so an idle connection waits here, in a small one, and the proxy only sees
     /// it once a request is coming.
     pub async fn next_request(&mut self) -> bool {
-        let mut first = [0u8; 512];
-        match tokio::io::AsyncReadExt::read(self, &mut first).await {
-            Ok(n) if n > 0 => {
-                self.stash = first[..n].to_vec();
-                true
+        let mut stash = std::mem::take(&mut self.stash);
+        stash.clear();
+        stash.reserve(STASH_BYTES);
+        let read = tokio::io::AsyncReadExt::read_buf(self, &mut stash).await;
+        self.stash = stash;
+        self.stash_at = 0;
+        match read {
+            Ok(n) if n > 0 => true,
+            _ => {
+                self.stash.clear();
+                false
             }
-            _ => false,
         }
     }
 
@@ -174,7 +186,9 @@ impl Timed {
         }
     }
 
-    /// Follows the head through newly read bytes.
+    /// Follows the head through newly read bytes. Lines are found with `memchr`; of each
+    /// line only its first bytes are looked at (a line with anything but `\r` ends a blank
+    /// run), so a head costs a few instructions per line rather than per byte.
     fn scan(&mut self, new: &[u8]) {
         let Phase::Head {
             seen,
@@ -184,23 +198,24 @@ impl Timed {
         else {
             return;
         };
-        for &b in new {
-            match b {
-                b'\n' => {
-                    *newlines = newlines.saturating_add(1);
-                    // A blank line after the request line ends the head; blank lines
-                    // before it are tolerated by the parser (RFC 9112 §2.2).
-                    if *started && *newlines >= 2 {
-                        self.phase = Phase::Open;
-                        return;
-                    }
-                }
-                b'\r' => {}
-                _ => {
-                    *newlines = 0;
-                    *started = true;
-                }
+        let mut from = 0;
+        for at in memchr::memchr_iter(b'\n', new) {
+            if new[from..at].iter().any(|&b| b != b'\r') {
+                *newlines = 0;
+                *started = true;
             }
+            *newlines = newlines.saturating_add(1);
+            from = at + 1;
+            // A blank line after the request line ends the head; blank lines before it are
+            // tolerated by the parser (RFC 9112 §2.2).
+            if *started && *newlines >= 2 {
+                self.phase = Phase::Open;
+                return;
+            }
+        }
+        if new[from..].iter().any(|&b| b != b'\r') {
+            *newlines = 0;
+            *started = true;
         }
         *seen += new.len();
         if *seen > self.deadlines.max_head {
@@ -220,12 +235,14 @@ impl AsyncRead for Timed {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if !this.stash.is_empty() {
-            let n = this.stash.len().min(buf.remaining());
-            buf.put_slice(&this.stash[..n]);
-            this.stash.drain(..n);
-            if this.stash.is_empty() {
-                this.stash = Vec::new();
+        if this.stash_at < this.stash.len() {
+            let rest = &this.stash[this.stash_at..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.stash_at += n;
+            if this.stash_at == this.stash.len() {
+                this.stash.clear();
+                this.stash_at = 0;
             }
             return Poll::Ready(Ok(()));
         }

@@ -64,7 +64,8 @@ pub struct RequestCtx {
     peer: IpAddr,
     /// `x-request-id`: the client's if well-formed, else generated; sent upstream and back.
     request_id: String,
-    /// Carries the request id into every log line of this request.
+    /// Carries the request id into every log line of this request; built by
+    /// [`RequestCtx::span`] the first time the request may log (see there).
     span: tracing::Span,
     /// CORS headers for every response to this request (empty while CORS is off).
     cors: cors::Headers,
@@ -75,6 +76,21 @@ pub struct RequestCtx {
     body_seen: u64,
     body_due: Option<Instant>,
     outcome: Outcome,
+}
+
+impl RequestCtx {
+    /// The request's span, built on first use. A forwarded request logs nothing at `info`
+    /// or above, and building a span (a registry slot, the id formatted into it, enter and
+    /// exit on every poll) cost about 3 % of such a request's CPU: so the span is built up
+    /// front only when `debug` is on, and otherwise where a line may follow (refusals,
+    /// session APIs, WebSockets, upstream failures). Every line about a request still
+    /// carries its id.
+    fn span(&mut self) -> tracing::Span {
+        if self.span.is_none() {
+            self.span = tracing::info_span!("request", request_id = %self.request_id);
+        }
+        self.span.clone()
+    }
 }
 
 /// What `admit` decided for a request that was not refused.
@@ -93,12 +109,25 @@ enum Admitted {
 /// The proxy service: Pingora's hooks over the shared application state.
 pub struct Proxy {
     app: Arc<App>,
+    /// `sessiongate_requests_total` and `_request_duration_seconds` of each outcome,
+    /// resolved once ([`Outcome::index`] order): no label hashing per request.
+    by_outcome: Vec<(prometheus::IntCounter, prometheus::Histogram)>,
 }
 
 impl Proxy {
     /// A proxy over the shared application state.
     pub fn new(app: Arc<App>) -> Self {
-        Proxy { app }
+        let m = &app.metrics;
+        let by_outcome = Outcome::ALL
+            .iter()
+            .map(|o| {
+                (
+                    m.requests.with_label_values(&[o.label()]),
+                    m.request_duration.with_label_values(&[o.label()]),
+                )
+            })
+            .collect();
+        Proxy { app, by_outcome }
     }
 
     /// The request flow up to the upstream: shape checks → route → credential → session.
@@ -226,10 +255,12 @@ impl Proxy {
                 Flow::Responded
             }
             Ok(Admitted::Endpoint(ep)) => {
-                self.terminate(session, ctx, ep).await?;
+                let span = ctx.span();
+                self.terminate(session, ctx, ep).instrument(span).await?;
                 Flow::Responded
             }
             Ok(Admitted::WebSocket(handshake)) => {
+                let span = ctx.span();
                 let relayed = ws::relay(
                     &self.app,
                     session,
@@ -237,15 +268,17 @@ impl Proxy {
                     ctx.client_ip,
                     &ctx.request_id,
                 )
+                .instrument(span.clone())
                 .await;
                 match relayed {
                     Ok(end) => ctx.outcome = Outcome::of_websocket(end),
-                    Err(e) => self.reject(session, ctx, &e).await?,
+                    Err(e) => self.reject(session, ctx, &e).instrument(span).await?,
                 }
                 Flow::Responded
             }
             Err(e) => {
-                self.reject(session, ctx, &e).await?;
+                let span = ctx.span();
+                self.reject(session, ctx, &e).instrument(span).await?;
                 Flow::Responded
             }
         };
@@ -434,8 +467,12 @@ impl ProxyHttp for Proxy {
             session.set_read_timeout(Some(body_timeout));
             ctx.body_due = Some(Instant::now() + body_timeout);
         }
-        ctx.span = tracing::info_span!("request", request_id = %ctx.request_id);
-        let span = ctx.span.clone();
+        // One await either way: this future is moved into a box per request (async_trait),
+        // and two differently typed awaits of `filter` would double its size.
+        let span = match tracing::enabled!(tracing::Level::DEBUG) {
+            true => ctx.span(),
+            false => tracing::Span::none(),
+        };
         self.filter(session, ctx).instrument(span).await
     }
 
@@ -587,8 +624,9 @@ impl ProxyHttp for Proxy {
             Some(err) => {
                 // Only possible before the response started; afterwards the write just fails.
                 if session.response_written().is_none() {
+                    let span = ctx.span();
                     let _ = respond::error(session, err, &ctx.request_id, &ctx.cors)
-                        .instrument(ctx.span.clone())
+                        .instrument(span)
                         .await;
                 }
                 err.response().status
@@ -603,15 +641,17 @@ impl ProxyHttp for Proxy {
 
     /// Last hook of every request: metrics and the access log line (no token, no query).
     async fn logging(&self, session: &mut HttpSession, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let _in_request = ctx.span.enter();
-        let m = &self.app.metrics;
+        if let Some((requests, duration)) = self.by_outcome.get(ctx.outcome.index()) {
+            requests.inc();
+            duration.observe(ctx.started.elapsed().as_secs_f64());
+        }
         let outcome = ctx.outcome.label();
-        m.requests.with_label_values(&[outcome]).inc();
-        m.request_duration
-            .with_label_values(&[outcome])
-            .observe(ctx.started.elapsed().as_secs_f64());
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
+        if !ctx.outcome.served() {
+            ctx.span();
+        }
+        let _in_request = ctx.span.enter();
         if ctx.outcome.served() {
             tracing::debug!(method = %req.method, path = req.uri.path(), status, outcome, "request");
         } else {

@@ -33,6 +33,26 @@ pub(super) enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in [`Outcome::index`] order.
+    pub(super) const ALL: [Outcome; 11] = [
+        Outcome::Forwarded,
+        Outcome::Public,
+        Outcome::Dialect,
+        Outcome::Preflight,
+        Outcome::WebSocket,
+        Outcome::Rejected,
+        Outcome::StoreUnavailable,
+        Outcome::BadRequest,
+        Outcome::UpstreamError,
+        Outcome::RateLimited,
+        Outcome::Internal,
+    ];
+
+    /// Position in [`Outcome::ALL`].
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+
     pub(super) fn label(self) -> &'static str {
         match self {
             Outcome::Forwarded => "forwarded",
@@ -112,20 +132,9 @@ mod tests {
     /// Every outcome's series exists before traffic (metrics pre-creates them).
     #[test]
     fn every_outcome_is_a_precreated_series() {
-        for o in [
-            Outcome::Forwarded,
-            Outcome::Public,
-            Outcome::Dialect,
-            Outcome::Preflight,
-            Outcome::WebSocket,
-            Outcome::Rejected,
-            Outcome::StoreUnavailable,
-            Outcome::BadRequest,
-            Outcome::UpstreamError,
-            Outcome::RateLimited,
-            Outcome::Internal,
-        ] {
+        for (i, o) in Outcome::ALL.into_iter().enumerate() {
             assert!(crate::metrics::OUTCOMES.contains(&o.label()), "{o:?}");
+            assert_eq!(o.index(), i, "{o:?}");
         }
         assert_eq!(crate::metrics::OUTCOMES.len(), 11);
     }

@@ -59,6 +59,9 @@ fn session_of_refresh_token(token: &str) -> Option<&str> {
 struct Verified {
     sid: Arc<str>,
     exp: i64,
+    /// When a use through this token was last recorded (unix seconds): most requests learn
+    /// from this one atomic that nothing is to be written, without a lookup in `seen`.
+    recorded_at: Arc<std::sync::atomic::AtomicI64>,
 }
 
 struct VerifiedExpiry {
@@ -307,35 +310,43 @@ impl Sessions {
     /// Verifies an access token and returns its live session.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Session>, GateError> {
         let now = now_unix();
-        let sid = match self.verified.get(token).await {
-            Some(v) if v.exp > now => v.sid,
+        let verified = match self.verified.get(token).await {
+            Some(v) if v.exp > now => v,
             _ => {
                 let claims = self.keys.verify(token).map_err(GateError::InvalidToken)?;
-                let sid: Arc<str> = claims.sid.into();
-                self.verified
-                    .insert(
-                        token.to_string(),
-                        Verified {
-                            sid: sid.clone(),
-                            exp: claims.exp,
-                        },
-                    )
-                    .await;
-                sid
+                let v = Verified {
+                    sid: claims.sid.into(),
+                    exp: claims.exp,
+                    recorded_at: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
+                };
+                self.verified.insert(token.to_string(), v.clone()).await;
+                v
             }
         };
-        let session = self.cache.lookup(&sid).await.map_err(|e| match e {
-            LookupError::NotFound => GateError::SessionNotFound,
-            LookupError::Expired => GateError::SessionExpired,
-            LookupError::Store(_) => GateError::StoreUnavailable,
-        })?;
-        self.touch(&sid, &session, now);
+        let session = self
+            .cache
+            .lookup(&verified.sid)
+            .await
+            .map_err(|e| match e {
+                LookupError::NotFound => GateError::SessionNotFound,
+                LookupError::Expired => GateError::SessionExpired,
+                LookupError::Store(_) => GateError::StoreUnavailable,
+            })?;
+        self.touch(&verified, &session, now);
         Ok(session)
     }
 
     /// Records that `session` was used, at most once a minute, in a task of its own: the
     /// request never waits for it, and a failure only leaves `last_seen_at` older.
-    fn touch(&self, sid: &Arc<str>, session: &Session, now: i64) {
+    fn touch(&self, through: &Verified, session: &Session, now: i64) {
+        use std::sync::atomic::Ordering;
+        let every = SEEN_EVERY.as_secs() as i64;
+        if now.saturating_sub(through.recorded_at.load(Ordering::Relaxed)) < every {
+            return;
+        }
+        through.recorded_at.store(now, Ordering::Relaxed);
+        let sid = &through.sid;
+        // Other tokens of the same session (after a refresh) share the once-a-minute budget.
         if self.seen.contains_key(sid) {
             return;
         }
@@ -343,8 +354,8 @@ impl Sessions {
         // Bounded: with the store slow, writes in flight would pile up; a skipped one only
         // leaves `last_seen_at` a minute older.
         let in_flight = self.touching.clone();
-        if in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= MAX_TOUCHING {
-            in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        if in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_TOUCHING {
+            in_flight.fetch_sub(1, Ordering::AcqRel);
             return;
         }
         let directory = self.directory.clone();
@@ -355,11 +366,11 @@ impl Sessions {
                     let _ = directory
                         .set_last_seen(&sid, now, std::time::Duration::from_secs(ttl))
                         .await;
-                    in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                    in_flight.fetch_sub(1, Ordering::AcqRel);
                 });
             }
             Err(_) => {
-                in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                in_flight.fetch_sub(1, Ordering::AcqRel);
             }
         }
     }
