@@ -250,3 +250,56 @@ fn status_label(status: u16) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every dialect label and status label is a series `metrics` creates at start.
+    #[test]
+    fn every_dialect_series_is_precreated() {
+        let all = [
+            Endpoint::MottaslNewSession,
+            Endpoint::AmitySessions,
+            Endpoint::AmityAuthTokenV3,
+            Endpoint::AmityAuthTokenV4,
+            Endpoint::AmityChatSettings,
+            Endpoint::RapidlyCustomerSessions,
+            Endpoint::AuthRefresh,
+            Endpoint::AuthLogout,
+            Endpoint::AuthVerify,
+            Endpoint::HasuraWebhook,
+            Endpoint::Jwks,
+            Endpoint::AuthSessions,
+            Endpoint::AuthSession,
+        ];
+        for ep in all {
+            // No `_ =>`: a new endpoint does not compile until it is listed above.
+            match ep {
+                Endpoint::MottaslNewSession
+                | Endpoint::AmitySessions
+                | Endpoint::AmityAuthTokenV3
+                | Endpoint::AmityAuthTokenV4
+                | Endpoint::AmityChatSettings
+                | Endpoint::RapidlyCustomerSessions
+                | Endpoint::AuthRefresh
+                | Endpoint::AuthLogout
+                | Endpoint::AuthVerify
+                | Endpoint::HasuraWebhook
+                | Endpoint::Jwks
+                | Endpoint::AuthSessions
+                | Endpoint::AuthSession => {}
+            }
+            assert!(
+                crate::metrics::DIALECT_LABELS.contains(&ep.label()),
+                "{ep:?}"
+            );
+        }
+        for status in 100..600 {
+            assert!(
+                crate::metrics::DIALECT_STATUSES.contains(&status_label(status)),
+                "{status}"
+            );
+        }
+    }
+}

@@ -234,6 +234,48 @@ impl GateError {
 mod tests {
     use super::*;
 
+    /// Every reason the code can report is a series `metrics` creates at start.
+    #[test]
+    fn every_auth_failure_reason_is_a_precreated_series() {
+        use crate::auth::TokenError::*;
+        let tokens = [
+            Malformed,
+            UnknownKid,
+            AlgorithmMismatch,
+            BadSignature,
+            Expired,
+            NotYetValid,
+            WrongIssuer,
+            WrongAudience,
+            BadClaims,
+            CriticalExtension,
+        ];
+        for t in tokens {
+            // No `_ =>`: a new variant does not compile until it is listed above.
+            match t {
+                Malformed | UnknownKid | AlgorithmMismatch | BadSignature | Expired
+                | NotYetValid | WrongIssuer | WrongAudience | BadClaims | CriticalExtension => {}
+            }
+        }
+        let errors = tokens.into_iter().map(GateError::InvalidToken).chain([
+            GateError::MissingToken,
+            GateError::SessionNotFound,
+            GateError::SessionExpired,
+            GateError::InvalidRefreshToken,
+            GateError::RefreshTokenReused,
+        ]);
+        let mut reported = 0;
+        for e in errors {
+            let reason = e.auth_failure_reason().unwrap_or_default();
+            assert!(
+                crate::metrics::AUTH_FAILURE_REASONS.contains(&reason),
+                "{e:?}: {reason}"
+            );
+            reported += 1;
+        }
+        assert_eq!(reported, crate::metrics::AUTH_FAILURE_REASONS.len());
+    }
+
     #[test]
     fn store_outage_is_503_never_401() {
         let r = GateError::StoreUnavailable.response();

@@ -31,6 +31,77 @@ pub const OUTCOMES: &[&str] = &[
     "preflight",
 ];
 
+/// The `reason` labels of `sessiongate_auth_failures_total`: every value of
+/// `GateError::auth_failure_reason` (a test there keeps the two in step).
+pub const AUTH_FAILURE_REASONS: &[&str] = &[
+    "missing_token",
+    "malformed",
+    "unknown_kid",
+    "algorithm_mismatch",
+    "bad_signature",
+    "expired",
+    "not_yet_valid",
+    "wrong_issuer",
+    "wrong_audience",
+    "bad_claims",
+    "critical_extension",
+    "session_not_found",
+    "session_expired",
+    "invalid_refresh_token",
+    "refresh_token_reused",
+];
+
+/// The `source` labels of `sessiongate_sessions_created_total`.
+pub const CREATION_SOURCES: &[&str] = &["admin", "mottasl", "amity", "rapidly"];
+
+/// The `source` labels of `sessiongate_sessions_revoked_total`.
+pub const REVOCATION_SOURCES: &[&str] = &[
+    "admin",
+    "amity",
+    "logout",
+    "refresh_reuse",
+    "revoke_business",
+    "revoke_user",
+    "self_service",
+];
+
+/// The `dialect` labels of `sessiongate_dialect_requests_total` (`Endpoint::label`).
+pub const DIALECT_LABELS: &[&str] = &["mottasl", "amity", "rapidly", "gateway"];
+
+/// The `status` labels of `sessiongate_dialect_requests_total` (`endpoint::status_label`).
+pub const DIALECT_STATUSES: &[&str] = &[
+    "200", "201", "204", "400", "401", "403", "404", "405", "413", "415", "422", "429", "500",
+    "503", "other",
+];
+
+/// The `reason` labels of `sessiongate_websocket_closes_total` (`ws::End::label`).
+pub const WEBSOCKET_CLOSES: &[&str] = &[
+    "closed",
+    "revoked",
+    "unauthorized",
+    "bad_init",
+    "bad_message",
+    "init_timeout",
+    "too_many_inits",
+    "too_large",
+    "store_unavailable",
+    "upstream_failed",
+    "internal",
+];
+
+/// The `op` labels of the store metrics (the session cache's calls to the store).
+pub const STORE_OPS: &[&str] = &[
+    "get",
+    "put",
+    "delete",
+    "ping",
+    "generations",
+    "bump_generation",
+    "publish",
+    "rotate",
+    "peek_refresh",
+];
+
 /// The gateway's metrics and the registry that exposes them.
 pub struct Metrics {
     registry: Registry,
@@ -279,15 +350,21 @@ impl Metrics {
             )?,
             registry: r,
         };
+        // Every label value the code can emit exists from the start, at zero: dashboards
+        // and `rate()`/`increase()` alerts work from the first scrape, not after the first
+        // event of each kind (Prometheus' instrumentation guidance).
         for cap in ["max_connections", "max_connections_per_ip"] {
             m.connections_refused.with_label_values(&[cap]);
         }
         for reason in ["header_timeout", "header_too_large", "idle_timeout"] {
             m.connections_closed.with_label_values(&[reason]);
         }
-        // Pre-create the label sets dashboards expect, so series exist before traffic.
         for o in OUTCOMES {
             m.requests.with_label_values(&[o]);
+            m.request_duration.with_label_values(&[o]);
+        }
+        for reason in AUTH_FAILURE_REASONS {
+            m.auth_failures.with_label_values(&[reason]);
         }
         for l in RATE_LIMITS {
             m.rate_limited.with_label_values(&[l]);
@@ -295,19 +372,27 @@ impl Metrics {
         for r in ["hit", "miss", "bypass", "stale"] {
             m.cache_lookups.with_label_values(&[r]);
         }
-        for op in [
-            "get",
-            "put",
-            "delete",
-            "ping",
-            "generations",
-            "bump_generation",
-            "publish",
-            "rotate",
-            "peek_refresh",
-        ] {
+        for op in STORE_OPS {
             m.store_operations.with_label_values(&[op]);
             m.store_errors.with_label_values(&[op]);
+            m.store_duration.with_label_values(&[op]);
+        }
+        for dialect in DIALECT_LABELS {
+            for status in DIALECT_STATUSES {
+                m.dialect_requests.with_label_values(&[dialect, status]);
+            }
+        }
+        for source in CREATION_SOURCES {
+            m.sessions_created.with_label_values(&[source]);
+        }
+        for source in REVOCATION_SOURCES {
+            m.sessions_revoked.with_label_values(&[source]);
+        }
+        for reason in WEBSOCKET_CLOSES {
+            m.websocket_closes.with_label_values(&[reason]);
+        }
+        for result in ["reloaded", "unchanged", "failed"] {
+            m.tls_reloads.with_label_values(&[result]);
         }
         Ok(m)
     }

@@ -30,6 +30,38 @@ fn health_readiness_and_metrics() -> TestResult {
     Ok(())
 }
 
+/// A fresh gateway's `/metrics` already has a zero series for every label value the code can
+/// emit, so `rate()` alerts and dashboards work from the first scrape (issue 18).
+#[test]
+fn every_series_exists_before_traffic() -> TestResult {
+    let (_r, _e, gw) = setup()?;
+    let m = request(gw.admin, "GET", "/metrics", &[], None)?;
+    assert_eq!(m.status, 200);
+    for series in [
+        r#"sessiongate_auth_failures_total{reason="missing_token"} 0"#,
+        r#"sessiongate_auth_failures_total{reason="bad_signature"} 0"#,
+        r#"sessiongate_auth_failures_total{reason="refresh_token_reused"} 0"#,
+        r#"sessiongate_sessions_revoked_total{source="logout"} 0"#,
+        r#"sessiongate_sessions_revoked_total{source="revoke_business"} 0"#,
+        r#"sessiongate_sessions_created_total{source="mottasl"} 0"#,
+        r#"sessiongate_request_duration_seconds_bucket{outcome="forwarded",le="0.001"} 0"#,
+        r#"sessiongate_request_duration_seconds_count{outcome="store_unavailable"} 0"#,
+        r#"sessiongate_requests_total{outcome="rejected"} 0"#,
+        r#"sessiongate_dialect_requests_total{dialect="amity",status="401"} 0"#,
+        r#"sessiongate_store_duration_seconds_count{op="get"} 0"#,
+        r#"sessiongate_websocket_closes_total{reason="init_timeout"} 0"#,
+        r#"sessiongate_tls_reloads_total{result="failed"} 0"#,
+        r#"sessiongate_rate_limited_total{limit="create_per_ip"} 0"#,
+        r#"sessiongate_connections_closed_total{reason="header_timeout"} 0"#,
+    ] {
+        assert!(
+            m.body.lines().any(|l| l == series),
+            "{series} missing from a fresh /metrics"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn admin_api_requires_the_admin_token() -> TestResult {
     let (_r, _e, gw) = setup()?;

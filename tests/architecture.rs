@@ -167,3 +167,59 @@ fn the_scanner_reads_paths_and_groups() {
     assert_eq!(c.len(), 1);
     assert!(c.iter().all(|s| s.len() == 2 && !s.contains("c")));
 }
+
+/// Every `source` label the code gives `sessiongate_sessions_created_total` or
+/// `_revoked_total` (a literal right after the metric's name) is one `metrics` creates at
+/// start, so each series exists before the first event (issue 18).
+#[test]
+fn session_sources_are_precreated_series() -> Result<(), Box<dyn std::error::Error>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = vec![src];
+    let mut seen = BTreeSet::new();
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                files.push(entry?.path());
+            }
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") || path.ends_with("metrics.rs") {
+            continue;
+        }
+        let code = production_code(&std::fs::read_to_string(&path)?);
+        for (metric, allowed) in [
+            (".sessions_created", sessiongate::metrics::CREATION_SOURCES),
+            (
+                ".sessions_revoked",
+                sessiongate::metrics::REVOCATION_SOURCES,
+            ),
+        ] {
+            for (at, _) in code.match_indices(metric) {
+                let after = &code[at..];
+                let label = after
+                    .split_once("with_label_values(&[\"")
+                    .and_then(|(_, rest)| rest.split_once('"'))
+                    .map(|(label, _)| label)
+                    .ok_or_else(|| {
+                        format!("{}: no literal label after {metric}", path.display())
+                    })?;
+                assert!(
+                    allowed.contains(&label),
+                    "{}: {metric} label {label:?} is not pre-created",
+                    path.display()
+                );
+                seen.insert(label.to_string());
+            }
+        }
+    }
+    for label in sessiongate::metrics::CREATION_SOURCES
+        .iter()
+        .chain(sessiongate::metrics::REVOCATION_SOURCES)
+    {
+        assert!(
+            seen.contains(*label),
+            "{label} is pre-created but never emitted"
+        );
+    }
+    Ok(())
+}

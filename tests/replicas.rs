@@ -242,6 +242,47 @@ fn redis_outage_is_an_explicit_bounded_degraded_mode() -> TestResult {
     Ok(())
 }
 
+/// When Redis dies the event subscription drops at once and the replica stops trusting its
+/// cache before it has seen the outage; the first lookups then hit a dead store. They must
+/// count as the outage's start: a cached session is served from the first request on (within
+/// the stale window), on every replica (issue 18).
+#[test]
+fn cached_sessions_are_served_from_the_outages_first_instant() -> TestResult {
+    let (mut redis, _echo, gws) = replicas(2, "")?;
+    let (_, cached) = gws[0].create_session("u", "b", "h", "user", 600)?;
+    let (revoked_id, revoked) = gws[0].create_session("r", "b", "h", "user", 600)?;
+    let (_, uncached) = gws[0].create_session("v", "b", "h", "user", 600)?;
+    for gw in &gws {
+        assert_eq!(status(gw.proxy, &cached)?, 200);
+        assert_eq!(status(gw.proxy, &revoked)?, 200);
+    }
+    let r = admin_request(
+        gws[0].admin,
+        "DELETE",
+        &format!("/admin/sessions/{revoked_id}"),
+        None,
+    )?;
+    assert_eq!(r.status, 204);
+    for gw in &gws {
+        refusal_lag(gw.proxy, &revoked, Duration::from_secs(5))?;
+    }
+
+    redis.stop();
+    for (i, gw) in gws.iter().enumerate() {
+        for n in 0..10 {
+            assert_eq!(
+                status(gw.proxy, &cached)?,
+                200,
+                "replica {i}, request {n} after the outage began"
+            );
+        }
+        assert_eq!(status(gw.proxy, &revoked)?, 401, "replica {i}");
+        assert_eq!(status(gw.proxy, &uncached)?, 503, "replica {i}");
+        assert_eq!(status(gw.proxy, &cached)?, 200, "replica {i}");
+    }
+    Ok(())
+}
+
 #[test]
 fn strict_mode_refuses_cached_sessions_once_the_outage_is_seen() -> TestResult {
     let (mut redis, _echo, gws) = replicas(1, "")?;

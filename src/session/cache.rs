@@ -98,7 +98,30 @@ struct State {
     down_since_ms: AtomicU64,
     epoch: Instant,
     stale_window: Duration,
+    /// `sessiongate_cache_lookups_total` by result, resolved once (no label hashing on
+    /// every lookup).
+    lookups: Lookups,
     metrics: Arc<Metrics>,
+}
+
+/// The `result` series of `sessiongate_cache_lookups_total`.
+struct Lookups {
+    hit: prometheus::IntCounter,
+    miss: prometheus::IntCounter,
+    stale: prometheus::IntCounter,
+    bypass: prometheus::IntCounter,
+}
+
+impl Lookups {
+    fn new(m: &Metrics) -> Self {
+        let series = |result: &str| m.cache_lookups.with_label_values(&[result]);
+        Lookups {
+            hit: series("hit"),
+            miss: series("miss"),
+            stale: series("stale"),
+            bypass: series("bypass"),
+        }
+    }
 }
 
 /// Cache + store, with the metrics of both.
@@ -176,6 +199,18 @@ impl State {
                 Some(Duration::from_millis(now.saturating_sub(since)))
             }
         }
+    }
+
+    /// The cached session, if an outage `outage` old still lets it be served: within a
+    /// non-zero stale window, and only while the cache is trusted (not bypassed after an
+    /// overflow of revocations).
+    async fn stale(&self, session_id: &str, outage: Duration) -> Option<Arc<Session>> {
+        if self.stale_window.is_zero() || outage > self.stale_window || self.bypassed() {
+            return None;
+        }
+        let s = self.cache.get(session_id).await?;
+        self.lookups.stale.inc();
+        Some(s)
     }
 
     async fn evict(&self, session_id: &str) {
@@ -324,6 +359,7 @@ impl SessionCache {
             down_since_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             stale_window,
+            lookups: Lookups::new(&metrics),
             metrics,
         });
         store.start_events(state.clone());
@@ -353,33 +389,36 @@ impl SessionCache {
         }
         let session = if let Some(outage) = st.degraded_for() {
             // Degraded: only what is cached, only within the stale window.
-            match st.cache.get(session_id).await {
-                Some(s)
-                    if outage <= st.stale_window
-                        && !st.stale_window.is_zero()
-                        && !st.bypassed() =>
-                {
-                    st.metrics.cache_lookups.with_label_values(&["stale"]).inc();
-                    s
-                }
+            match st.stale(session_id, outage).await {
+                Some(s) => s,
                 // Not cached, or the window is over: the store is the only authority left,
                 // and a success there ends the outage.
-                _ => st.load(session_id).await?,
+                None => st.load(session_id).await?,
             }
         } else if !st.subscribed.load(Ordering::Acquire) || st.bypassed() {
-            st.metrics
-                .cache_lookups
-                .with_label_values(&["bypass"])
-                .inc();
-            st.load(session_id).await?
+            st.lookups.bypass.inc();
+            match st.load(session_id).await {
+                // When the store dies, the event subscription drops first, so the first
+                // lookups of an outage land here: a failed call is the outage's first
+                // instant (`timed` has just marked it), and the stale-window rule applies
+                // from it, not from the next lookup.
+                Err(LookupError::Store(e)) => match st.degraded_for() {
+                    Some(outage) => st
+                        .stale(session_id, outage)
+                        .await
+                        .ok_or(LookupError::Store(e))?,
+                    None => return Err(LookupError::Store(e)),
+                },
+                loaded => loaded?,
+            }
         } else {
             match st.cache.get(session_id).await {
                 Some(s) => {
-                    st.metrics.cache_lookups.with_label_values(&["hit"]).inc();
+                    st.lookups.hit.inc();
                     s
                 }
                 None => {
-                    st.metrics.cache_lookups.with_label_values(&["miss"]).inc();
+                    st.lookups.miss.inc();
                     st.cache
                         .try_get_with_by_ref(session_id, st.load(session_id))
                         .await

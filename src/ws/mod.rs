@@ -457,3 +457,48 @@ async fn first_init(
     let text = init.rewrite(&set);
     Ok(frame::encode(frame::TEXT, &text, Some(rand::random())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every way a socket can end is a series `metrics` creates at start.
+    #[test]
+    fn every_close_reason_is_a_precreated_series() {
+        let ends = [
+            End::Closed,
+            End::Revoked,
+            End::Unauthorized,
+            End::Refused,
+            End::BadInit,
+            End::BadMessage(crate::json::StrictError::Syntax),
+            End::InitTimeout,
+            End::TooManyInits,
+            End::TooLarge,
+            End::StoreUnavailable,
+            End::UpstreamFailed,
+            End::Internal,
+        ];
+        for end in ends {
+            // No `_ =>`: a new variant does not compile until it is listed above.
+            match end {
+                End::Closed
+                | End::Revoked
+                | End::Unauthorized
+                | End::Refused
+                | End::BadInit
+                | End::BadMessage(_)
+                | End::InitTimeout
+                | End::TooManyInits
+                | End::TooLarge
+                | End::StoreUnavailable
+                | End::UpstreamFailed
+                | End::Internal => {}
+            }
+            assert!(
+                crate::metrics::WEBSOCKET_CLOSES.contains(&end.label()),
+                "{end:?}"
+            );
+        }
+    }
+}
