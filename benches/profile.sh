@@ -6,6 +6,7 @@
 #   benches/profile.sh pingora              # the bench's bare Pingora pass-through
 #   SECONDS_=15 OUT=docs/flamegraphs benches/profile.sh sessiongate
 #   PERF=0 benches/profile.sh public        # wrk's figures only, no profiler attached
+#   BIN=/tmp/sessiongate-old NAME=before benches/profile.sh sessiongate   # another build
 #   FREQ=199 CALLGRAPH=dwarf benches/profile.sh sessiongate   # full stacks without frame pointers
 #
 # Same layout as ../shared/bench/run.sh: the proxy alone on CPU 0 with one worker thread,
@@ -60,7 +61,7 @@ case "$ROW" in
     sed -E 's/^(\s*threads\s*=\s*)[0-9]+/\11/' config/sessiongate.toml > "$WORK/gw.toml"
     SESSIONGATE_LISTEN=127.0.0.1:$PROXY SESSIONGATE_ADMIN_LISTEN=127.0.0.1:$ADMIN \
       SESSIONGATE_UPSTREAM=http://127.0.0.1:$UP SESSIONGATE_THREADS=1 \
-      taskset -c 0 ./target/release/sessiongate serve --config "$WORK/gw.toml" >"$WORK/proxy.log" 2>&1 & pids+=($!)
+      taskset -c 0 "${BIN:-./target/release/sessiongate}" serve --config "$WORK/gw.toml" >"$WORK/proxy.log" 2>&1 & pids+=($!)
     ;;
   *) echo "usage: $0 sessiongate|public|pingora" >&2; exit 2 ;;
 esac
@@ -96,9 +97,10 @@ perf record -F ${FREQ:-999} -e cpu-clock --call-graph ${CALLGRAPH:-fp} -p "$PID"
 PERF=$!
 taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "${AUTH[@]}" "$URL" | tee "$WORK/wrk.txt" | grep -E 'Requests/sec|99%|50%'
 wait "$PERF" || true
-perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf > "$OUT/$ROW.folded"
-inferno-flamegraph --title "$ROW: GET $PATH_ (wrk -c$CONNS, one pinned CPU)" < "$OUT/$ROW.folded" > "$OUT/$ROW.svg"
-echo "flame graph: $OUT/$ROW.svg"
+NAME=${NAME:-$ROW}
+perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf > "$OUT/$NAME.folded"
+inferno-flamegraph --title "$NAME: GET $PATH_ (wrk -c$CONNS, one pinned CPU)" < "$OUT/$NAME.folded" > "$OUT/$NAME.svg"
+echo "flame graph: $OUT/$NAME.svg"
 echo "top self time:"
 perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
   | grep -E '^ +[0-9.]+%' | head -25
