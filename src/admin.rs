@@ -65,8 +65,19 @@ fn session_json(s: &Session) -> Value {
     })
 }
 
-/// Reads the request body up to `limit` bytes.
-async fn read_body(http: &mut ServerSession, limit: usize) -> Result<Vec<u8>, GateError> {
+/// Reads the request body up to `limit` bytes, whole within `due`
+/// (`connections.body_read_timeout_ms`, as on the proxy listener): 408 after it.
+async fn read_body(
+    http: &mut ServerSession,
+    limit: usize,
+    due: Duration,
+) -> Result<Vec<u8>, GateError> {
+    tokio::time::timeout(due, read_body_unbounded(http, limit))
+        .await
+        .unwrap_or(Err(GateError::RequestTimeout))
+}
+
+async fn read_body_unbounded(http: &mut ServerSession, limit: usize) -> Result<Vec<u8>, GateError> {
     if let Some(len) = http.get_header("content-length") {
         let declared = len
             .to_str()
@@ -286,7 +297,12 @@ impl AdminApp {
                 return Err(GateError::MethodNotAllowed);
             }
             let tokens = &self.app.config.tokens;
-            let body = read_body(http, self.app.config.admin.max_body_bytes).await?;
+            let body = read_body(
+                http,
+                self.app.config.admin.max_body_bytes,
+                self.app.config.connections.body_read_timeout,
+            )
+            .await?;
             let mut new = parse_new_session(
                 &body,
                 tokens.default_ttl.as_secs(),
@@ -377,7 +393,12 @@ impl AdminApp {
         };
         match method {
             Method::PUT => {
-                let body = read_body(http, self.app.config.admin.max_body_bytes).await?;
+                let body = read_body(
+                    http,
+                    self.app.config.admin.max_body_bytes,
+                    self.app.config.connections.body_read_timeout,
+                )
+                .await?;
                 let customer =
                     rapidly::parse_customer(&id, &body, &cfg.workspaces).map_err(admin_error)?;
                 let (customer, created) = rapidly::put_customer(&self.app, customer)

@@ -217,7 +217,13 @@ pub fn run(app: Arc<App>) -> Result<(), StartError> {
     http.server_options = Some(options);
     let mut proxy = pingora::services::listening::Service::new(
         "sessiongate proxy".to_string(),
-        conn::Listener::new(http, &app),
+        conn::Listener::new(
+            http,
+            conn::Slots::new(&cfg.connections, cfg.proxy.trusted_proxies.clone()),
+            cfg,
+            app.metrics.clone(),
+            true,
+        ),
     );
     let buffers = L4BufferSettings::default().read(cfg.connections.read_buffer);
     match &cfg.tls {
@@ -240,9 +246,17 @@ pub fn run(app: Arc<App>) -> Result<(), StartError> {
         None => proxy.add_listener(ListenerConfig::tcp(cfg.listen.to_string()).l4_buffer(buffers)),
     }
 
+    // The admin listener keeps the proxy's head, idle and body deadlines, under a cap of
+    // its own (`admin.max_connections`, none per address: probes come from few).
     let mut admin = pingora::services::listening::Service::new(
         "sessiongate admin".to_string(),
-        admin::AdminApp::new(app.clone()),
+        conn::Listener::new(
+            admin::AdminApp::new(app.clone()),
+            conn::Slots::with_caps(cfg.admin.max_connections, 0, Vec::new()),
+            cfg,
+            app.metrics.clone(),
+            false,
+        ),
     );
     admin.add_tcp(&cfg.admin_listen.to_string());
 

@@ -495,3 +495,48 @@ default_host_id = "host-1"
     assert_eq!(r.json()?["error"], "gateway_timeout");
     Ok(())
 }
+
+/// The admin listener keeps the proxy's head deadline (a head that never ends is answered
+/// 408 and closed; before, it stayed open for good) and has its own connection cap
+/// (`admin.max_connections`): past it a connection gets 503, and a probe is served again as
+/// soon as a slot frees (issue 18).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_has_deadlines_and_a_cap() -> AnyResult<()> {
+    let (_echo, gw) = start("[connections]\nheader_read_timeout_ms = 1500\n", |t| {
+        t.replace("[admin]\n", "[admin]\nmax_connections = 4\n")
+    })?;
+    // A head that never ends.
+    let opened = Instant::now();
+    let mut slow = connect_from(loopback(1), gw.admin).await?;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Slow: aaaa")
+        .await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(6), slow.read_to_end(&mut answer)).await??;
+    let held = opened.elapsed();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 408 "),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        held >= Duration::from_millis(1400) && held < Duration::from_secs(4),
+        "{held:?}"
+    );
+
+    // Four idle connections fill the cap; the fifth is refused, the probe after a close works.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(connect_from(loopback(1), gw.admin).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fifth = connect_from(loopback(1), gw.admin).await?;
+    let refused = tokio::time::timeout(Duration::from_secs(3), read_response(&mut fifth)).await??;
+    assert_eq!(refused.map(|(s, _)| s), Some(503));
+    let (status, _) = get(&mut idle[0], "/healthz", None).await?;
+    assert_eq!(status, 200, "an admitted connection is served");
+    idle.clear();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut probe = connect_from(loopback(1), gw.admin).await?;
+    assert_eq!(get(&mut probe, "/healthz", None).await?.0, 200);
+    Ok(())
+}

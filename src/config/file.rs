@@ -343,6 +343,8 @@ pub struct AdminSection {
     pub token: Option<SecretSource>,
     /// Largest admin request body accepted.
     pub max_body_bytes: Option<usize>,
+    /// Open connections to the admin listener (0: no cap).
+    pub max_connections: Option<usize>,
 }
 
 /// `[dialects]`: the provider session APIs the gateway terminates itself.

@@ -315,6 +315,7 @@ impl Validator<'_> {
             admin: AdminConfig {
                 token: admin_token?,
                 max_body_bytes,
+                max_connections: f.admin.max_connections.unwrap_or(256),
             },
             dialects,
             rate_limits,

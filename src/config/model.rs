@@ -334,6 +334,9 @@ pub struct AdminConfig {
     pub token: Secret,
     /// Body size limit.
     pub max_body_bytes: usize,
+    /// Open connections to the admin listener (0: no cap). Probes and scrapes need a few;
+    /// the cap keeps a flood of sockets there from costing the proxy its descriptors.
+    pub max_connections: usize,
 }
 
 /// One allowed origin.

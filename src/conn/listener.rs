@@ -1,45 +1,52 @@
-//! The proxy service's accept-side application: it takes a connection slot (or answers 503
-//! and closes), wraps HTTP/1 streams in [`Timed`], and hands requests to Pingora's proxy one
-//! by one, re-arming the deadlines between them. HTTP/2 connections are admitted the same
-//! way and then served by Pingora as they are.
+//! A listener's accept-side application: it takes a connection slot (or answers 503 and
+//! closes), wraps HTTP/1 streams in [`Timed`], and hands requests to the HTTP application
+//! (Pingora's proxy, or the admin API) one by one, re-arming the deadlines between them.
+//! HTTP/2 connections are admitted the same way and then served by Pingora as they are.
 
 use super::head::{Deadlines, Timed};
 use super::slots::{Refused, Slots};
 use super::REFUSAL_WRITE_TIMEOUT;
 use crate::error::GateError;
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Shutdown, Stream, ALPN};
-use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
-/// The proxy listener's application: admission, head deadlines, then Pingora's proxy.
-pub struct Listener {
-    proxy: Arc<HttpProxy<Proxy>>,
+/// A listener's application: admission, head deadlines, then the HTTP application `A`.
+pub struct Listener<A> {
+    proxy: Arc<A>,
     slots: Arc<Slots>,
     deadlines: Deadlines,
     idle_secs: u64,
     metrics: Arc<Metrics>,
+    /// Whether its connections count in `sessiongate_connections_open` (the proxy
+    /// listener's; the admin listener's do not).
+    counted: bool,
 }
 
-impl Listener {
-    /// Wraps the proxy with the configured caps and deadlines.
-    pub fn new(proxy: HttpProxy<Proxy>, app: &crate::App) -> Self {
-        let cfg = &app.config;
+impl<A> Listener<A> {
+    /// Wraps `http` with these caps (`slots`) and the configured deadlines.
+    pub fn new(
+        http: A,
+        slots: Arc<Slots>,
+        config: &crate::config::Config,
+        metrics: Arc<Metrics>,
+        counted: bool,
+    ) -> Self {
         Listener {
-            proxy: Arc::new(proxy),
-            slots: Slots::new(&cfg.connections, cfg.proxy.trusted_proxies.clone()),
-            deadlines: Deadlines::new(&cfg.connections, cfg.proxy.max_header_bytes),
+            proxy: Arc::new(http),
+            slots,
+            deadlines: Deadlines::new(&config.connections, config.proxy.max_header_bytes),
             // Pingora's own keep-alive wait (whole seconds) is only the outer bound; the
             // precise one is `Timed`'s.
-            idle_secs: cfg.connections.idle_timeout.as_secs().max(1) + 1,
-            metrics: app.metrics.clone(),
+            idle_secs: config.connections.idle_timeout.as_secs().max(1) + 1,
+            metrics,
+            counted,
         }
     }
 
@@ -85,7 +92,7 @@ fn peer_ip(stream: &Stream) -> IpAddr {
 }
 
 #[async_trait]
-impl ServerApp for Listener {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Listener<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -98,7 +105,9 @@ impl ServerApp for Listener {
                 return None;
             }
         };
-        let _gauge = OpenGauge::new(&self.metrics.connections_open);
+        let _gauge = self
+            .counted
+            .then(|| OpenGauge::new(&self.metrics.connections_open));
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             // HTTP/2 frames its own requests; Pingora's h2 server (with `h2_idle_timeout`)
             // serves the connection.

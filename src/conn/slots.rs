@@ -52,9 +52,14 @@ pub struct Slot {
 impl Slots {
     /// Caps from config; `exempt` (trusted proxies) only count towards the total.
     pub fn new(cfg: &ConnectionsConfig, exempt: Vec<IpNet>) -> Arc<Slots> {
+        Slots::with_caps(cfg.max, cfg.max_per_ip, exempt)
+    }
+
+    /// These caps (0: none).
+    pub fn with_caps(max: usize, max_per_ip: usize, exempt: Vec<IpNet>) -> Arc<Slots> {
         Arc::new(Slots {
-            max: cfg.max,
-            max_per_ip: cfg.max_per_ip,
+            max,
+            max_per_ip,
             exempt,
             open: AtomicUsize::new(0),
             by_ip: Mutex::new(HashMap::new()),
