@@ -247,12 +247,17 @@ pub fn run(app: Arc<App>) -> Result<(), StartError> {
     }
 
     // The admin listener keeps the proxy's head, idle and body deadlines, under a cap of
-    // its own (`admin.max_connections`, none per address: probes come from few).
+    // its own (`admin.max_connections`), of which one address may hold a quarter: probes
+    // and scrapers need a few, and one client cannot crowd them out alone.
     let mut admin = pingora::services::listening::Service::new(
         "sessiongate admin".to_string(),
         conn::Listener::new(
             admin::AdminApp::new(app.clone()),
-            conn::Slots::with_caps(cfg.admin.max_connections, 0, Vec::new()),
+            conn::Slots::with_caps(
+                cfg.admin.max_connections,
+                cfg.admin.max_connections.div_ceil(4),
+                Vec::new(),
+            ),
             cfg,
             app.metrics.clone(),
             false,

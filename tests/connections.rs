@@ -502,9 +502,31 @@ default_host_id = "host-1"
 /// soon as a slot frees (issue 18).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_listener_has_deadlines_and_a_cap() -> AnyResult<()> {
-    let (_echo, gw) = start("[connections]\nheader_read_timeout_ms = 1500\n", |t| {
-        t.replace("[admin]\n", "[admin]\nmax_connections = 4\n")
-    })?;
+    let (_echo, gw) = start(
+        "[connections]\nheader_read_timeout_ms = 1500\nbody_read_timeout_ms = 1500\n",
+        |t| t.replace("[admin]\n", "[admin]\nmax_connections = 4\n"),
+    )?;
+    // A GET whose chunked body drips: answered (the probe does not read it), and the
+    // dripping body does not hold the connection (any unread body's drain is bounded by the
+    // body deadline).
+    let opened = Instant::now();
+    let mut dripping = connect_from(loopback(1), gw.admin).await?;
+    dripping
+        .write_all(
+            b"GET /healthz HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n",
+        )
+        .await?;
+    let first =
+        tokio::time::timeout(Duration::from_secs(3), read_response(&mut dripping)).await??;
+    assert_eq!(first.map(|(s, _)| s), Some(200));
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(6), dripping.read_to_end(&mut rest)).await??;
+    let held = opened.elapsed();
+    assert!(
+        held < Duration::from_secs(4),
+        "a dripping body held the connection {held:?}"
+    );
+
     // A head that never ends.
     let opened = Instant::now();
     let mut slow = connect_from(loopback(1), gw.admin).await?;
@@ -523,15 +545,19 @@ async fn the_admin_listener_has_deadlines_and_a_cap() -> AnyResult<()> {
         "{held:?}"
     );
 
-    // Four idle connections fill the cap; the fifth is refused, the probe after a close works.
+    // Four idle connections from four addresses fill the cap (a quarter of it, one here,
+    // per address): a second one from an address, and a fifth address, are refused.
     let mut idle = Vec::new();
-    for _ in 0..4 {
-        idle.push(connect_from(loopback(1), gw.admin).await?);
+    for last in 1..=4 {
+        idle.push(connect_from(loopback(last), gw.admin).await?);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut fifth = connect_from(loopback(1), gw.admin).await?;
-    let refused = tokio::time::timeout(Duration::from_secs(3), read_response(&mut fifth)).await??;
-    assert_eq!(refused.map(|(s, _)| s), Some(503));
+    for last in [1, 5] {
+        let mut over = connect_from(loopback(last), gw.admin).await?;
+        let refused =
+            tokio::time::timeout(Duration::from_secs(3), read_response(&mut over)).await??;
+        assert_eq!(refused.map(|(s, _)| s), Some(503), "from 127.0.0.{last}");
+    }
     let (status, _) = get(&mut idle[0], "/healthz", None).await?;
     assert_eq!(status, 200, "an admitted connection is served");
     idle.clear();

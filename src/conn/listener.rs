@@ -23,6 +23,7 @@ pub struct Listener<A> {
     slots: Arc<Slots>,
     deadlines: Deadlines,
     idle_secs: u64,
+    body_deadline: std::time::Duration,
     metrics: Arc<Metrics>,
     /// Whether its connections count in `sessiongate_connections_open` (the proxy
     /// listener's; the admin listener's do not).
@@ -45,6 +46,7 @@ impl<A> Listener<A> {
             // Pingora's own keep-alive wait (whole seconds) is only the outer bound; the
             // precise one is `Timed`'s.
             idle_secs: config.connections.idle_timeout.as_secs().max(1) + 1,
+            body_deadline: config.connections.body_read_timeout,
             metrics,
             counted,
         }
@@ -130,6 +132,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Listener<A> {
                 return None;
             }
             let mut session = ServerSession::new_http1(timed);
+            // A body the application did not read is drained before the connection is
+            // reused, read by read (Pingora's 60 s each): bound the whole drain like any
+            // body, or a GET with a dripping chunked body holds its slot for good.
+            session.set_total_drain_timeout(Some(self.body_deadline));
             match settings.take() {
                 Some(s) => HttpPersistentSettings::apply_to_session(s, &mut session),
                 None => session.set_keepalive((!*shutdown.borrow()).then_some(self.idle_secs)),

@@ -96,6 +96,8 @@ struct State {
     subscribed: AtomicBool,
     /// Milliseconds since `epoch` when the store became unreachable; 0 while reachable.
     down_since_ms: AtomicU64,
+    /// Milliseconds since `epoch` when the event subscription last dropped (0: never).
+    unsubscribed_at_ms: AtomicU64,
     epoch: Instant,
     stale_window: Duration,
     /// `sessiongate_cache_lookups_total` by result, resolved once (no label hashing on
@@ -123,6 +125,12 @@ impl Lookups {
         }
     }
 }
+
+/// How far apart the subscription's drop and the first failed store call may be for the
+/// two to count as one outage (the store dying takes the subscriber connection with it at
+/// once; the first failing call comes with the next request or readiness probe, about a
+/// second apart).
+const DROP_WITH_OUTAGE: Duration = Duration::from_secs(3);
 
 /// Cache + store, with the metrics of both.
 pub struct SessionCache {
@@ -199,6 +207,16 @@ impl State {
                 Some(Duration::from_millis(now.saturating_sub(since)))
             }
         }
+    }
+
+    /// Whether the event subscription dropped at most [`DROP_WITH_OUTAGE`] before the store
+    /// was first found unreachable: the two are one event (the store died), so nothing was
+    /// published that this replica missed before the outage began.
+    fn dropped_with_outage(&self) -> bool {
+        let dropped = self.unsubscribed_at_ms.load(Ordering::Acquire);
+        let down = self.down_since_ms.load(Ordering::Acquire);
+        let link = u64::try_from(DROP_WITH_OUTAGE.as_millis()).unwrap_or(u64::MAX);
+        dropped != 0 && down != 0 && down.saturating_sub(dropped) <= link && dropped <= down + link
     }
 
     /// The cached session, if an outage `outage` old still lets it be served: within a
@@ -311,6 +329,10 @@ impl EventSink for State {
 
     fn subscribed(&self, up: bool) {
         let was = self.subscribed.swap(up, Ordering::AcqRel);
+        if was && !up {
+            self.unsubscribed_at_ms
+                .store(self.now_ms().max(1), Ordering::Release);
+        }
         if up && !was {
             // Whatever was published while we were not listening is lost: start over.
             self.cache.invalidate_all();
@@ -357,6 +379,7 @@ impl SessionCache {
             bypass_until_ms: AtomicU64::new(0),
             subscribed: AtomicBool::new(false),
             down_since_ms: AtomicU64::new(0),
+            unsubscribed_at_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             stale_window,
             lookups: Lookups::new(&metrics),
@@ -402,12 +425,16 @@ impl SessionCache {
                 // lookups of an outage land here: a failed call is the outage's first
                 // instant (`timed` has just marked it), and the stale-window rule applies
                 // from it, not from the next lookup.
+                // Only when the subscription dropped with the outage: after a drop for
+                // another reason (a killed subscriber connection, a failover that kept the
+                // data) revocations published since were missed, and the cache must not
+                // outlive them.
                 Err(LookupError::Store(e)) => match st.degraded_for() {
-                    Some(outage) => st
+                    Some(outage) if st.dropped_with_outage() => st
                         .stale(session_id, outage)
                         .await
                         .ok_or(LookupError::Store(e))?,
-                    None => return Err(LookupError::Store(e)),
+                    _ => return Err(LookupError::Store(e)),
                 },
                 loaded => loaded?,
             }

@@ -147,7 +147,9 @@ impl Sessions {
             // request of one refused would start a write.
             seen: moka::sync::Cache::builder()
                 .max_capacity(max_entries)
-                .time_to_live(SEEN_EVERY)
+                // A second short of the interval: a token's next write, a minute after
+                // its last, must not meet its own entry still alive and wait another minute.
+                .time_to_live(SEEN_EVERY.saturating_sub(std::time::Duration::from_secs(1)))
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .build(),
             touching: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
