@@ -215,18 +215,17 @@ pub fn run(app: Arc<App>) -> Result<(), StartError> {
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2_idle_timeout = Some(cfg.connections.idle_timeout);
     http.server_options = Some(options);
-    let mut proxy = pingora::services::listening::Service::new(
-        "sessiongate proxy".to_string(),
-        conn::Listener::new(
-            http,
-            conn::Slots::new(&cfg.connections, cfg.proxy.trusted_proxies.clone()),
-            cfg,
-            app.metrics.clone(),
-            true,
-        ),
+    let listener = conn::Listener::new(
+        http,
+        conn::Slots::new(&cfg.connections, cfg.proxy.trusted_proxies.clone()),
+        cfg,
+        app.metrics.clone(),
+        true,
     );
     let buffers = L4BufferSettings::default().read(cfg.connections.read_buffer);
-    match &cfg.tls {
+    // TLS is handshaken by the listener application, after the connection took its slot
+    // and under `connections.tls_handshake_timeout_ms`; Pingora's listener stays plain TCP.
+    let listener = match &cfg.tls {
         Some(t) => {
             let certs = tls::CertReloader::load(t, app.metrics.clone()).map_err(StartError::Tls)?;
             certs
@@ -237,14 +236,13 @@ pub fn run(app: Arc<App>) -> Result<(), StartError> {
                 .map_err(|e| StartError::Tls(e.to_string()))?;
             settings.set_cert_resolver(certs);
             settings.enable_h2();
-            proxy.add_listener(
-                ListenerConfig::tcp(cfg.listen.to_string())
-                    .tls(settings)
-                    .l4_buffer(buffers),
-            );
+            listener.with_tls(settings.build(), cfg)
         }
-        None => proxy.add_listener(ListenerConfig::tcp(cfg.listen.to_string()).l4_buffer(buffers)),
-    }
+        None => listener,
+    };
+    let mut proxy =
+        pingora::services::listening::Service::new("sessiongate proxy".to_string(), listener);
+    proxy.add_listener(ListenerConfig::tcp(cfg.listen.to_string()).l4_buffer(buffers));
 
     // The admin listener keeps the proxy's head, idle and body deadlines, under a cap of
     // its own (`admin.max_connections`), of which one address may hold a quarter: probes

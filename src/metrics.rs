@@ -161,7 +161,8 @@ pub struct Metrics {
     /// by the cap that refused them (max_connections, max_connections_per_ip).
     pub connections_refused: IntCounterVec,
     /// `sessiongate_connections_closed_total{reason}`: connections the gateway ended for a
-    /// client's slowness or size: header_timeout, header_too_large, idle_timeout.
+    /// client's slowness or size: header_timeout, header_too_large, idle_timeout,
+    /// tls_handshake_timeout, tls_handshake_failed.
     pub connections_closed: IntCounterVec,
 }
 
@@ -356,7 +357,13 @@ impl Metrics {
         for cap in ["max_connections", "max_connections_per_ip"] {
             m.connections_refused.with_label_values(&[cap]);
         }
-        for reason in ["header_timeout", "header_too_large", "idle_timeout"] {
+        for reason in [
+            "header_timeout",
+            "header_too_large",
+            "idle_timeout",
+            "tls_handshake_timeout",
+            "tls_handshake_failed",
+        ] {
             m.connections_closed.with_label_values(&[reason]);
         }
         for o in OUTCOMES {

@@ -433,3 +433,106 @@ fn bad_tls_files_fail_at_start_naming_the_key() -> TestResult {
     );
     Ok(())
 }
+
+/// Reads one series of `/metrics` (exact name with labels).
+fn metric_value(gw: &Gateway, series: &str) -> Result<f64, Error> {
+    let body = request(gw.admin, "GET", "/metrics", &[], None)?.body;
+    let line = body
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .ok_or(format!("{series} not exported"))?;
+    Ok(line.rsplit(' ').next().ok_or("no value")?.parse()?)
+}
+
+/// A TLS connection takes its slot at accept, before the handshake, and the handshake has
+/// its own deadline (`connections.tls_handshake_timeout_ms`): 40 silent sockets from one
+/// address under a per-address cap of 8 hold 8 slots, the rest are closed at once, the 8
+/// are cut at the deadline (before: all 40 held for Pingora's 60 s, uncounted), and a
+/// normal TLS client from another address is served meanwhile (issues 18 and 19).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_take_a_slot_and_have_a_deadline(
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use tokio::io::AsyncReadExt;
+    let echo = echo::Echo::start().map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir()?;
+    install(dir.path(), "a").map_err(|e| e.to_string())?;
+    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let gw = Gateway::start_edited(
+        echo.addr,
+        None,
+        "[connections]\nmax_connections_per_ip = 8\ntls_handshake_timeout_ms = 1500\n",
+        |t| {
+            t.replace(
+                "[server]\n",
+                &format!(
+                    "[server]\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n",
+                    crt.display(),
+                    key.display()
+                ),
+            )
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let opened = std::time::Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..40 {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from(([127, 0, 0, 2], 0)))?;
+        silent.push(socket.connect(gw.proxy).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let open = metric_value(&gw, "sessiongate_connections_open").map_err(|e| e.to_string())?;
+    assert_eq!(
+        open, 8.0,
+        "silent handshakes hold exactly the per-address cap"
+    );
+
+    // A normal client, from another address, is served while they wait.
+    let proxy = gw.proxy;
+    let status = tokio::task::spawn_blocking(move || -> Result<u16, String> {
+        let mut tls = tls_connect(proxy, &[b"http/1.1"]).map_err(|e| e.to_string())?;
+        Ok(get(&mut tls, "/healthz", None)
+            .map_err(|e| e.to_string())?
+            .0)
+    })
+    .await??;
+    assert!(status > 0, "a normal TLS client was answered ({status})");
+
+    // Every silent socket ends: the 32 over the cap at once, the 8 admitted at the deadline.
+    let mut waits = Vec::new();
+    for mut s in silent {
+        waits.push(tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            let _ = tokio::time::timeout(Duration::from_secs(8), s.read(&mut buf)).await;
+            opened.elapsed()
+        }));
+    }
+    let mut ends = Vec::new();
+    for w in waits {
+        ends.push(w.await?);
+    }
+    ends.sort();
+    assert!(
+        ends[31] < Duration::from_millis(1200),
+        "refused ones: {:?}",
+        &ends[..32]
+    );
+    assert!(
+        ends[32] >= Duration::from_millis(1400) && ends[39] < Duration::from_secs(4),
+        "admitted ones cut at {:?}",
+        &ends[32..]
+    );
+    let cut = metric_value(
+        &gw,
+        "sessiongate_connections_closed_total{reason=\"tls_handshake_timeout\"}",
+    )
+    .map_err(|e| e.to_string())?;
+    assert_eq!(cut, 8.0);
+    let refused = metric_value(
+        &gw,
+        "sessiongate_connections_refused_total{cap=\"max_connections_per_ip\"}",
+    )
+    .map_err(|e| e.to_string())?;
+    assert_eq!(refused, 32.0);
+    Ok(())
+}

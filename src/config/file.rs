@@ -114,6 +114,8 @@ pub struct ConnectionsSection {
     pub idle_timeout_ms: Option<u64>,
     /// Read buffer per client connection, below the HTTP parser (0: none).
     pub read_buffer_bytes: Option<usize>,
+    /// Time for a TLS handshake, from the accept (the connection holds its slot meanwhile).
+    pub tls_handshake_timeout_ms: Option<u64>,
 }
 
 /// One `[[proxy.body_limits]]` entry.

@@ -121,6 +121,8 @@ pub struct ConnectionsConfig {
     pub idle_timeout: Duration,
     /// Read buffer each client connection keeps for its whole life (0: unbuffered reads).
     pub read_buffer: usize,
+    /// Whole TLS handshake, from the accept (Pingora's own bound is a fixed 60 s).
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ConnectionsConfig {
@@ -136,6 +138,7 @@ impl Default for ConnectionsConfig {
             // connection's memory once the allocator recycles pages; request heads and
             // bodies still arrive in as few reads (benches/idle_conns.py, docs/benchmarks.md).
             read_buffer: 16 * 1024,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }

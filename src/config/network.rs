@@ -85,12 +85,21 @@ impl Validator<'_> {
             }
             Duration::from_millis(v)
         };
+        let header_read_timeout = ms(
+            "connections.header_read_timeout_ms",
+            c.header_read_timeout_ms,
+            d.header_read_timeout,
+        );
+        // Unset: 10 s, or the head's deadline when that is shorter (a client that cannot
+        // finish a handshake in the time it would have for its request head is not served).
+        let tls_handshake_timeout = ms(
+            "connections.tls_handshake_timeout_ms",
+            c.tls_handshake_timeout_ms,
+            d.tls_handshake_timeout.min(header_read_timeout),
+        );
         ConnectionsConfig {
-            header_read_timeout: ms(
-                "connections.header_read_timeout_ms",
-                c.header_read_timeout_ms,
-                d.header_read_timeout,
-            ),
+            header_read_timeout,
+            tls_handshake_timeout,
             body_read_timeout: ms(
                 "connections.body_read_timeout_ms",
                 c.body_read_timeout_ms,

@@ -10,7 +10,9 @@ use crate::error::GateError;
 use crate::metrics::Metrics;
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::{Shutdown, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
@@ -28,6 +30,9 @@ pub struct Listener<A> {
     /// Whether its connections count in `sessiongate_connections_open` (the proxy
     /// listener's; the admin listener's do not).
     counted: bool,
+    /// TLS, handshaken here rather than in Pingora's listener: after the connection took its
+    /// slot, and within its own deadline (Pingora's is a fixed 60 s, before any cap).
+    tls: Option<(Acceptor, std::time::Duration)>,
 }
 
 impl<A> Listener<A> {
@@ -49,7 +54,45 @@ impl<A> Listener<A> {
             body_deadline: config.connections.body_read_timeout,
             metrics,
             counted,
+            tls: None,
         }
+    }
+
+    /// Serves TLS: each admitted connection's handshake must end within
+    /// `connections.tls_handshake_timeout_ms`.
+    pub fn with_tls(mut self, acceptor: Acceptor, config: &crate::config::Config) -> Self {
+        self.tls = Some((acceptor, config.connections.tls_handshake_timeout));
+        self
+    }
+
+    /// The TLS handshake of an admitted connection, within its deadline; `None` when it
+    /// failed or was late (counted), and the connection is dropped.
+    async fn handshake(
+        &self,
+        acceptor: &Acceptor,
+        due: std::time::Duration,
+        stream: Stream,
+    ) -> Option<Stream> {
+        // The listener is plain TCP: what it hands over is Pingora's TCP stream.
+        let tcp = stream.into_any().downcast::<TcpStream>().ok()?;
+        match tokio::time::timeout(due, acceptor.tls_handshake(*tcp)).await {
+            Ok(Ok(tls)) => Some(Box::new(tls)),
+            Ok(Err(_)) => {
+                self.closed("tls_handshake_failed");
+                None
+            }
+            Err(_) => {
+                self.closed("tls_handshake_timeout");
+                None
+            }
+        }
+    }
+
+    fn closed(&self, reason: &str) {
+        self.metrics
+            .connections_closed
+            .with_label_values(&[reason])
+            .inc();
     }
 
     /// Answers a connection past a cap and closes it. HTTP/2 clients (ALPN) cannot read an
@@ -59,7 +102,9 @@ impl<A> Listener<A> {
             .connections_refused
             .with_label_values(&[why.name()])
             .inc();
-        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+        // Before a TLS handshake nothing HTTP can be said (and making one for a refusal
+        // would spend what the cap saves); HTTP/2 clients cannot read an HTTP/1.1 answer.
+        if self.tls.is_some() || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return;
         }
         let response = GateError::TooManyConnections(1).http1_close();
@@ -110,6 +155,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Listener<A> {
         let _gauge = self
             .counted
             .then(|| OpenGauge::new(&self.metrics.connections_open));
+        let stream = match &self.tls {
+            Some((acceptor, due)) => self.handshake(acceptor, *due, stream).await?,
+            None => stream,
+        };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             // HTTP/2 frames its own requests; Pingora's h2 server (with `h2_idle_timeout`)
             // serves the connection.
