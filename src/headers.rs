@@ -2,7 +2,7 @@
 
 use crate::error::GateError;
 use crate::hasura::Identity;
-use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, COOKIE, HOST, TRANSFER_ENCODING};
 use pingora::http::RequestHeader;
 
 pub use crate::header_names::{
@@ -54,6 +54,11 @@ pub fn rewrite(req: &mut RequestHeader, identity: Option<&Identity<'_>>) -> Resu
         }
     }
 
+    // RFC 9113 §8.2.3: an HTTP/2 client may send its cookies as several `cookie` fields;
+    // an HTTP/1.1 upstream must get them as one, joined with "; " (RFC 6265 §5.4 allows one
+    // Cookie line, and frameworks read only the first of several).
+    join_cookies(req)?;
+
     // Most requests carry no identity header: check before allocating.
     if req.headers.keys().any(|k| is_identity_header(k.as_str())) {
         let spoofed: Vec<String> = req
@@ -83,6 +88,23 @@ pub fn rewrite(req: &mut RequestHeader, identity: Option<&Identity<'_>>) -> Resu
             req.insert_header(name, value).map_err(internal)?;
         }
     }
+    Ok(())
+}
+
+/// Joins several `Cookie` fields into one; one field (the common case) is left as it is.
+fn join_cookies(req: &mut RequestHeader) -> Result<(), GateError> {
+    let mut fields = req.headers.get_all(COOKIE).iter();
+    if fields.next().is_none() || fields.next().is_none() {
+        return Ok(());
+    }
+    let parts: Vec<&[u8]> = req
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let joined = http::HeaderValue::from_bytes(&parts.join(&b"; "[..])).map_err(internal)?;
+    req.insert_header(COOKIE, joined).map_err(internal)?;
     Ok(())
 }
 
@@ -280,5 +302,22 @@ mod tests {
         assert!(!is_header_safe("a\r\nb"));
         assert!(!is_header_safe(" a"));
         assert!(!is_header_safe("caf\u{e9}"));
+    }
+
+    #[test]
+    fn cookie_fields_are_joined_into_one() -> Result<(), Box<dyn std::error::Error>> {
+        let mut req = RequestHeader::build("GET", b"/", None)?;
+        for c in ["a=1", "b=2", "c=3"] {
+            req.append_header(COOKIE, c)?;
+        }
+        rewrite(&mut req, None)?;
+        let all: Vec<_> = req.headers.get_all(COOKIE).iter().collect();
+        assert_eq!(all, vec!["a=1; b=2; c=3"]);
+        let mut one = RequestHeader::build("GET", b"/", None)?;
+        one.append_header(COOKIE, "a=1; b=2")?;
+        rewrite(&mut one, None)?;
+        let all: Vec<_> = one.headers.get_all(COOKIE).iter().collect();
+        assert_eq!(all, vec!["a=1; b=2"]);
+        Ok(())
     }
 }

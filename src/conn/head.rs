@@ -98,11 +98,22 @@ pub struct Timed {
 impl Timed {
     /// Wraps a freshly accepted stream; its first head is due `header` from now.
     pub fn new(inner: Stream, deadlines: Deadlines, metrics: Arc<Metrics>) -> Self {
+        Timed::opened_at(inner, deadlines, metrics, Instant::now())
+    }
+
+    /// Wraps a stream whose connection opened at `opened` (before a TLS handshake): its
+    /// first head is due `header` from then, as for a plain connection.
+    pub fn opened_at(
+        inner: Stream,
+        deadlines: Deadlines,
+        metrics: Arc<Metrics>,
+        opened: Instant,
+    ) -> Self {
         Timed {
             inner,
             deadlines,
             phase: Phase::Idle { first: true },
-            timer: Box::pin(tokio::time::sleep(deadlines.header)),
+            timer: Box::pin(tokio::time::sleep_until(opened + deadlines.header)),
             metrics,
             stash: Vec::new(),
             stash_at: 0,

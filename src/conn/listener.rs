@@ -13,11 +13,15 @@ use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as TcpStream;
-use pingora::protocols::{Shutdown, Stream, ALPN};
+use pingora::protocols::{GetSocketDigest, Shutdown, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
+
+/// A TLS record (TLS 1.2 framing, which TLS 1.3 clients accept before the ServerHello)
+/// holding a fatal `internal_error` alert: what a refused TLS connection gets.
+const TLS_INTERNAL_ERROR_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50];
 
 /// A listener's application: admission, head deadlines, then the HTTP application `A`.
 pub struct Listener<A> {
@@ -74,10 +78,20 @@ impl<A> Listener<A> {
         stream: Stream,
     ) -> Option<Stream> {
         // The listener is plain TCP: what it hands over is Pingora's TCP stream.
-        let tcp = stream.into_any().downcast::<TcpStream>().ok()?;
+        let Ok(tcp) = stream.into_any().downcast::<TcpStream>() else {
+            tracing::error!("TLS listener got a stream that is not TCP: connection dropped");
+            self.closed("tls_handshake_failed");
+            return None;
+        };
+        let peer = tcp
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         match tokio::time::timeout(due, acceptor.tls_handshake(*tcp)).await {
             Ok(Ok(tls)) => Some(Box::new(tls)),
-            Ok(Err(_)) => {
+            Ok(Err(e)) => {
+                // Pingora logged these at error; scanners and TCP health checks make them
+                // common, so at debug (the counter is the signal).
+                tracing::debug!(peer = ?peer, error = %e, "TLS handshake failed");
                 self.closed("tls_handshake_failed");
                 None
             }
@@ -103,11 +117,15 @@ impl<A> Listener<A> {
             .with_label_values(&[why.name()])
             .inc();
         // Before a TLS handshake nothing HTTP can be said (and making one for a refusal
-        // would spend what the cap saves); HTTP/2 clients cannot read an HTTP/1.1 answer.
-        if self.tls.is_some() || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+        // would spend what the cap saves): a plaintext fatal alert (internal_error) says
+        // "refused" instead of a reset. HTTP/2 clients cannot read an HTTP/1.1 answer.
+        if self.tls.is_none() && matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return;
         }
-        let response = GateError::TooManyConnections(1).http1_close();
+        let response = match self.tls {
+            Some(_) => TLS_INTERNAL_ERROR_ALERT.to_vec(),
+            None => GateError::TooManyConnections(1).http1_close(),
+        };
         let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
             stream.write_all(&response).await?;
             stream.flush().await
@@ -155,6 +173,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Listener<A> {
         let _gauge = self
             .counted
             .then(|| OpenGauge::new(&self.metrics.connections_open));
+        let opened = tokio::time::Instant::now();
         let stream = match &self.tls {
             Some((acceptor, due)) => self.handshake(acceptor, *due, stream).await?,
             None => stream,
@@ -164,7 +183,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Listener<A> {
             // serves the connection.
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
-        let mut timed = Box::new(Timed::new(stream, self.deadlines, self.metrics.clone()));
+        // The head deadline runs from the accept, the handshake's time included.
+        let mut timed = Box::new(Timed::opened_at(
+            stream,
+            self.deadlines,
+            self.metrics.clone(),
+            opened,
+        ));
         let mut settings = None;
         loop {
             // A kept-alive connection waiting here ends when the server begins to shut down
