@@ -563,3 +563,58 @@ async fn handshakes_take_a_slot_and_have_a_deadline(
     assert_eq!(refused, 32.0);
     Ok(())
 }
+
+/// HTTP/2 over TLS must send its preface and first SETTINGS frame within the head deadline
+/// (issue 19, item 2): ALPN `h2` then silence, or half a preface, is closed after
+/// `header_read_timeout_ms` (before: still open after 150 s, holding a slot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_without_a_preface_is_cut_at_the_head_deadline(
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = echo::Echo::start().map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir()?;
+    install(dir.path(), "a").map_err(|e| e.to_string())?;
+    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let gw = Gateway::start_edited(
+        echo.addr,
+        None,
+        "[connections]\nheader_read_timeout_ms = 1500\n",
+        |t| {
+            t.replace(
+                "[server]\n",
+                &format!(
+                    "[server]\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n",
+                    crt.display(),
+                    key.display()
+                ),
+            )
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    for sent in [&b""[..], &b"PRI * HTTP/2.0\r\n"[..]] {
+        let opened = std::time::Instant::now();
+        let tcp = tokio::net::TcpStream::connect(gw.proxy).await?;
+        let connector = tokio_rustls::TlsConnector::from(client_config(&[b"h2"]));
+        let mut tls = connector
+            .connect(ServerName::try_from("localhost")?, tcp)
+            .await?;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        tls.write_all(sent).await?;
+        tls.flush().await?;
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(8), tls.read_to_end(&mut rest)).await?;
+        let held = opened.elapsed();
+        assert!(
+            held >= Duration::from_millis(1300) && held < Duration::from_secs(4),
+            "{sent:?}: closed after {held:?}"
+        );
+    }
+    // A real h2 client is still served (its preface comes at once).
+    let (_, token) = gw
+        .create_session("user-7", "biz-9", "host-3", "agent", 600)
+        .map_err(|e| e.to_string())?;
+    let proxy = gw.proxy;
+    tokio::task::spawn_blocking(move || h2_request(proxy, &token).map_err(|e| e.to_string()))
+        .await??;
+    Ok(())
+}

@@ -148,6 +148,50 @@ impl Timed {
         }
     }
 
+    /// HTTP/2: reads the client's connection preface and the header of its first frame
+    /// (which must be SETTINGS, RFC 9113 §3.4) within the head deadline, keeps them for the
+    /// h2 server to read, and from then on passes reads through (HTTP/2 frames its own
+    /// requests, and Pingora's h2 server keeps its own idle deadline). `false` when they did
+    /// not arrive in time, the connection ended, or the bytes are not a preface: the caller
+    /// closes the connection (nothing HTTP/1 may be written to an h2 client).
+    pub async fn h2_preface(&mut self) -> bool {
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        // The preface, then a frame header: 3 bytes of length, type 4 (SETTINGS).
+        const WANT: usize = 24 + 9;
+        let mut got = Vec::with_capacity(64);
+        let done = tokio::time::timeout_at(self.timer.deadline(), async {
+            while got.len() < WANT {
+                let mut buf = [0u8; 64];
+                match tokio::io::AsyncReadExt::read(&mut self.inner, &mut buf).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+                let seen = got.len().min(PREFACE.len());
+                if got[..seen] != PREFACE[..seen] {
+                    return false;
+                }
+            }
+            got.get(27) == Some(&4)
+        })
+        .await;
+        match done {
+            Ok(true) => {
+                self.stash = got;
+                self.stash_at = 0;
+                self.phase = Phase::Open;
+                true
+            }
+            Ok(false) => false,
+            Err(_) => {
+                self.metrics
+                    .connections_closed
+                    .with_label_values(&["header_timeout"])
+                    .inc();
+                false
+            }
+        }
+    }
+
     /// Whether the current request's head has been read in full (its blank line seen);
     /// from then on reads pass straight through until [`Timed::rearm`].
     pub fn head_complete(&self) -> bool {

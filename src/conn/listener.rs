@@ -13,7 +13,7 @@ use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as TcpStream;
-use pingora::protocols::{GetSocketDigest, Shutdown, Stream, ALPN};
+use pingora::protocols::{GetSocketDigest, Shutdown, Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -178,11 +178,6 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Listener<A> {
             Some((acceptor, due)) => self.handshake(acceptor, *due, stream).await?,
             None => stream,
         };
-        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // HTTP/2 frames its own requests; Pingora's h2 server (with `h2_idle_timeout`)
-            // serves the connection.
-            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
-        }
         // The head deadline runs from the accept, the handshake's time included.
         let mut timed = Box::new(Timed::opened_at(
             stream,
@@ -190,6 +185,15 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Listener<A> {
             self.metrics.clone(),
             opened,
         ));
+        if matches!(timed.selected_alpn_proto(), Some(ALPN::H2)) {
+            // HTTP/2 frames its own requests and Pingora's h2 server (with `h2_idle_timeout`)
+            // serves the connection, but it waits for the client's preface for ever: the
+            // preface and the first SETTINGS frame must come within the head deadline.
+            if !timed.h2_preface().await {
+                return None;
+            }
+            return ServerApp::process_new(&self.proxy, timed, shutdown).await;
+        }
         let mut settings = None;
         loop {
             // A kept-alive connection waiting here ends when the server begins to shut down
