@@ -162,7 +162,7 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// `sessiongate_connections_closed_total{reason}`: connections the gateway ended for a
     /// client's slowness or size: header_timeout, header_too_large, idle_timeout,
-    /// tls_handshake_timeout, tls_handshake_failed.
+    /// tls_handshake_timeout, tls_handshake_failed, h2_preface_invalid.
     pub connections_closed: IntCounterVec,
 }
 
@@ -363,6 +363,7 @@ impl Metrics {
             "idle_timeout",
             "tls_handshake_timeout",
             "tls_handshake_failed",
+            "h2_preface_invalid",
         ] {
             m.connections_closed.with_label_values(&[reason]);
         }

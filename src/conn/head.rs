@@ -151,9 +151,10 @@ impl Timed {
     /// HTTP/2: reads the client's connection preface and the header of its first frame
     /// (which must be SETTINGS, RFC 9113 §3.4) within the head deadline, keeps them for the
     /// h2 server to read, and from then on passes reads through (HTTP/2 frames its own
-    /// requests, and Pingora's h2 server keeps its own idle deadline). `false` when they did
-    /// not arrive in time, the connection ended, or the bytes are not a preface: the caller
-    /// closes the connection (nothing HTTP/1 may be written to an h2 client).
+    /// requests; the rest of that SETTINGS frame, and everything after, is under Pingora's
+    /// h2 idle deadline). `false` when they did not arrive in time, the connection ended, or
+    /// the bytes are not a preface (counted as `header_timeout` or `h2_preface_invalid`):
+    /// the caller closes the connection (nothing HTTP/1 may be written to an h2 client).
     pub async fn h2_preface(&mut self) -> bool {
         const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
         // The preface, then a frame header: 3 bytes of length, type 4 (SETTINGS).
@@ -181,7 +182,13 @@ impl Timed {
                 self.phase = Phase::Open;
                 true
             }
-            Ok(false) => false,
+            Ok(false) => {
+                self.metrics
+                    .connections_closed
+                    .with_label_values(&["h2_preface_invalid"])
+                    .inc();
+                false
+            }
             Err(_) => {
                 self.metrics
                     .connections_closed

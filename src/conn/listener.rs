@@ -1,7 +1,8 @@
-//! A listener's accept-side application: it takes a connection slot (or answers 503 and
-//! closes), wraps HTTP/1 streams in [`Timed`], and hands requests to the HTTP application
-//! (Pingora's proxy, or the admin API) one by one, re-arming the deadlines between them.
-//! HTTP/2 connections are admitted the same way and then served by Pingora as they are.
+//! A listener's accept-side application: it takes a connection slot (or refuses and
+//! closes), makes the TLS handshake when the listener has TLS, wraps the stream in
+//! [`Timed`], and hands HTTP/1 requests to the HTTP application (Pingora's proxy, or the
+//! admin API) one by one, re-arming the deadlines between them. An HTTP/2 connection's
+//! preface is read under the head deadline, then Pingora's h2 server serves it.
 
 use super::head::{Deadlines, Timed};
 use super::slots::{Refused, Slots};
@@ -189,7 +190,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Listener<A> {
             // HTTP/2 frames its own requests and Pingora's h2 server (with `h2_idle_timeout`)
             // serves the connection, but it waits for the client's preface for ever: the
             // preface and the first SETTINGS frame must come within the head deadline.
-            if !timed.h2_preface().await {
+            let mut stopping = shutdown.clone();
+            let prefaced = tokio::select! {
+                ok = timed.h2_preface() => ok,
+                _ = stopping.changed() => false,
+            };
+            if !prefaced || *shutdown.borrow() {
                 return None;
             }
             return ServerApp::process_new(&self.proxy, timed, shutdown).await;
