@@ -7,12 +7,55 @@ use super::store::{
 };
 use super::window::{unix_ms, LocalWindows, WindowCount};
 use async_trait::async_trait;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Each user's sessions: user id → (session id → expiry, unix seconds).
-type Index = HashMap<String, HashMap<String, i64>>;
+/// Each user's sessions.
+type Index = HashMap<String, UserSessions>;
+
+/// One user's sessions ordered by expiry, like the Redis store's sorted set: adding one,
+/// dropping the expired and trimming to [`INDEX_CAP`] cost O(log n), not a pass over the
+/// user's (up to a thousand) entries on every creation.
+#[derive(Debug, Default)]
+struct UserSessions {
+    /// Session id → expiry (unix seconds).
+    expiry: HashMap<String, i64>,
+    /// (expiry, session id), soonest first; the same pairs as `expiry`.
+    order: BTreeSet<(i64, String)>,
+}
+
+impl UserSessions {
+    fn insert(&mut self, id: &str, expires_at: i64) {
+        if let Some(old) = self.expiry.insert(id.to_string(), expires_at) {
+            self.order.remove(&(old, id.to_string()));
+        }
+        self.order.insert((expires_at, id.to_string()));
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(exp) = self.expiry.remove(id) {
+            self.order.remove(&(exp, id.to_string()));
+        }
+    }
+
+    /// Drops entries expired at `now`, then the soonest-expiring past `cap`.
+    fn trim(&mut self, now: i64, cap: usize) {
+        while let Some((exp, _)) = self.order.first() {
+            if *exp > now && self.order.len() <= cap {
+                break;
+            }
+            if let Some((_, id)) = self.order.pop_first() {
+                self.expiry.remove(&id);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
 
 /// A record's value and when it stops existing.
 #[derive(Debug)]
@@ -35,10 +78,44 @@ struct Stored {
     used: Vec<String>,
 }
 
+/// The sessions, and their ids in expiry order so that writes sweep the expired a few at a
+/// time (a pass over every session now and then held the lock for hundreds of
+/// milliseconds with a few hundred thousand sessions).
+#[derive(Debug, Default)]
+struct Sessions {
+    map: HashMap<String, Stored>,
+    /// (expiry, id), soonest on top. An id deleted or re-put early stays here until its
+    /// time comes and is then checked against the map.
+    expiring: BinaryHeap<Reverse<(i64, String)>>,
+}
+
+/// Expired sessions removed per write: more than one, so the sweep outpaces creation.
+const SWEEP_PER_WRITE: usize = 4;
+
+impl Sessions {
+    fn sweep(&mut self, now: i64) {
+        for _ in 0..SWEEP_PER_WRITE {
+            match self.expiring.peek() {
+                Some(Reverse((exp, _))) if *exp <= now => {}
+                _ => return,
+            }
+            if let Some(Reverse((_, id))) = self.expiring.pop() {
+                if self
+                    .map
+                    .get(&id)
+                    .is_some_and(|s| s.session.is_expired_at(now))
+                {
+                    self.map.remove(&id);
+                }
+            }
+        }
+    }
+}
+
 /// `HashMap`s behind mutexes; a lock is never held across an `.await`.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    sessions: Mutex<HashMap<String, Stored>>,
+    sessions: Mutex<Sessions>,
     generations: Mutex<HashMap<String, u64>>,
     records: Mutex<HashMap<RecordKey, Record>>,
     windows: LocalWindows,
@@ -52,7 +129,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, HashMap<String, Stored>>, StoreError> {
+    fn lock(&self) -> Result<MutexGuard<'_, Sessions>, StoreError> {
         self.sessions
             .lock()
             .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))
@@ -83,12 +160,13 @@ fn record(value: &[u8], ttl: Option<Duration>) -> Record {
 impl SessionStore for MemoryStore {
     async fn put(&self, session: &Session, refresh_sha256: Option<&str>) -> Result<(), StoreError> {
         let now = now_unix();
-        let mut map = self.lock()?;
+        let mut sessions = self.lock()?;
         // Sweep expired entries on write so memory stays bounded by live sessions.
-        if map.len() % 1024 == 0 {
-            map.retain(|_, s| !s.session.is_expired_at(now));
-        }
-        map.insert(
+        sessions.sweep(now);
+        sessions
+            .expiring
+            .push(Reverse((session.expires_at, session.session_id.clone())));
+        sessions.map.insert(
             session.session_id.clone(),
             Stored {
                 session: session.clone(),
@@ -101,7 +179,7 @@ impl SessionStore for MemoryStore {
 
     async fn get(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
         let now = now_unix();
-        let mut map = self.lock()?;
+        let map = &mut self.lock()?.map;
         match map.get(session_id) {
             Some(s) if s.session.is_expired_at(now) => {
                 map.remove(session_id);
@@ -118,7 +196,7 @@ impl SessionStore for MemoryStore {
         next: &str,
     ) -> Result<Rotation, StoreError> {
         let now = now_unix();
-        let mut map = self.lock()?;
+        let map = &mut self.lock()?.map;
         let Some(stored) = map
             .get_mut(session_id)
             .filter(|s| !s.session.is_expired_at(now))
@@ -142,8 +220,9 @@ impl SessionStore for MemoryStore {
         presented: &str,
     ) -> Result<Rotation, StoreError> {
         let now = now_unix();
-        let map = self.lock()?;
-        let Some(stored) = map
+        let sessions = self.lock()?;
+        let Some(stored) = sessions
+            .map
             .get(session_id)
             .filter(|s| !s.session.is_expired_at(now))
         else {
@@ -159,7 +238,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
-        Ok(self.lock()?.remove(session_id).is_some())
+        Ok(self.lock()?.map.remove(session_id).is_some())
     }
 
     async fn generations(&self, scopes: &[String]) -> Result<Vec<u64>, StoreError> {
@@ -266,35 +345,32 @@ impl UserIndex for MemoryStore {
         // Sweep every user now and then, so users who never log in again are forgotten.
         if index.len() % 1024 == 1023 {
             index.retain(|_, list| {
-                list.retain(|_, exp| *exp > now);
+                list.trim(now, INDEX_CAP);
                 !list.is_empty()
             });
         }
         let list = index.entry(user_id.to_string()).or_default();
-        list.retain(|_, exp| *exp > now);
-        list.insert(session_id.to_string(), expires_at);
-        if list.len() > INDEX_CAP {
-            // The cap keeps the entries expiring last, as in Redis.
-            let mut by_expiry: Vec<(String, i64)> = list.drain().collect();
-            by_expiry.sort_by_key(|e| std::cmp::Reverse(e.1));
-            by_expiry.truncate(INDEX_CAP);
-            list.extend(by_expiry);
-        }
+        list.insert(session_id, expires_at);
+        // The cap keeps the entries expiring last, as in Redis.
+        list.trim(now, INDEX_CAP);
         Ok(())
     }
 
     async fn index_list(&self, user_id: &str, now: i64) -> Result<Vec<String>, StoreError> {
         let index = self.index()?;
-        let mut live: Vec<(&String, &i64)> = index
+        // Latest expiry first, as ZREVRANGEBYSCORE lists them.
+        Ok(index
             .get(user_id)
-            .map(|l| l.iter().filter(|(_, exp)| **exp > now).collect())
-            .unwrap_or_default();
-        live.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-        Ok(live
-            .into_iter()
-            .take(INDEX_CAP)
-            .map(|(id, _)| id.clone())
-            .collect())
+            .map(|l| {
+                l.order
+                    .iter()
+                    .rev()
+                    .take_while(|(exp, _)| *exp > now)
+                    .take(INDEX_CAP)
+                    .map(|(_, id)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     async fn index_remove(&self, user_id: &str, session_ids: &[String]) -> Result<(), StoreError> {
@@ -335,6 +411,64 @@ mod tests {
         m.index_remove("u", &["b".to_string()]).await?;
         assert_eq!(m.index_list("u", now).await?, vec!["a"]);
         assert_eq!(m.index_list("nobody", now).await?, Vec::<String>::new());
+        Ok(())
+    }
+
+    fn session(id: &str, expires_at: i64) -> Session {
+        Session {
+            session_id: id.to_string(),
+            user_id: "u".into(),
+            business_id: "b".into(),
+            host_id: "h".into(),
+            role: "user".into(),
+            created_at: expires_at - 10,
+            expires_at,
+            source: "test".into(),
+            external_id: None,
+            user_gen: 0,
+            business_gen: 0,
+            user_agent: None,
+            ip: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_sweep_expired_sessions_and_keep_live_ones() -> Result<(), StoreError> {
+        let m = MemoryStore::new();
+        let now = now_unix();
+        for i in 0..10 {
+            m.put(&session(&format!("old{i}"), now - 1), None).await?;
+        }
+        m.put(&session("live", now + 100), None).await?;
+        // A deleted session leaves its queue entry behind; the sweep must skip it.
+        m.put(&session("gone", now - 1), None).await?;
+        m.delete("gone").await?;
+        for i in 0..3 {
+            m.put(&session(&format!("new{i}"), now + 100), None).await?;
+        }
+        let sessions = m.lock()?;
+        assert_eq!(sessions.map.len(), 4, "only the live sessions are left");
+        assert!(sessions.map.contains_key("live"));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn user_index_keeps_the_latest_expiring_past_the_cap() -> Result<(), StoreError> {
+        let m = MemoryStore::new();
+        let now = now_unix();
+        let cap = i64::try_from(INDEX_CAP).map_err(|_| StoreError::Unavailable("cap".into()))?;
+        for i in 0..cap + 5 {
+            m.index_add("u", &format!("s{i}"), now + 100 + i).await?;
+        }
+        // Re-adding an entry moves it, it is not listed twice.
+        m.index_add("u", "s10", now + 10_000).await?;
+        let listed = m.index_list("u", now).await?;
+        assert_eq!(listed.len(), INDEX_CAP);
+        assert_eq!(listed[0], "s10");
+        assert_eq!(listed[1], format!("s{}", cap + 4));
+        assert!(!listed.contains(&"s0".to_string()));
+        assert!(!listed.contains(&"s4".to_string()));
+        assert!(listed.contains(&"s5".to_string()));
         Ok(())
     }
 }
