@@ -59,19 +59,30 @@ fn session_of_refresh_token(token: &str) -> Option<&str> {
 struct Verified {
     sid: Arc<str>,
     exp: i64,
-    /// When a use through this token was last recorded (unix seconds): most requests learn
-    /// from this one atomic that nothing is to be written, without a lookup in `seen`.
+    /// When a use through this token was last recorded (unix seconds): `last_seen_at` is
+    /// written at most once a minute per token, and most requests learn from this one atomic
+    /// that nothing is to be written.
     recorded_at: Arc<std::sync::atomic::AtomicI64>,
+}
+
+/// The verified-token cache's key: the token's SHA-256. A token is a few hundred bytes and
+/// the cache holds one per live client; the digest is 32 bytes inline and, being collision
+/// resistant, names exactly one token, as the token itself did.
+type TokenDigest = [u8; 32];
+
+fn token_digest(token: &str) -> TokenDigest {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
 }
 
 struct VerifiedExpiry {
     max: std::time::Duration,
 }
 
-impl moka::Expiry<String, Verified> for VerifiedExpiry {
+impl moka::Expiry<TokenDigest, Verified> for VerifiedExpiry {
     fn expire_after_create(
         &self,
-        _: &String,
+        _: &TokenDigest,
         v: &Verified,
         _: std::time::Instant,
     ) -> Option<std::time::Duration> {
@@ -89,11 +100,9 @@ pub struct Sessions {
     /// Signature checks dominate the hot path, so a token that verified once is remembered
     /// (bounded, never past its `exp` or the cache TTL). Its session is still looked up on
     /// every request, so revocation is unaffected.
-    verified: moka::future::Cache<String, Verified>,
+    verified: moka::future::Cache<TokenDigest, Verified>,
     /// Each user's sessions.
     index: Arc<dyn UserIndex>,
-    /// Sessions whose use was recorded in the last minute.
-    seen: moka::sync::Cache<Arc<str>, ()>,
     /// `last_seen_at` writes in flight.
     touching: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -141,17 +150,6 @@ impl Sessions {
         Sessions {
             directory: Directory::new(records),
             index,
-            // Who was seen in the last minute: `last_seen_at` is written at most once a
-            // minute per session, off the request path.
-            // LRU, not the default TinyLFU: a new session must always be admitted, or every
-            // request of one refused would start a write.
-            seen: moka::sync::Cache::builder()
-                .max_capacity(max_entries)
-                // A second short of the interval: a token's next write, a minute after
-                // its last, must not meet its own entry still alive and wait another minute.
-                .time_to_live(SEEN_EVERY.saturating_sub(std::time::Duration::from_secs(1)))
-                .eviction_policy(moka::policy::EvictionPolicy::lru())
-                .build(),
             touching: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             cache,
             keys,
@@ -312,7 +310,8 @@ impl Sessions {
     /// Verifies an access token and returns its live session.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Session>, GateError> {
         let now = now_unix();
-        let verified = match self.verified.get(token).await {
+        let key = token_digest(token);
+        let verified = match self.verified.get(&key).await {
             Some(v) if v.exp > now => v,
             _ => {
                 let claims = self.keys.verify(token).map_err(GateError::InvalidToken)?;
@@ -321,7 +320,7 @@ impl Sessions {
                     exp: claims.exp,
                     recorded_at: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
                 };
-                self.verified.insert(token.to_string(), v.clone()).await;
+                self.verified.insert(key, v.clone()).await;
                 v
             }
         };
@@ -348,11 +347,9 @@ impl Sessions {
         }
         through.recorded_at.store(now, Ordering::Relaxed);
         let sid = &through.sid;
-        // Other tokens of the same session (after a refresh) share the once-a-minute budget.
-        if self.seen.contains_key(sid) {
-            return;
-        }
-        self.seen.insert(sid.clone(), ());
+        // Per token, not per session: a session with two live tokens (around a refresh) may
+        // write twice a minute; a per-session cache of who was seen cost ~250 bytes for
+        // every cached session to save that.
         // Bounded: with the store slow, writes in flight would pile up; a skipped one only
         // leaves `last_seen_at` a minute older.
         let in_flight = self.touching.clone();
