@@ -64,6 +64,10 @@ pub struct App {
     pub upstream: upstream::Upstream,
     /// Cross-origin policy (`None`: CORS off).
     pub cors: Option<cors::Cors>,
+    /// Bytes of incomplete WebSocket messages held, across all sockets.
+    pub ws_budget: ws::bounds::Budget,
+    /// WebSockets open per session.
+    pub ws_sessions: ws::bounds::PerSession,
 }
 
 /// Why the gateway could not start.
@@ -147,6 +151,11 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
         config.tokens.access_ttl,
     );
     let cors = cors::Cors::new(&config.cors);
+    let ws_budget = ws::bounds::Budget::new(
+        config.websocket.max_buffered_bytes,
+        metrics.websocket_buffered_bytes.clone(),
+    );
+    let ws_sessions = ws::bounds::PerSession::new(config.websocket.max_per_session);
     Ok(Arc::new(App {
         config,
         sessions,
@@ -155,6 +164,8 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
         hasura,
         upstream,
         cors,
+        ws_budget,
+        ws_sessions,
     }))
 }
 

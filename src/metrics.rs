@@ -84,6 +84,9 @@ pub const WEBSOCKET_CLOSES: &[&str] = &[
     "init_timeout",
     "too_many_inits",
     "too_large",
+    "message_timeout",
+    "over_budget",
+    "session_cap",
     "store_unavailable",
     "upstream_failed",
     "internal",
@@ -149,10 +152,11 @@ pub struct Metrics {
     pub tls_reloads: IntCounterVec,
     /// `sessiongate_websockets_open`: relayed WebSockets currently open.
     pub websockets_open: IntGauge,
-    /// `sessiongate_websocket_closes_total{reason}`: closed, revoked, unauthorized, bad_init,
-    /// bad_message, init_timeout, too_many_inits, too_large, store_unavailable,
-    /// upstream_failed, internal.
+    /// `sessiongate_websocket_closes_total{reason}`: one of [`WEBSOCKET_CLOSES`].
     pub websocket_closes: IntCounterVec,
+    /// `sessiongate_websocket_buffered_bytes`: bytes of incomplete client messages held
+    /// across all relayed sockets (bounded by `websocket.max_buffered_bytes`).
+    pub websocket_buffered_bytes: IntGauge,
     /// `sessiongate_events_unreadable_total`: invalidation events this replica could not parse.
     pub events_unreadable: prometheus::IntCounter,
     /// `sessiongate_connections_open`: client connections open on the proxy listener.
@@ -317,6 +321,11 @@ impl Metrics {
                 "sessiongate_websocket_closes_total",
                 "Relayed WebSockets ended, by reason.",
                 "reason",
+            )?,
+            websocket_buffered_bytes: gauge(
+                &r,
+                "sessiongate_websocket_buffered_bytes",
+                "Bytes of incomplete client messages held across all relayed WebSockets.",
             )?,
             rate_limited: counter(
                 &r,

@@ -23,6 +23,49 @@ impl Subprotocol {
             _ => None,
         }
     }
+
+    /// Its `Sec-WebSocket-Protocol` token.
+    pub fn name(self) -> &'static str {
+        match self {
+            Subprotocol::TransportWs => "graphql-transport-ws",
+            Subprotocol::LegacyWs => "graphql-ws",
+        }
+    }
+}
+
+/// The GraphQL subprotocol the client prefers (the first it offers), if any.
+pub fn preferred_graphql(req: &RequestHeader) -> Option<Subprotocol> {
+    req.headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(Subprotocol::from_name)
+}
+
+/// RFC 6455 §4.2.2: the `Sec-WebSocket-Accept` answering this handshake, when it is a valid
+/// version-13 handshake with exactly one 16-byte `Sec-WebSocket-Key`; `None` otherwise.
+pub fn accept_key(req: &RequestHeader) -> Option<String> {
+    use base64::Engine;
+    use sha1::Digest;
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut versions = req.headers.get_all("sec-websocket-version").iter();
+    if versions.next().map(|v| v.as_bytes()) != Some(b"13") || versions.next().is_some() {
+        return None;
+    }
+    let mut keys = req.headers.get_all("sec-websocket-key").iter();
+    let key = keys.next()?.as_bytes();
+    if keys.next().is_some() {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key).ok()?;
+    if decoded.len() != 16 {
+        return None;
+    }
+    let mut sha = sha1::Sha1::new();
+    sha.update(key);
+    sha.update(GUID);
+    Some(base64::engine::general_purpose::STANDARD.encode(sha.finalize()))
 }
 
 /// Whether a request asks to become a WebSocket (HTTP/1.1 GET with `Upgrade: websocket`).
@@ -59,6 +102,49 @@ mod tests {
             r.append_header(k.to_string(), *v)?;
         }
         Ok(r)
+    }
+
+    #[test]
+    fn accept_key_is_rfc_6455s() -> Result<(), Box<pingora::Error>> {
+        // The example of RFC 6455 §1.3.
+        let ok = req(
+            "GET",
+            &[
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("sec-websocket-version", "13"),
+            ],
+        )?;
+        assert_eq!(
+            accept_key(&ok).as_deref(),
+            Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        );
+        for bad in [
+            vec![("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")],
+            vec![
+                ("sec-websocket-key", "c2hvcnQ="),
+                ("sec-websocket-version", "13"),
+            ],
+            vec![
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("sec-websocket-version", "8"),
+            ],
+            vec![
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("sec-websocket-version", "13"),
+            ],
+        ] {
+            assert_eq!(accept_key(&req("GET", &bad)?), None, "{bad:?}");
+        }
+        let offers = req(
+            "GET",
+            &[(
+                "sec-websocket-protocol",
+                "chat, graphql-ws, graphql-transport-ws",
+            )],
+        )?;
+        assert_eq!(preferred_graphql(&offers), Some(Subprotocol::LegacyWs));
+        Ok(())
     }
 
     #[test]

@@ -76,6 +76,21 @@ pub struct FileConfig {
     /// `[cors]`
     #[serde(default)]
     pub cors: CorsSection,
+    /// `[websocket]`
+    #[serde(default)]
+    pub websocket: WebSocketSection,
+}
+
+/// `[websocket]`: what a relayed GraphQL socket may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketSection {
+    /// How long a client message may take to complete once its first byte arrived.
+    pub message_timeout_ms: Option<u64>,
+    /// Bytes of incomplete client messages held across every socket of this process.
+    pub max_buffered_bytes: Option<u64>,
+    /// Most sockets one session may hold open at once.
+    pub max_per_session: Option<u64>,
 }
 
 /// `[cors]`: browsers on other origins. Off while `allowed_origins` is empty.

@@ -295,6 +295,25 @@ impl Validator<'_> {
                 None
             }
         };
+        let websocket = WebSocketConfig {
+            message_timeout: Duration::from_millis(self.positive(
+                "websocket.message_timeout_ms",
+                f.websocket.message_timeout_ms,
+                10_000,
+            )),
+            max_buffered_bytes: usize::try_from(self.positive(
+                "websocket.max_buffered_bytes",
+                f.websocket.max_buffered_bytes,
+                64 * 1024 * 1024,
+            ))
+            .unwrap_or(usize::MAX),
+            max_per_session: usize::try_from(self.positive(
+                "websocket.max_per_session",
+                f.websocket.max_per_session,
+                16,
+            ))
+            .unwrap_or(usize::MAX),
+        };
         let max_body_bytes = f.admin.max_body_bytes.unwrap_or(64 * 1024);
         if max_body_bytes == 0 {
             self.issue("admin.max_body_bytes", "must be greater than 0");
@@ -323,6 +342,7 @@ impl Validator<'_> {
             connections,
             forward_auth,
             cors,
+            websocket,
         })
         .filter(|cfg| self.development_exposure(cfg))
     }

@@ -455,6 +455,20 @@ pub struct Config {
     pub forward_auth: ForwardAuthConfig,
     /// Cross-origin browser access.
     pub cors: CorsConfig,
+    /// What relayed WebSockets may hold.
+    pub websocket: WebSocketConfig,
+}
+
+/// `[websocket]`: bounds on relayed GraphQL sockets.
+#[derive(Debug, Clone)]
+pub struct WebSocketConfig {
+    /// A client message must complete within this of its first byte (close 1008).
+    pub message_timeout: Duration,
+    /// Bytes of incomplete client messages held across all sockets; the socket that would
+    /// go past it is closed (1013).
+    pub max_buffered_bytes: usize,
+    /// Most sockets one session may hold at once.
+    pub max_per_session: usize,
 }
 
 impl Config {

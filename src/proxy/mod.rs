@@ -256,19 +256,23 @@ impl Proxy {
             }
             Ok(Admitted::Endpoint(ep)) => {
                 let span = ctx.span();
-                self.terminate(session, ctx, ep).instrument(span).await?;
+                Box::pin(self.terminate(session, ctx, ep).instrument(span)).await?;
                 Flow::Responded
             }
             Ok(Admitted::WebSocket(handshake)) => {
                 let span = ctx.span();
-                let relayed = ws::relay(
-                    &self.app,
-                    session,
-                    handshake,
-                    ctx.client_ip,
-                    &ctx.request_id,
+                // Boxed, like the session APIs below: a socket's state is ~20 KiB, and inline
+                // it would be part of every request's future, which Pingora boxes and moves.
+                let relayed = Box::pin(
+                    ws::relay(
+                        &self.app,
+                        session,
+                        handshake,
+                        ctx.client_ip,
+                        &ctx.request_id,
+                    )
+                    .instrument(span.clone()),
                 )
-                .instrument(span.clone())
                 .await;
                 match relayed {
                     Ok(end) => ctx.outcome = Outcome::of_websocket(end),

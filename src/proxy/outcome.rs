@@ -94,7 +94,10 @@ impl Outcome {
             | ws::End::BadMessage(_)
             | ws::End::InitTimeout
             | ws::End::TooManyInits
-            | ws::End::TooLarge => Outcome::WebSocket,
+            | ws::End::TooLarge
+            | ws::End::MessageTimeout
+            | ws::End::OverBudget
+            | ws::End::SessionCap => Outcome::WebSocket,
         }
     }
 

@@ -24,23 +24,29 @@ pub enum Event {
     Init(Vec<u8>),
 }
 
-/// The client's stream on a GraphQL socket.
+/// The client's stream on a GraphQL socket. One buffer: the current message's complete
+/// frames, then the bytes not parsed yet; a message leaves it whole once its last frame is in.
 #[derive(Debug, Default)]
 pub struct ClientStream {
-    /// Bytes not yet parsed into whole frames.
-    raw: Vec<u8>,
-    /// The current message, unmasked.
-    message: Vec<u8>,
-    /// The current message's frames as received.
-    message_frames: Vec<u8>,
+    /// Client bytes not handed on yet: `frames` bytes of the unfinished message's complete
+    /// frames (as received), then unparsed bytes.
+    buf: Vec<u8>,
+    /// Bytes at the start of `buf` that are whole frames of the unfinished message.
+    frames: usize,
+    /// Payload bytes in those frames.
+    payload: usize,
     /// `connection_init` was handed to the relay.
     initialised: bool,
 }
 
+/// Past this, an emptied buffer gives its memory back instead of keeping it for the next
+/// message: a socket that once sent a large message does not hold its size while idle.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
 impl ClientStream {
     /// Appends bytes read from the client.
     pub fn push(&mut self, bytes: &[u8]) {
-        self.raw.extend_from_slice(bytes);
+        self.buf.extend_from_slice(bytes);
     }
 
     /// Whether `connection_init` has been seen.
@@ -48,31 +54,48 @@ impl ClientStream {
         self.initialised
     }
 
+    /// Client bytes held: an unfinished message and anything not parsed yet.
+    pub fn held(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn release_if_empty(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
+        }
+    }
+
     /// The next event, `Ok(None)` when more bytes are needed, or how the socket must end.
     pub fn next_event(&mut self) -> Result<Option<Event>, End> {
         loop {
-            let head = match frame::parse_head(&self.raw) {
+            let start = self.frames;
+            let head = match frame::parse_head(&self.buf[start..]) {
                 Ok(Some(h)) => h,
                 Ok(None) => return Ok(None),
                 Err(_) => return Err(End::BadInit),
             };
             // Clients must mask (RFC 6455 §5.1).
-            let mask = head.mask.ok_or(End::BadInit)?;
+            if head.mask.is_none() {
+                return Err(End::BadInit);
+            }
             let cap = if self.initialised {
                 MAX_MESSAGE
             } else {
                 MAX_INIT
             };
-            if head.len > cap as u64 || self.message.len() + head.len as usize > cap {
+            let len = usize::try_from(head.len).map_err(|_| End::TooLarge)?;
+            if len > cap || self.payload + len > cap {
                 return Err(End::TooLarge);
             }
             let total = usize::try_from(head.total()).map_err(|_| End::TooLarge)?;
-            if self.raw.len() < total {
+            if self.buf.len() - start < total {
                 return Ok(None);
             }
-            let rest = self.raw.split_off(total);
-            let frame_bytes = std::mem::replace(&mut self.raw, rest);
             if head.is_control() {
+                // Control frames may come between a message's fragments: taken out of the
+                // middle of the buffer, the message's frames stay where they are.
+                let frame_bytes: Vec<u8> = self.buf.drain(start..start + total).collect();
+                self.release_if_empty();
                 if self.initialised {
                     return Ok(Some(Event::Forward(frame_bytes)));
                 }
@@ -81,8 +104,7 @@ impl ClientStream {
                 }
                 continue;
             }
-            let first = self.message_frames.is_empty();
-            let valid = if first {
+            let valid = if start == 0 {
                 matches!(head.opcode, frame::TEXT | frame::BINARY)
             } else {
                 head.opcode == frame::CONTINUATION
@@ -90,15 +112,16 @@ impl ClientStream {
             if !valid {
                 return Err(End::BadInit);
             }
-            let mut payload = frame_bytes[head.header_len..].to_vec();
-            frame::apply_mask(&mut payload, mask);
-            self.message.extend_from_slice(&payload);
-            self.message_frames.extend_from_slice(&frame_bytes);
+            self.frames += total;
+            self.payload += len;
             if !head.fin {
                 continue;
             }
-            let message = std::mem::take(&mut self.message);
-            let frames = std::mem::take(&mut self.message_frames);
+            let rest = self.buf.split_off(self.frames);
+            let frames = std::mem::replace(&mut self.buf, rest);
+            self.frames = 0;
+            self.payload = 0;
+            let message = unmasked(&frames);
             if !self.initialised {
                 self.initialised = true;
                 return Ok(Some(Event::Init(message)));
@@ -109,6 +132,28 @@ impl ClientStream {
             return Ok(Some(Event::Forward(frames)));
         }
     }
+}
+
+/// The payload of a message's frames (already checked by [`ClientStream::next_event`]),
+/// unmasked and joined.
+fn unmasked(frames: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frames.len());
+    let mut at = 0;
+    while let Ok(Some(head)) = frame::parse_head(&frames[at..]) {
+        let Ok(total) = usize::try_from(head.total()) else {
+            break;
+        };
+        let Some(payload) = frames.get(at + head.header_len..at + total) else {
+            break;
+        };
+        let from = out.len();
+        out.extend_from_slice(payload);
+        if let Some(mask) = head.mask {
+            frame::apply_mask(&mut out[from..], mask);
+        }
+        at += total;
+    }
+    out
 }
 
 /// Whether a complete message is a `connection_init`. Parsed strictly: Hasura (aeson)
@@ -179,6 +224,30 @@ mod tests {
         assert_eq!(s.next_event()?, None);
         s.push(&b);
         assert_eq!(s.next_event()?, Some(Event::Forward([a, b].concat())));
+        Ok(())
+    }
+
+    #[test]
+    fn one_buffer_holds_an_unfinished_message_and_a_ping_may_interleave() -> Result<(), End> {
+        let mut s = ClientStream::default();
+        s.push(&text(r#"{"type":"connection_init"}"#));
+        assert!(matches!(s.next_event()?, Some(Event::Init(_))));
+        assert_eq!(s.held(), 0);
+        let a = raw_frame(false, frame::TEXT, br#"{"type":"#);
+        let ping = raw_frame(true, 0x9, b"p");
+        let b = raw_frame(true, frame::CONTINUATION, br#""ping"}"#);
+        s.push(&a);
+        s.push(&ping);
+        // The ping goes on at once; the fragment stays, held once.
+        assert_eq!(s.next_event()?, Some(Event::Forward(ping)));
+        assert_eq!(s.next_event()?, None);
+        assert_eq!(s.held(), a.len());
+        s.push(&b[..2]);
+        assert_eq!(s.next_event()?, None);
+        assert_eq!(s.held(), a.len() + 2);
+        s.push(&b[2..]);
+        assert_eq!(s.next_event()?, Some(Event::Forward([a, b].concat())));
+        assert_eq!(s.held(), 0);
         Ok(())
     }
 

@@ -25,16 +25,22 @@ pub struct Response {
 
 /// The handshake request sent upstream: the client's, with the forwarded path, identity
 /// rewritten as for any request (`hasura::identity_for`), and no compression offered, so
-/// that `connection_init` is always readable.
+/// that `connection_init` is always readable. `protocol`: the only subprotocol offered (the
+/// one the gateway already agreed with the client), instead of the client's list.
 pub fn request(
     app: &App,
     req: &RequestHeader,
     uri: &http::Uri,
     authed: Option<&Authed>,
     request_id: &str,
+    protocol: Option<&'static str>,
 ) -> Result<Vec<u8>, GateError> {
     let mut head = req.clone();
     head.set_uri(uri.clone());
+    if let Some(p) = protocol {
+        head.insert_header("sec-websocket-protocol", p)
+            .map_err(|_| GateError::Internal)?;
+    }
     head.insert_header("x-request-id", request_id)
         .map_err(|_| GateError::Internal)?;
     head.remove_header("sec-websocket-extensions");

@@ -22,6 +22,7 @@
 //! relay itself. The upstream connection is `crate::upstream`'s, the identity
 //! `hasura::identity_for`'s, as for every forwarded request.
 
+pub mod bounds;
 pub mod frame;
 mod graphql;
 mod handshake;
@@ -30,7 +31,7 @@ pub mod init;
 use crate::error::GateError;
 use crate::json::StrictError;
 use crate::session::model::Session;
-use crate::upgrade::Subprotocol;
+use crate::upgrade::{self, Subprotocol};
 use crate::App;
 use bytes::Bytes;
 use frame::Boundaries;
@@ -68,6 +69,13 @@ pub enum End {
     TooManyInits,
     /// A client message over the relay's limit.
     TooLarge,
+    /// A client message not completed within `websocket.message_timeout_ms`.
+    MessageTimeout,
+    /// Holding more of the client's message would take the process past
+    /// `websocket.max_buffered_bytes`.
+    OverBudget,
+    /// The session already holds `websocket.max_per_session` sockets.
+    SessionCap,
     /// The session store could not confirm the session.
     StoreUnavailable,
     /// The upstream's handshake answer could not be relayed.
@@ -130,6 +138,9 @@ impl End {
             End::Closed
             | End::Revoked
             | End::TooLarge
+            | End::MessageTimeout
+            | End::OverBudget
+            | End::SessionCap
             | End::StoreUnavailable
             | End::UpstreamFailed
             | End::Internal => false,
@@ -147,6 +158,9 @@ impl End {
             End::InitTimeout => "init_timeout",
             End::TooManyInits => "too_many_inits",
             End::TooLarge => "too_large",
+            End::MessageTimeout => "message_timeout",
+            End::OverBudget => "over_budget",
+            End::SessionCap => "session_cap",
             End::StoreUnavailable => "store_unavailable",
             End::UpstreamFailed => "upstream_failed",
             End::Internal => "internal",
@@ -157,7 +171,8 @@ impl End {
     /// protocol defines none and gets the same).
     fn close(self) -> Option<(u16, &'static str)> {
         match self {
-            End::Closed | End::UpstreamFailed => None,
+            End::Closed => None,
+            End::UpstreamFailed => Some((1014, "Bad Gateway: the upstream is unavailable")),
             End::Revoked => Some((4403, "Forbidden: the session was revoked or has expired")),
             End::Unauthorized | End::Refused => Some((4401, "Unauthorized")),
             End::BadInit => Some((
@@ -174,6 +189,9 @@ impl End {
             End::InitTimeout => Some((4408, "Connection initialisation timeout")),
             End::TooManyInits => Some((4429, "Too many initialisation requests")),
             End::TooLarge => Some((1009, "message too big")),
+            End::MessageTimeout => Some((1008, "message not completed in time")),
+            End::OverBudget => Some((1013, "Try Again Later: the gateway holds too much")),
+            End::SessionCap => Some((1008, "too many sockets for this session")),
             End::StoreUnavailable => Some((4500, "the session store is unavailable")),
             End::Internal => Some((1011, "internal error")),
         }
@@ -202,9 +220,49 @@ pub struct Handshake {
     pub graphql: bool,
 }
 
+/// The client's side of a relayed socket on the gateway: its GraphQL stream (one buffer),
+/// that buffer's share of the process-wide budget, and since when a message is unfinished.
+struct Client<'a> {
+    stream: ClientStream,
+    share: bounds::Share<'a>,
+    since: Option<Instant>,
+}
+
+impl<'a> Client<'a> {
+    fn new(app: &'a App) -> Self {
+        Client {
+            stream: ClientStream::default(),
+            share: app.ws_budget.share(),
+            since: None,
+        }
+    }
+
+    /// Takes what the stream holds now into account: over the budget the socket ends; an
+    /// unfinished message starts (or keeps) its clock.
+    fn account(&mut self) -> Result<(), End> {
+        let held = self.stream.held();
+        if !self.share.set(held) {
+            return Err(End::OverBudget);
+        }
+        self.since = (held > 0).then(|| self.since.unwrap_or_else(Instant::now));
+        Ok(())
+    }
+
+    /// Whether an unfinished message has run past `websocket.message_timeout_ms`.
+    fn overdue(&self, app: &App) -> bool {
+        self.since
+            .is_some_and(|t| t.elapsed() >= app.config.websocket.message_timeout)
+    }
+}
+
 /// Relays one WebSocket and returns how it ended. `Err` is a refusal before anything was
-/// written to the client (the upstream cannot be reached, refuses the upgrade, or the
-/// identity cannot be built): the caller answers it like any refused request.
+/// written to the client (the upstream cannot be reached, refuses the upgrade, the identity
+/// cannot be built, the handshake is malformed, or the session holds its most sockets): the
+/// caller answers it like any refused request.
+///
+/// A GraphQL socket whose handshake carried no credential is answered `101` by the gateway
+/// itself; its upstream connection, with the session's identity in the handshake, is made
+/// only once `connection_init` authenticated. Until then it costs its client buffer.
 pub async fn relay(
     app: &App,
     down: &mut HttpSession,
@@ -212,13 +270,103 @@ pub async fn relay(
     client_ip: IpAddr,
     request_id: &str,
 ) -> Result<End, GateError> {
-    let mut authed = hs.authed;
-    if authed.is_none() && !hs.graphql {
-        return Err(GateError::MissingToken);
+    let Handshake {
+        uri,
+        authed,
+        graphql,
+    } = hs;
+    let mut client = Client::new(app);
+    let mut to_client = Boundaries::default();
+    let (end, protocol) = match authed {
+        Some(authed) => {
+            let Some(slot) = app.ws_sessions.acquire(&authed.session.session_id) else {
+                return Err(GateError::RateLimited(1));
+            };
+            let request = handshake::request(
+                app,
+                down.req_header(),
+                &uri,
+                Some(&authed),
+                request_id,
+                None,
+            )?;
+            let (mut up, answer) = Box::pin(connect_upstream(app, &request)).await?;
+            let Some(protocol) = relay_101(app, down, answer.headers, request_id).await? else {
+                return Ok(End::Closed);
+            };
+            app.metrics.websockets_open.inc();
+            let mut authed = Some(authed);
+            let end = Box::pin(pump(
+                app,
+                down,
+                &mut up,
+                &mut authed,
+                graphql,
+                &mut client,
+                &mut to_client,
+                answer.early,
+            ))
+            .await;
+            let _ = up.shutdown().await;
+            drop(slot);
+            (end, protocol)
+        }
+        None if graphql => {
+            let protocol =
+                upgrade::preferred_graphql(down.req_header()).ok_or(GateError::MissingToken)?;
+            let accept = upgrade::accept_key(down.req_header())
+                .ok_or_else(|| GateError::BadRequest("not a valid WebSocket handshake".into()))?;
+            let mut resp = ResponseHeader::build(101, Some(5)).map_err(|_| GateError::Internal)?;
+            for (name, value) in [
+                ("upgrade", "websocket"),
+                ("connection", "Upgrade"),
+                ("sec-websocket-accept", accept.as_str()),
+                ("sec-websocket-protocol", protocol.name()),
+                ("x-request-id", request_id),
+            ] {
+                resp.insert_header(name, value)
+                    .map_err(|_| GateError::Internal)?;
+            }
+            if down
+                .write_response_header(Box::new(resp), false)
+                .await
+                .is_err()
+            {
+                return Ok(End::Closed);
+            }
+            down.set_read_timeout(None);
+            app.metrics.websockets_open.inc();
+            let end = Box::pin(pending(
+                app,
+                down,
+                &uri,
+                protocol,
+                request_id,
+                &mut client,
+                &mut to_client,
+            ))
+            .await;
+            (end, Some(protocol))
+        }
+        None => return Err(GateError::MissingToken),
+    };
+    drop(client);
+    finish(app, down, &mut to_client, protocol, end).await;
+    if end.counts_as_failed_authentication() {
+        app.limits.auth_failed(client_ip).await;
     }
-    let request = handshake::request(app, down.req_header(), &hs.uri, authed.as_ref(), request_id)?;
+    app.metrics.websockets_open.dec();
+    let _ = down.write_response_body(None, true).await;
+    Ok(end)
+}
+
+/// Connects to the upstream and sends the handshake; its answer must be `101`.
+async fn connect_upstream(
+    app: &App,
+    request: &[u8],
+) -> Result<(pingora::protocols::Stream, handshake::Response), GateError> {
     let mut up = app.upstream.connect().await?;
-    up.write_all(&request)
+    up.write_all(request)
         .await
         .map_err(|_| GateError::UpstreamUnavailable)?;
     let answer = tokio::time::timeout(app.upstream.read_timeout(), handshake::response(&mut up))
@@ -231,10 +379,21 @@ pub async fn relay(
         );
         return Err(GateError::UpstreamUnavailable);
     }
-    let mut resp = ResponseHeader::build(101, Some(answer.headers.len() + 1))
-        .map_err(|_| GateError::Internal)?;
+    Ok((up, answer))
+}
+
+/// Answers the client with the upstream's `101`. `Ok(None)`: the client is gone; else the
+/// GraphQL subprotocol the upstream chose, if any.
+async fn relay_101(
+    app: &App,
+    down: &mut HttpSession,
+    headers: Vec<(String, Vec<u8>)>,
+    request_id: &str,
+) -> Result<Option<Option<Subprotocol>>, GateError> {
+    let mut resp =
+        ResponseHeader::build(101, Some(headers.len() + 1)).map_err(|_| GateError::Internal)?;
     let mut protocol = None;
-    for (name, value) in answer.headers {
+    for (name, value) in headers {
         // While CORS is on the gateway owns these headers (see `crate::cors`).
         if app.cors.is_some() && crate::cors::is_cors_header(&name) {
             continue;
@@ -254,41 +413,124 @@ pub async fn relay(
         .await
         .is_err()
     {
-        return Ok(End::Closed);
+        return Ok(None);
     }
     // The socket lives as long as its session; idleness is the upstream's business.
     down.set_read_timeout(None);
-    app.metrics.websockets_open.inc();
-    let end = pump(
+    Ok(Some(protocol))
+}
+
+/// A GraphQL socket the gateway answered itself: reads the client until `connection_init`
+/// authenticates (nothing upstream yet), then connects upstream with the session's identity
+/// in the handshake, sends the rewritten `connection_init` and whatever followed it, and
+/// relays like any socket.
+async fn pending(
+    app: &App,
+    down: &mut HttpSession,
+    uri: &http::Uri,
+    protocol: Subprotocol,
+    request_id: &str,
+    client: &mut Client<'_>,
+    to_client: &mut Boundaries,
+) -> End {
+    let init_deadline = Instant::now() + app.config.proxy.websocket_init_timeout;
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut authed = None;
+    let first = loop {
+        tokio::select! {
+            r = down.read_request_body() => {
+                let Ok(Some(bytes)) = r else { return End::Closed };
+                client.stream.push(&bytes);
+                let out = match client_bytes(app, &mut client.stream, &mut authed).await {
+                    Ok(out) => out,
+                    Err(end) => return end,
+                };
+                if let Err(end) = client.account() {
+                    return end;
+                }
+                if authed.is_some() {
+                    break out;
+                }
+            }
+            _ = tick.tick() => {
+                if Instant::now() >= init_deadline {
+                    return End::InitTimeout;
+                }
+                if client.overdue(app) {
+                    return End::MessageTimeout;
+                }
+            }
+        }
+    };
+    let Some(a) = authed.as_ref() else {
+        return End::Unauthorized;
+    };
+    let Some(slot) = app.ws_sessions.acquire(&a.session.session_id) else {
+        return End::SessionCap;
+    };
+    let request = match handshake::request(
         app,
-        down,
-        &mut up,
-        &mut authed,
-        hs.graphql,
-        protocol,
-        answer.early,
-    )
-    .await;
-    if end.counts_as_failed_authentication() {
-        app.limits.auth_failed(client_ip).await;
+        down.req_header(),
+        uri,
+        Some(a),
+        request_id,
+        Some(protocol.name()),
+    ) {
+        Ok(r) => r,
+        Err(e) => return End::refused(&e),
+    };
+    // Boxed here and below: what follows authentication is not part of what a pending
+    // socket holds while it waits.
+    let (mut up, answer) = match Box::pin(connect_upstream(app, &request)).await {
+        Ok(c) => c,
+        Err(_) => return End::UpstreamFailed,
+    };
+    // The client was told which subprotocol it speaks; an upstream that picks another would
+    // read its frames differently.
+    let chosen = answer
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-protocol"))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .and_then(Subprotocol::from_name);
+    if chosen != Some(protocol) {
+        tracing::info!("upstream chose another WebSocket subprotocol than the client's");
+        let _ = up.shutdown().await;
+        return End::UpstreamFailed;
     }
-    app.metrics.websockets_open.dec();
+    let end = if up.write_all(&first).await.is_err() {
+        End::UpstreamFailed
+    } else {
+        Box::pin(pump(
+            app,
+            down,
+            &mut up,
+            &mut authed,
+            true,
+            client,
+            to_client,
+            answer.early,
+        ))
+        .await
+    };
     let _ = up.shutdown().await;
-    let _ = down.write_response_body(None, true).await;
-    Ok(end)
+    drop(slot);
+    end
 }
 
 /// Moves bytes both ways until one side closes or the session ends.
+#[allow(clippy::too_many_arguments)]
 async fn pump<U: AsyncRead + AsyncWrite + Unpin + ?Sized>(
     app: &App,
     down: &mut HttpSession,
     up: &mut U,
     authed: &mut Option<Authed>,
     graphql: bool,
-    protocol: Option<Subprotocol>,
+    client: &mut Client<'_>,
+    to_client: &mut Boundaries,
     early: Vec<u8>,
 ) -> End {
-    let mut to_client = Boundaries::default();
     if !early.is_empty() {
         to_client.feed(&early);
         if down
@@ -299,47 +541,64 @@ async fn pump<U: AsyncRead + AsyncWrite + Unpin + ?Sized>(
             return End::Closed;
         }
     }
-    let mut client = ClientStream::default();
     let init_deadline = Instant::now() + app.config.proxy.websocket_init_timeout;
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 16 * 1024];
-    let end = loop {
+    loop {
         tokio::select! {
             r = down.read_request_body() => {
-                let Ok(Some(bytes)) = r else { break End::Closed };
+                let Ok(Some(bytes)) = r else { return End::Closed };
                 let out = if graphql {
-                    client.push(&bytes);
-                    match client_bytes(app, &mut client, authed).await {
+                    client.stream.push(&bytes);
+                    let out = match client_bytes(app, &mut client.stream, authed).await {
                         Ok(out) => out,
-                        Err(end) => break end,
+                        Err(end) => return end,
+                    };
+                    if let Err(end) = client.account() {
+                        return end;
                     }
+                    out
                 } else {
                     bytes.to_vec()
                 };
                 if !out.is_empty() && up.write_all(&out).await.is_err() {
-                    break End::Closed;
+                    return End::Closed;
                 }
             }
             r = up.read(&mut buf) => {
                 let n = match r {
-                    Ok(0) | Err(_) => break End::Closed,
+                    Ok(0) | Err(_) => return End::Closed,
                     Ok(n) => n,
                 };
                 to_client.feed(&buf[..n]);
                 let chunk = Bytes::copy_from_slice(&buf[..n]);
                 if down.write_response_body(Some(chunk), false).await.is_err() {
-                    break End::Closed;
+                    return End::Closed;
                 }
             }
             _ = tick.tick() => {
-                let waiting = graphql && !client.initialised();
+                if client.overdue(app) {
+                    return End::MessageTimeout;
+                }
+                let waiting = graphql && !client.stream.initialised();
                 if let Some(end) = still_valid(app, authed.as_ref(), waiting, init_deadline).await {
-                    break end;
+                    return end;
                 }
             }
         }
-    };
+    }
+}
+
+/// Tells the client why its socket ends (a close frame, when the end has one and the stream
+/// to the client is between frames) and counts the end.
+async fn finish(
+    app: &App,
+    down: &mut HttpSession,
+    to_client: &mut Boundaries,
+    protocol: Option<Subprotocol>,
+    end: End,
+) {
     if let Some((code, reason)) = end.close() {
         if protocol == Some(Subprotocol::LegacyWs)
             && matches!(end, End::Unauthorized | End::Refused)
@@ -349,18 +608,17 @@ async fn pump<U: AsyncRead + AsyncWrite + Unpin + ?Sized>(
                 serde_json::json!({"type": "connection_error", "payload": {"message": reason}});
             let _ = write_frame(
                 down,
-                &mut to_client,
+                to_client,
                 frame::encode(frame::TEXT, msg.to_string().as_bytes(), None),
             )
             .await;
         }
-        let _ = write_frame(down, &mut to_client, frame::close(code, reason, None)).await;
+        let _ = write_frame(down, to_client, frame::close(code, reason, None)).await;
     }
     app.metrics
         .websocket_closes
         .with_label_values(&[end.label()])
         .inc();
-    end
 }
 
 /// Writes a frame of the gateway's own to the client, only between two upstream frames.
@@ -426,7 +684,8 @@ async fn first_init(
             .and_then(|a| crate::auth::bearer_token(a.as_bytes()))
             .map(str::to_string)
             .ok_or(End::Unauthorized)?;
-        match app.sessions.authenticate(&token).await {
+        // Boxed: the lookup's state is not kept in every pending socket's future.
+        match Box::pin(app.sessions.authenticate(&token)).await {
             Ok(session) => {
                 *authed = Some(Authed {
                     session,
@@ -475,6 +734,9 @@ mod tests {
             End::InitTimeout,
             End::TooManyInits,
             End::TooLarge,
+            End::MessageTimeout,
+            End::OverBudget,
+            End::SessionCap,
             End::StoreUnavailable,
             End::UpstreamFailed,
             End::Internal,
@@ -491,6 +753,9 @@ mod tests {
                 | End::InitTimeout
                 | End::TooManyInits
                 | End::TooLarge
+                | End::MessageTimeout
+                | End::OverBudget
+                | End::SessionCap
                 | End::StoreUnavailable
                 | End::UpstreamFailed
                 | End::Internal => {}
