@@ -66,6 +66,8 @@ pub struct App {
     pub cors: Option<cors::Cors>,
     /// Bytes of incomplete WebSocket messages held, across all sockets.
     pub ws_budget: ws::bounds::Budget,
+    /// The part of `ws_budget` sockets not yet authenticated may take (a quarter).
+    pub ws_pending_budget: ws::bounds::Budget,
     /// WebSockets open per session.
     pub ws_sessions: ws::bounds::PerSession,
 }
@@ -153,8 +155,9 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
     let cors = cors::Cors::new(&config.cors);
     let ws_budget = ws::bounds::Budget::new(
         config.websocket.max_buffered_bytes,
-        metrics.websocket_buffered_bytes.clone(),
+        Some(metrics.websocket_buffered_bytes.clone()),
     );
+    let ws_pending_budget = ws::bounds::Budget::new(config.websocket.max_buffered_bytes / 4, None);
     let ws_sessions = ws::bounds::PerSession::new(config.websocket.max_per_session);
     Ok(Arc::new(App {
         config,
@@ -165,6 +168,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
         upstream,
         cors,
         ws_budget,
+        ws_pending_budget,
         ws_sessions,
     }))
 }

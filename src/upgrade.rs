@@ -44,11 +44,22 @@ pub fn preferred_graphql(req: &RequestHeader) -> Option<Subprotocol> {
 }
 
 /// RFC 6455 §4.2.2: the `Sec-WebSocket-Accept` answering this handshake, when it is a valid
-/// version-13 handshake with exactly one 16-byte `Sec-WebSocket-Key`; `None` otherwise.
+/// version-13 handshake (§4.2.1: `Connection` names `upgrade`, exactly one 16-byte
+/// `Sec-WebSocket-Key`); `None` otherwise.
 pub fn accept_key(req: &RequestHeader) -> Option<String> {
     use base64::Engine;
     use sha1::Digest;
     const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let upgrade_named = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !is_websocket(req) || !upgrade_named {
+        return None;
+    }
     let mut versions = req.headers.get_all("sec-websocket-version").iter();
     if versions.next().map(|v| v.as_bytes()) != Some(b"13") || versions.next().is_some() {
         return None;
@@ -110,6 +121,8 @@ mod tests {
         let ok = req(
             "GET",
             &[
+                ("upgrade", "websocket"),
+                ("connection", "keep-alive, Upgrade"),
                 ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
                 ("sec-websocket-version", "13"),
             ],
@@ -120,6 +133,11 @@ mod tests {
         );
         for bad in [
             vec![("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")],
+            vec![
+                ("upgrade", "websocket"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("sec-websocket-version", "13"),
+            ],
             vec![
                 ("sec-websocket-key", "c2hvcnQ="),
                 ("sec-websocket-version", "13"),
@@ -134,7 +152,15 @@ mod tests {
                 ("sec-websocket-version", "13"),
             ],
         ] {
-            assert_eq!(accept_key(&req("GET", &bad)?), None, "{bad:?}");
+            let with_upgrade: Vec<(&str, &str)> = if bad.iter().any(|(k, _)| *k == "upgrade") {
+                bad.clone()
+            } else {
+                [("upgrade", "websocket"), ("connection", "upgrade")]
+                    .into_iter()
+                    .chain(bad.iter().copied())
+                    .collect()
+            };
+            assert_eq!(accept_key(&req("GET", &with_upgrade)?), None, "{bad:?}");
         }
         let offers = req(
             "GET",

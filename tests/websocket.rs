@@ -862,3 +862,53 @@ fn unfinished_messages_time_out_and_a_session_holds_few_sockets() -> TestResult 
     })?;
     Ok(())
 }
+
+/// Review finding (issue 18): a socket that never authenticates is not free. Held a second
+/// or more and then closed, it counts as a failed authentication of its address, which is
+/// then refused further pending sockets; a prompt close (a page navigated away) does not.
+#[test]
+fn sockets_held_without_authenticating_count_as_failed_authentications() -> TestResult {
+    let e = env("[rate_limits]\nauth_failures_per_ip = 3\n")?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let close = [0x88u8, 0x80, 0, 0, 0, 0];
+        for _ in 0..5 {
+            let (mut s, _) = raw::open(e.gw.proxy, "").await?;
+            s.write_all(&close).await?;
+            assert_eq!(raw::next(&mut s).await?, Err(1006));
+        }
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(raw::open(e.gw.proxy, "").await?.0);
+        }
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        for mut s in held {
+            s.write_all(&close).await?;
+            let _ = raw::next(&mut s).await?;
+        }
+        let refused = eventually_async(|| async {
+            raw::open(e.gw.proxy, "")
+                .await
+                .is_err_and(|err| err.to_string().contains("429"))
+        })
+        .await;
+        assert!(refused, "the address was not refused");
+        Ok::<(), Error>(())
+    })?;
+    Ok(())
+}
+
+async fn eventually_async<F, Fut>(mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..30 {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}

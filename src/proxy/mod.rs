@@ -261,8 +261,9 @@ impl Proxy {
             }
             Ok(Admitted::WebSocket(handshake)) => {
                 let span = ctx.span();
-                // Boxed, like the session APIs below: a socket's state is ~20 KiB, and inline
-                // it would be part of every request's future, which Pingora boxes and moves.
+                // Boxed, like the session APIs: a socket's relay state is several KiB, and
+                // inline it would be part of every request's future (40 KiB before), which is
+                // boxed and moved for every request.
                 let relayed = Box::pin(
                     ws::relay(
                         &self.app,

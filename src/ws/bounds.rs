@@ -13,12 +13,12 @@ use std::sync::Mutex;
 pub struct Budget {
     max: usize,
     held: AtomicUsize,
-    gauge: IntGauge,
+    gauge: Option<IntGauge>,
 }
 
 impl Budget {
-    /// A budget of `max` bytes, reported through `gauge`.
-    pub fn new(max: usize, gauge: IntGauge) -> Self {
+    /// A budget of `max` bytes, reported through `gauge` when there is one.
+    pub fn new(max: usize, gauge: Option<IntGauge>) -> Self {
         Budget {
             max,
             held: AtomicUsize::new(0),
@@ -40,7 +40,9 @@ impl Budget {
     }
 
     fn report(&self, now: usize) {
-        self.gauge.set(i64::try_from(now).unwrap_or(i64::MAX));
+        if let Some(g) = &self.gauge {
+            g.set(i64::try_from(now).unwrap_or(i64::MAX));
+        }
     }
 }
 
@@ -158,7 +160,8 @@ mod tests {
 
     #[test]
     fn shares_stay_within_the_budget_and_come_back() -> Result<(), prometheus::Error> {
-        let b = Budget::new(100, gauge()?);
+        let g = gauge()?;
+        let b = Budget::new(100, Some(g.clone()));
         let mut one = b.share();
         let mut two = b.share();
         assert!(one.set(60));
@@ -171,7 +174,7 @@ mod tests {
         assert_eq!(b.held(), 10);
         drop(one);
         assert_eq!(b.held(), 0);
-        assert_eq!(b.gauge.get(), 0);
+        assert_eq!(g.get(), 0);
         Ok(())
     }
 

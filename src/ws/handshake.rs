@@ -37,12 +37,6 @@ pub fn request(
 ) -> Result<Vec<u8>, GateError> {
     let mut head = req.clone();
     head.set_uri(uri.clone());
-    if let Some(p) = protocol {
-        head.insert_header("sec-websocket-protocol", p)
-            .map_err(|_| GateError::Internal)?;
-    }
-    head.insert_header("x-request-id", request_id)
-        .map_err(|_| GateError::Internal)?;
     head.remove_header("sec-websocket-extensions");
     // After the 101 every client byte is WebSocket data: a handshake never has a body.
     head.remove_header("content-length");
@@ -58,6 +52,14 @@ pub fn request(
         // backend that would believe it.
         head.remove_header(&http::header::AUTHORIZATION);
     }
+    // After `rewrite`, which removes what the client's `Connection` names: the client cannot
+    // strip what the gateway sets.
+    if let Some(p) = protocol {
+        head.insert_header("sec-websocket-protocol", p)
+            .map_err(|_| GateError::Internal)?;
+    }
+    head.insert_header("x-request-id", request_id)
+        .map_err(|_| GateError::Internal)?;
     head.insert_header(CONNECTION, "Upgrade")
         .map_err(|_| GateError::Internal)?;
     // Only the protocol the relay speaks: `Upgrade: websocket, h2c` must not let the upstream

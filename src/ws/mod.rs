@@ -147,6 +147,17 @@ impl End {
         }
     }
 
+    /// Whether a socket that ended this way, `lived` after its `101`, without ever
+    /// authenticating, counts as a failed authentication: every end the client chose or
+    /// caused, but a prompt close (a page navigated away) and the gateway's own faults.
+    pub fn counts_before_authentication(self, lived: Duration) -> bool {
+        match self {
+            End::Closed => lived >= Duration::from_secs(1),
+            End::StoreUnavailable | End::UpstreamFailed | End::Internal => false,
+            _ => true,
+        }
+    }
+
     /// Metric label.
     pub fn label(self) -> &'static str {
         match self {
@@ -225,7 +236,12 @@ pub struct Handshake {
 struct Client<'a> {
     stream: ClientStream,
     share: bounds::Share<'a>,
+    /// While unauthenticated, the same bytes from the pending sockets' smaller budget, so
+    /// that sockets nobody vouched for cannot take what authenticated ones need.
+    pending: Option<bounds::Share<'a>>,
     since: Option<Instant>,
+    /// `stream.completed()` when `since` was last set: a completed message restarts it.
+    completed: u64,
 }
 
 impl<'a> Client<'a> {
@@ -233,16 +249,32 @@ impl<'a> Client<'a> {
         Client {
             stream: ClientStream::default(),
             share: app.ws_budget.share(),
+            pending: Some(app.ws_pending_budget.share()),
             since: None,
+            completed: 0,
         }
     }
 
-    /// Takes what the stream holds now into account: over the budget the socket ends; an
-    /// unfinished message starts (or keeps) its clock.
+    /// The socket authenticated: it leaves the pending budget.
+    fn authenticated(&mut self) {
+        self.pending = None;
+    }
+
+    /// Takes what the stream holds now into account: over a budget the socket ends; an
+    /// unfinished message starts (or keeps) its clock, which restarts whenever one completes.
     fn account(&mut self) -> Result<(), End> {
         let held = self.stream.held();
+        if let Some(p) = self.pending.as_mut() {
+            if !p.set(held) {
+                return Err(End::OverBudget);
+            }
+        }
         if !self.share.set(held) {
             return Err(End::OverBudget);
+        }
+        if self.stream.completed() != self.completed {
+            self.completed = self.stream.completed();
+            self.since = None;
         }
         self.since = (held > 0).then(|| self.since.unwrap_or_else(Instant::now));
         Ok(())
@@ -262,7 +294,10 @@ impl<'a> Client<'a> {
 ///
 /// A GraphQL socket whose handshake carried no credential is answered `101` by the gateway
 /// itself; its upstream connection, with the session's identity in the handshake, is made
-/// only once `connection_init` authenticated. Until then it costs its client buffer.
+/// only once `connection_init` authenticated. Until then it holds no upstream descriptor:
+/// its own state is under 1 KiB plus its client buffer (within a quarter of
+/// `websocket.max_buffered_bytes` for all such sockets); the connection and Pingora's
+/// in-flight request around it are counted by the connection caps like any connection.
 pub async fn relay(
     app: &App,
     down: &mut HttpSession,
@@ -276,7 +311,11 @@ pub async fn relay(
         graphql,
     } = hs;
     let mut client = Client::new(app);
+    if authed.is_some() {
+        client.authenticated();
+    }
     let mut to_client = Boundaries::default();
+    let mut unauthenticated = false;
     let (end, protocol) = match authed {
         Some(authed) => {
             let Some(slot) = app.ws_sessions.acquire(&authed.session.session_id) else {
@@ -336,6 +375,7 @@ pub async fn relay(
             }
             down.set_read_timeout(None);
             app.metrics.websockets_open.inc();
+            let opened = Instant::now();
             let end = Box::pin(pending(
                 app,
                 down,
@@ -346,13 +386,17 @@ pub async fn relay(
                 &mut to_client,
             ))
             .await;
+            if client.pending.is_some() && end.counts_before_authentication(opened.elapsed()) {
+                // Never authenticated: holding a socket without a credential is not free.
+                unauthenticated = true;
+            }
             (end, Some(protocol))
         }
         None => return Err(GateError::MissingToken),
     };
     drop(client);
     finish(app, down, &mut to_client, protocol, end).await;
-    if end.counts_as_failed_authentication() {
+    if end.counts_as_failed_authentication() || unauthenticated {
         app.limits.auth_failed(client_ip).await;
     }
     app.metrics.websockets_open.dec();
@@ -377,6 +421,16 @@ async fn connect_upstream(
             status = answer.status,
             "upstream refused the WebSocket upgrade"
         );
+        return Err(GateError::UpstreamUnavailable);
+    }
+    // None was offered: an extension (compressed frames) would make connection_init and the
+    // frame boundaries unreadable to the relay.
+    if answer
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-extensions"))
+    {
+        tracing::info!("upstream answered the WebSocket upgrade with an extension not offered");
         return Err(GateError::UpstreamUnavailable);
     }
     Ok((up, answer))
@@ -450,6 +504,7 @@ async fn pending(
                     return end;
                 }
                 if authed.is_some() {
+                    client.authenticated();
                     break out;
                 }
             }
