@@ -15,7 +15,9 @@ Prints: requests served, errors by kind and status (0 = no HTTP answer: connecti
 or reset), p50/p99 latency, sessions created vs still valid afterwards, requests accepted
 after an acknowledged revocation (any lag, and beyond the bound), replica RSS over time.
 Exits 1 if an acknowledged session was lost, a request was accepted after its revocation
-+ the bound, a revoked session is still accepted at the end, or an identity was wrong.
++ the bound, a revoked session is still accepted at the end, an identity was wrong, or a
+live session a replica had cached was refused while Redis was down ("cached live sessions
+refused during an outage", which degraded mode must keep at 0).
 
 The bound: a revocation reaches the other replica through Redis pub/sub (milliseconds);
 if that broadcast is lost (Redis dies between the delete and the publish) the other
@@ -243,6 +245,15 @@ class Run:
         self.events = []           # (seconds since start, what)
         self.start = time.monotonic()
         self.redis_killed = None   # monotonic time of the last Redis SIGKILL
+        self.redis_down = False    # between a Redis SIGKILL and its restart
+        self.replica_started = {}  # proxy port -> monotonic time the replica (re)started
+        self.cache_ttl = 0.0
+        # Live sessions a replica had in its cache (a 200 from it, loaded before the
+        # outage, within the cache TTL) and answered other than 200 while Redis was down:
+        # degraded mode must serve them (issue 18); the stale window (30 s) outlasts the
+        # outage.
+        self.cached_refused = []
+        self.cached_asked = 0      # requests for such sessions while Redis was down
         self.kills = {"redis": 0, "replica": 0}
         self.timeline = {}         # 10 s bucket -> [requests, unexpected answers, status 0]
 
@@ -322,8 +333,27 @@ def proxied(run, rnd, cluster, rec):
     proxy, _ = rnd.choice(cluster.ports)
     with run.lock:
         token, revoked_at = rec["token"], rec["revoked_at"]
+        down_before = run.redis_down
     t0 = time.monotonic()
     s, b, t = call(proxy, "GET", "/v1/graphql", bearer(token))
+    with run.lock:
+        down_after = run.redis_down
+        started = run.replica_started.get(proxy, 0.0)
+        cached = rec.setdefault("cached", {})
+        if s == 200 and not down_before and not down_after:
+            # Loaded into this replica's cache by this request unless an entry from an
+            # earlier one is still there; an entry expires `cache_ttl` after it was loaded
+            # (t0 is no later than the load, so `until` is no later than the expiry).
+            ins, until = cached.get(proxy, (0.0, 0.0))
+            if t0 >= until or ins < started:
+                cached[proxy] = (t0, t0 + run.cache_ttl)
+        elif (s != 0 and revoked_at is None and down_before and down_after
+              and run.redis_killed is not None):
+            ins, until = cached.get(proxy, (0.0, 0.0))
+            if started <= ins < run.redis_killed and t0 + t < until - 0.2:
+                run.cached_asked += 1
+                if s != 200:
+                    run.cached_refused.append((rec["kind"], rec["sid"], s))
     if revoked_at is None:
         run.record("proxied", s, t, 200)
     else:
@@ -421,10 +451,14 @@ def chaos(run, cluster, start, stop, args):
         time.sleep(max(0.0, at - time.monotonic()))
         if n % 2 == 0:
             run.events.append((time.monotonic() - start, "SIGKILL redis"))
+            with run.lock:
+                run.redis_down = True
             cluster.kill_redis()
             run.redis_killed = time.monotonic()
             run.kills["redis"] += 1
             time.sleep(args.redis_down)
+            with run.lock:
+                run.redis_down = False
             cluster.start_redis()
             run.events.append((time.monotonic() - start, "redis restarted (AOF)"))
         else:
@@ -432,6 +466,8 @@ def chaos(run, cluster, start, stop, args):
             cluster.kill_replica(1)
             run.kills["replica"] += 1
             time.sleep(args.replica_down)
+            with run.lock:
+                run.replica_started[cluster.ports[1][0]] = time.monotonic()
             cluster.start_replica(1)
             ready = cluster.wait_ready(1, 30)
             run.events.append((time.monotonic() - start,
@@ -505,6 +541,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="sessiongate-chaos-")
     cluster = Cluster(tmp, 2, args.cache_ttl)
     run = Run(bound=args.cache_ttl + 1.0)
+    run.cache_ttl = float(args.cache_ttl)
     rss = []
     try:
         start = run.start = time.monotonic()
@@ -577,6 +614,10 @@ def main():
           + (f" (max lag {max(lags) * 1000:.0f} ms)" if lags else "")
           + f"; answered beyond the bound ({run.bound:.0f} s): {run.late}")
     print(f"wrong identity upstream: {run.wrong_identity + wrong_end}")
+    print(f"cached live sessions refused during an outage: {len(run.cached_refused)} "
+          f"(of {run.cached_asked} requests for them while Redis was down)")
+    for item in run.cached_refused[:10]:
+        print(f"    {item}")
     print("per 10 s: requests, unexpected answers (e.g. 503), no answer (status 0):")
     for b, (n, unexpected, none) in sorted(run.timeline.items()):
         print(f"  t={b * 10:4}-{b * 10 + 10:<4} s  {n:6}  {unexpected:5}  {none:5}")
@@ -602,11 +643,13 @@ def main():
         ("no revocation was acknowledged", not run.revoked),
         (f"chaos: {run.kills} of {expected_kills} kills done", run.kills != expected_kills),
         (f"final check covered {checked} sessions", checked == 0),
+        ("no request for a cached session while Redis was down",
+         run.kills["redis"] > 0 and run.cached_asked == 0),
     ) if missing]
     for what in run.crashed + idle:
         print("ERROR:", what)
     bad = (lost_sids or still_accepted or run.late or run.wrong_identity or wrong_end
-           or not settled or run.crashed or idle)
+           or run.cached_refused or not settled or run.crashed or idle)
     if not settled:
         print("the replicas did not become ready again after the chaos")
     print("FAIL" if bad else "OK", f"(logs in {tmp})")
