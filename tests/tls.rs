@@ -618,3 +618,78 @@ async fn h2_without_a_preface_is_cut_at_the_head_deadline(
         .await??;
     Ok(())
 }
+
+/// Issue 19, item 3: an HTTP/2 client that opens no flow-control window
+/// (`INITIAL_WINDOW_SIZE = 0`) gets its response head but cannot take the body; the stream
+/// ends after `idle_timeout_ms` (before: held for good, with its upstream connection), and
+/// the connection, with nothing left on it, after the idle deadline too. A normal client is
+/// served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_zero_window_streams_end_at_the_idle_deadline(
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let echo = echo::Echo::start().map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir()?;
+    install(dir.path(), "a").map_err(|e| e.to_string())?;
+    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let gw = Gateway::start_edited(
+        echo.addr,
+        None,
+        "[connections]\nidle_timeout_ms = 1500\n",
+        |t| {
+            t.replace(
+                "[server]\n",
+                &format!(
+                    "[server]\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n",
+                    crt.display(),
+                    key.display()
+                ),
+            )
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(gw.proxy).await?;
+    let connector = tokio_rustls::TlsConnector::from(client_config(&[b"h2"]));
+    let tls = connector
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?;
+    let (mut client, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await?;
+    let conn = tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri(format!(
+            "https://localhost:{}/public/zero-window",
+            gw.proxy.port()
+        ))
+        .body(())?;
+    let (resp, _) = client.send_request(req, true)?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp).await??;
+    assert_eq!(resp.status(), 200);
+    let opened = std::time::Instant::now();
+    let mut body = resp.into_body();
+    // The body cannot come (no window); the stream is reset at the deadline.
+    let ended = tokio::time::timeout(Duration::from_secs(8), body.data()).await?;
+    let held = opened.elapsed();
+    assert!(
+        matches!(ended, Some(Err(_))),
+        "the stream was not reset: {ended:?}"
+    );
+    assert!(
+        held >= Duration::from_millis(1200) && held < Duration::from_secs(5),
+        "stream held {held:?}"
+    );
+    // A normal client is served meanwhile.
+    let (_, token) = gw
+        .create_session("user-7", "biz-9", "host-3", "agent", 600)
+        .map_err(|e| e.to_string())?;
+    let proxy = gw.proxy;
+    tokio::task::spawn_blocking(move || h2_request(proxy, &token).map_err(|e| e.to_string()))
+        .await??;
+    // With nothing left on it, the gateway ends the connection at the idle deadline too
+    // (the client's handle is still held: the close is the server's).
+    let closed = tokio::time::timeout(Duration::from_secs(6), conn).await;
+    assert!(closed.is_ok(), "the idle h2 connection stayed open");
+    drop(client);
+    Ok(())
+}

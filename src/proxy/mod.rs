@@ -466,6 +466,10 @@ impl ProxyHttp for Proxy {
         // The body (and an upgraded connection's traffic) is read through Pingora, which
         // times each read; the whole body's deadline is checked as chunks arrive.
         let body_timeout = self.app.config.connections.body_read_timeout;
+        // A response the client does not take (an HTTP/2 flow-control window left at zero,
+        // a socket nobody reads) may not hold its stream and upstream connection for ever:
+        // each write gets the idle deadline, then the stream (h2) or connection ends.
+        session.set_write_timeout(Some(self.app.config.connections.idle_timeout));
         if upgrade::is_websocket(session.req_header()) {
             session.set_read_timeout(None);
         } else {
