@@ -70,6 +70,8 @@ pub struct App {
     pub ws_pending_budget: ws::bounds::Budget,
     /// WebSockets open per session.
     pub ws_sessions: ws::bounds::PerSession,
+    /// HTTP/2 requests in flight, in total and per client address.
+    pub streams: Arc<conn::Slots>,
 }
 
 /// Why the gateway could not start.
@@ -159,6 +161,11 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
     );
     let ws_pending_budget = ws::bounds::Budget::new(config.websocket.max_buffered_bytes / 4, None);
     let ws_sessions = ws::bounds::PerSession::new(config.websocket.max_per_session);
+    let streams = conn::Slots::with_caps(
+        config.connections.max,
+        config.connections.max_streams_per_ip,
+        config.proxy.trusted_proxies.clone(),
+    );
     Ok(Arc::new(App {
         config,
         sessions,
@@ -170,19 +177,21 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
         ws_budget,
         ws_pending_budget,
         ws_sessions,
+        streams,
     }))
 }
 
-/// Every client connection is a file descriptor, and so is its upstream connection: lift
-/// the soft limit to the hard one (many systems start services at 1024) and say so when
-/// even that is short of the connection cap.
+/// Every client connection is a file descriptor, and so is each upstream connection (one
+/// per HTTP/1.1 connection, one per h2 stream, each capped at `max_connections`): lift the
+/// soft limit to the hard one (many systems start services at 1024) and say so when even
+/// that is short of the caps.
 fn raise_open_files_limit(cfg: &Config) {
-    let wanted = (cfg.connections.max as u64).saturating_mul(2) + 1024;
+    let wanted = (cfg.connections.max as u64).saturating_mul(3) + 1024;
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(got) if cfg.connections.max > 0 && got < wanted => tracing::warn!(
             open_files_limit = got,
             max_connections = cfg.connections.max,
-            "the open-files limit is below 2 x connections.max_connections + 1024; \
+            "the open-files limit is below 3 x connections.max_connections + 1024; \
              connections past it will fail to open"
         ),
         Ok(_) => {}
@@ -230,6 +239,15 @@ pub fn run(app: Arc<App>) -> Result<(), StartError> {
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2_idle_timeout = Some(cfg.connections.idle_timeout);
     http.server_options = Some(options);
+    // One h2 connection may not open more streams than its address may have in flight
+    // (`connections.max_streams_per_ip`), nor more than Pingora's default of 100.
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    let per_ip = u32::try_from(cfg.connections.max_streams_per_ip).unwrap_or(u32::MAX);
+    h2.max_concurrent_streams(match per_ip {
+        0 => 100,
+        n => n.min(100),
+    });
+    http.h2_options = Some(h2);
     let listener = conn::Listener::new(
         http,
         conn::Slots::new(&cfg.connections, cfg.proxy.trusted_proxies.clone()),

@@ -363,7 +363,12 @@ impl Metrics {
         // Every label value the code can emit exists from the start, at zero: dashboards
         // and `rate()`/`increase()` alerts work from the first scrape, not after the first
         // event of each kind (Prometheus' instrumentation guidance).
-        for cap in ["max_connections", "max_connections_per_ip"] {
+        for cap in [
+            "max_connections",
+            "max_connections_per_ip",
+            "max_streams",
+            "max_streams_per_ip",
+        ] {
             m.connections_refused.with_label_values(&[cap]);
         }
         for reason in [

@@ -693,3 +693,111 @@ async fn h2_zero_window_streams_end_at_the_idle_deadline(
     drop(client);
     Ok(())
 }
+
+/// Issue 19, item 5: h2 streams are counted per address like connections
+/// (`connections.max_streams_per_ip`), over all of the address's connections, and one h2
+/// connection is told it may open no more (SETTINGS_MAX_CONCURRENT_STREAMS). Before, two
+/// connections held 100 upstream connections under a per-address cap of 8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_streams_count_against_the_per_address_cap(
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let echo = echo::Echo::start().map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir()?;
+    install(dir.path(), "a").map_err(|e| e.to_string())?;
+    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let gw = Gateway::start_edited(
+        echo.addr,
+        None,
+        "[connections]\nmax_streams_per_ip = 4\n",
+        |t| {
+            t.replace(
+                "[server]\n",
+                &format!(
+                    "[server]\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n",
+                    crt.display(),
+                    key.display()
+                ),
+            )
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let port = gw.proxy.port();
+    let open = || async {
+        let tcp = tokio::net::TcpStream::connect(gw.proxy).await?;
+        let connector = tokio_rustls::TlsConnector::from(client_config(&[b"h2"]));
+        let tls = connector
+            .connect(ServerName::try_from("localhost")?, tcp)
+            .await?;
+        let (client, conn) = h2::client::handshake(tls).await?;
+        tokio::spawn(conn);
+        let client = client.ready().await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client)
+    };
+    // A bodiless POST: HEADERS without END_STREAM, then nothing.
+    let post = || {
+        http::Request::builder()
+            .method("POST")
+            .uri(format!("https://localhost:{port}/public/held"))
+            .body(())
+    };
+    let mut a = open().await?;
+    // The server's SETTINGS (they arrive with the first exchange): at most the per-address
+    // budget on one connection.
+    let get = http::Request::builder()
+        .uri(format!("https://localhost:{port}/public/first"))
+        .body(())?;
+    let (first, _) = a.send_request(get, true)?;
+    assert_eq!(first.await?.status(), 200);
+    assert_eq!(a.current_max_send_streams(), 4);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        a = a.ready().await?;
+        held.push(a.send_request(post()?, false)?);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A second connection from the same address: one more stream fits, two do not.
+    let mut b = open().await?;
+    let mut statuses = Vec::new();
+    let mut pending = Vec::new();
+    for _ in 0..3 {
+        b = b.ready().await?;
+        let (resp, body) = b.send_request(post()?, false)?;
+        pending.push((resp, body));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut kept = Vec::new();
+    for (resp, body) in pending {
+        match tokio::time::timeout(Duration::from_secs(1), resp).await {
+            Ok(r) => statuses.push(r?.status().as_u16()),
+            Err(_) => kept.push(body),
+        }
+    }
+    assert_eq!(statuses, vec![503, 503], "refused past the cap");
+    assert_eq!(kept.len(), 1, "one stream fitted");
+    let refused = metric_value(
+        &gw,
+        "sessiongate_connections_refused_total{cap=\"max_streams_per_ip\"}",
+    )
+    .map_err(|e| e.to_string())?;
+    assert_eq!(refused, 2.0);
+    // Streams that end give their places back.
+    for (_, mut body) in held.drain(..) {
+        body.send_data(bytes::Bytes::new(), true)?;
+    }
+    let mut served = false;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        b = b.ready().await?;
+        let get = http::Request::builder()
+            .uri(format!("https://localhost:{port}/public/after"))
+            .body(())?;
+        let (resp, _) = b.send_request(get, true)?;
+        if resp.await?.status() == 200 {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "no place came back");
+    drop(kept);
+    Ok(())
+}

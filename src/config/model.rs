@@ -123,6 +123,9 @@ pub struct ConnectionsConfig {
     pub read_buffer: usize,
     /// Whole TLS handshake, from the accept (Pingora's own bound is a fixed 60 s).
     pub tls_handshake_timeout: Duration,
+    /// HTTP/2 requests in flight per client address (0: no cap); in total they are capped
+    /// by `max`, like connections.
+    pub max_streams_per_ip: usize,
 }
 
 impl Default for ConnectionsConfig {
@@ -139,6 +142,7 @@ impl Default for ConnectionsConfig {
             // bodies still arrive in as few reads (benches/idle_conns.py, docs/benchmarks.md).
             read_buffer: 16 * 1024,
             tls_handshake_timeout: Duration::from_secs(10),
+            max_streams_per_ip: 512,
         }
     }
 }

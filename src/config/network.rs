@@ -112,6 +112,12 @@ impl Validator<'_> {
             ),
             max: c.max_connections.unwrap_or(d.max),
             max_per_ip: c.max_connections_per_ip.unwrap_or(d.max_per_ip),
+            // Unset: as many as connections, so one address holds no more upstream
+            // connections over h2 than it could over HTTP/1.1.
+            max_streams_per_ip: c
+                .max_streams_per_ip
+                .or(c.max_connections_per_ip)
+                .unwrap_or(d.max_streams_per_ip),
             read_buffer: match c.read_buffer_bytes.unwrap_or(d.read_buffer) {
                 b if b <= model::MAX_READ_BUFFER => b,
                 _ => {

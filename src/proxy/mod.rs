@@ -76,6 +76,9 @@ pub struct RequestCtx {
     body_seen: u64,
     body_due: Option<Instant>,
     outcome: Outcome,
+    /// An h2 stream's place under `connections.max_streams_per_ip`, freed with the context
+    /// when the request ends.
+    stream_slot: Option<crate::conn::Slot>,
 }
 
 impl RequestCtx {
@@ -139,6 +142,26 @@ impl Proxy {
         let req = session.req_header();
         let config = &self.app.config;
         (ctx.peer, ctx.client_ip, ctx.via_trusted_proxy) = self.client_ip(session);
+        // Every h2 stream may hold an upstream connection: streams are counted per address
+        // and in total like connections, so many streams on few connections do not escape
+        // the caps (an HTTP/1.1 request is already inside its connection's slot).
+        if session.is_http2() {
+            match self.app.streams.admit(ctx.peer) {
+                Ok(slot) => ctx.stream_slot = Some(slot),
+                Err(why) => {
+                    let cap = match why {
+                        crate::conn::Refused::Total => "max_streams",
+                        crate::conn::Refused::PerIp => "max_streams_per_ip",
+                    };
+                    self.app
+                        .metrics
+                        .connections_refused
+                        .with_label_values(&[cap])
+                        .inc();
+                    return Err(GateError::TooManyConnections(1));
+                }
+            }
+        }
         // First, so that every answer to a browser, refusals included, carries its headers.
         let preflight = match self.app.cors.as_ref().map(|c| c.verdict(req)) {
             None | Some(Verdict::None) => None,
@@ -452,6 +475,7 @@ impl ProxyHttp for Proxy {
             body_seen: 0,
             body_due: None,
             outcome: Outcome::Rejected,
+            stream_slot: None,
         }
     }
 
