@@ -182,7 +182,7 @@ impl KeySet {
         if header.alg != key.algorithm {
             return Err(TokenError::AlgorithmMismatch);
         }
-        jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation)
             .map(|d| d.claims)
             .map_err(|e| match e.kind() {
                 ErrorKind::InvalidSignature => TokenError::BadSignature,
@@ -196,7 +196,14 @@ impl KeySet {
                 }
                 ErrorKind::Json(_) => TokenError::BadClaims,
                 _ => TokenError::Malformed,
-            })
+            })?;
+        // RFC 7519 §4.1.4: not on or after `exp`. jsonwebtoken only refuses `exp < now -
+        // leeway`, which accepts a token through its whole `exp` second.
+        let leeway = i64::try_from(key.validation.leeway).unwrap_or(i64::MAX);
+        if claims.exp.saturating_add(leeway) <= crate::session::model::now_unix() {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
     }
 }
 
@@ -366,6 +373,13 @@ mod tests {
         let mut c = claims();
         c.exp = now() - 10;
         assert_eq!(k.verify(&k.sign(&c)?), Err(TokenError::Expired));
+        // From its exp second on, not through it (issue 20, item 3).
+        let mut c = claims();
+        c.exp = now();
+        assert_eq!(k.verify(&k.sign(&c)?), Err(TokenError::Expired));
+        let mut c = claims();
+        c.exp = now() + 2;
+        assert!(k.verify(&k.sign(&c)?).is_ok());
         let mut c = claims();
         c.nbf = now() + 30;
         assert_eq!(k.verify(&k.sign(&c)?), Err(TokenError::NotYetValid));

@@ -526,3 +526,62 @@ fn log_lines_carry_the_request_id() -> TestResult {
     }
     Ok(())
 }
+
+/// Issue 20, item 3: an access token is refused from its `exp` second on (RFC 7519: "on
+/// or after"), on every replica, cached or not; before, it was accepted through the whole
+/// second (up to exp + 0.98 s).
+#[test]
+fn access_tokens_are_refused_from_their_exp_second() -> TestResult {
+    use base64::Engine;
+    let redis = Redis::start()?;
+    let echo = echo::Echo::start()?;
+    let ttl = |t: String| t.replace("[tokens]\n", "[tokens]\naccess_token_ttl_seconds = 2\n");
+    let a = Gateway::start_edited(echo.addr, Some(&redis.url()), "", ttl)?;
+    let b = Gateway::start_edited(echo.addr, Some(&redis.url()), "", ttl)?;
+    let (_, token) = a.create_session("user-7", "biz-9", "host-3", "agent", 600)?;
+    let payload = token.split('.').nth(1).ok_or("not a JWT")?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?)?;
+    let exp = claims["exp"].as_i64().ok_or("no exp")? as f64;
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    };
+    let auth = format!("Bearer {token}");
+    let mut accepted_before = 0;
+    let mut refused_in_exp_second = 0;
+    while unix() < exp + 1.5 {
+        for gw in [&a, &b] {
+            let sent = unix();
+            let r = request(
+                gw.proxy,
+                "GET",
+                "/v1/graphql",
+                &[("Authorization", &auth)],
+                None,
+            )?;
+            match r.status {
+                200 => {
+                    assert!(sent < exp, "accepted {:.3} s after exp", sent - exp);
+                    accepted_before += 1;
+                }
+                401 => {
+                    assert!(unix() >= exp, "refused {:.3} s before exp", exp - unix());
+                    if sent < exp + 1.0 {
+                        refused_in_exp_second += 1;
+                    }
+                }
+                other => return Err(format!("status {other}").into()),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(accepted_before > 0, "never accepted before exp");
+    assert!(
+        refused_in_exp_second > 0,
+        "not probed during the exp second"
+    );
+    Ok(())
+}
