@@ -200,7 +200,7 @@ impl KeySet {
         // RFC 7519 §4.1.4: not on or after `exp`. jsonwebtoken only refuses `exp < now -
         // leeway`, which accepts a token through its whole `exp` second.
         let leeway = i64::try_from(key.validation.leeway).unwrap_or(i64::MAX);
-        if claims.exp.saturating_add(leeway) <= crate::session::model::now_unix() {
+        if claims.exp.saturating_add(leeway) <= time::OffsetDateTime::now_utc().unix_timestamp() {
             return Err(TokenError::Expired);
         }
         Ok(claims)
