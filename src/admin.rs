@@ -205,10 +205,7 @@ impl AdminApp {
             "resubscribing"
         };
         match probe {
-            Ok(Ok(())) => json_response(
-                200,
-                &json!({"status": "ready", "store": "up", "events": events}),
-            ),
+            Ok(Ok(())) => self.ready_store(events).await,
             Ok(Err(_)) | Err(_) => {
                 self.app.metrics.store_up.set(0);
                 let degraded_for = health.degraded_for.map_or(0, |d| d.as_secs());
@@ -222,6 +219,50 @@ impl AdminApp {
                     }),
                 )
             }
+        }
+    }
+
+    /// Readiness of a store that answers: its settings (Redis) are read on every probe, so a
+    /// failover to a Redis that may evict revocations makes the replica unready (unless
+    /// `store.allow_eviction`), and the detail says what was found.
+    async fn ready_store(&self, events: &str) -> Response<Vec<u8>> {
+        let allow = matches!(
+            self.app.config.store,
+            crate::config::StoreConfig::Redis {
+                allow_eviction: true,
+                ..
+            }
+        );
+        let read = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.app.sessions.cache().store_settings(),
+        )
+        .await;
+        let settings = match read {
+            Ok(Ok(Some(s))) => s,
+            Ok(Ok(None)) => {
+                return json_response(
+                    200,
+                    &json!({"status": "ready", "store": "up", "events": events}),
+                )
+            }
+            Ok(Err(_)) | Err(_) => crate::session::store::StoreSettings::default(),
+        };
+        let detail = json!({
+            "maxmemory_policy": settings.maxmemory_policy,
+            "appendonly": settings.appendonly,
+            "appendfsync": settings.appendfsync,
+        });
+        match crate::assess_store(&settings, allow, &self.app.metrics) {
+            Ok(()) => json_response(
+                200,
+                &json!({"status": "ready", "store": "up", "events": events, "redis": detail}),
+            ),
+            Err(why) => json_response(
+                503,
+                &json!({"status": "unsafe_store", "store": "up", "events": events,
+                        "redis": detail, "reason": why}),
+            ),
         }
     }
 

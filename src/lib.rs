@@ -115,6 +115,7 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
             mode,
             tls_ca_pem,
             timeout,
+            ..
         } => {
             // rediss:// needs a process-wide rustls provider; a second install is a no-op.
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -199,6 +200,92 @@ fn raise_open_files_limit(cfg: &Config) {
     }
 }
 
+/// What the store's settings mean for the guarantees, as readiness and the start check see
+/// them: `Err` names what is unsafe (an eviction policy that can drop revocations, unless
+/// `store.allow_eviction`); warnings are logged by the caller. Sets the gauges.
+pub fn assess_store(
+    settings: &session::store::StoreSettings,
+    allow_eviction: bool,
+    metrics: &metrics::Metrics,
+) -> Result<(), String> {
+    use session::store::StoreSettings;
+    metrics
+        .store_eviction_safe
+        .set(StoreSettings::gauge(settings.may_evict().map(|e| !e)));
+    metrics
+        .store_durable
+        .set(StoreSettings::gauge(settings.durable()));
+    match (settings.may_evict(), &settings.maxmemory_policy) {
+        (Some(true), Some(policy)) if !allow_eviction => Err(format!(
+            "Redis maxmemory-policy is {policy}, which can evict sessiongate's keys (a \
+             revoked session or a revoke-all could come back): set it to noeviction, or \
+             store.allow_eviction = true to run anyway"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// At start, when the store is Redis and answers within a few seconds: refuses an eviction
+/// policy that can drop revocations (see [`assess_store`]) and warns about persistence that
+/// can lose acknowledged writes, or settings it cannot read. A Redis that is down now is
+/// checked by readiness once it answers.
+fn check_store_at_start(app: &App) -> Result<(), StartError> {
+    let StoreConfig::Redis { allow_eviction, .. } = &app.config.store else {
+        return Ok(());
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Store(session::store::StoreError::Unavailable(e.to_string())))?;
+    let read = rt.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            app.sessions.cache().store_settings(),
+        )
+        .await
+    });
+    let settings = match read {
+        Ok(Ok(Some(s))) => s,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(_)) | Err(_) => {
+            tracing::warn!(
+                "Redis did not answer at start: its settings are checked when it does (readiness)"
+            );
+            return Ok(());
+        }
+    };
+    assess_store(&settings, *allow_eviction, &app.metrics)
+        .map_err(|e| StartError::Store(session::store::StoreError::Unavailable(e)))?;
+    warn_store_settings(&settings);
+    Ok(())
+}
+
+/// Logs what the settings cannot promise (once, at start).
+fn warn_store_settings(s: &session::store::StoreSettings) {
+    if s.maxmemory_policy.is_none() || s.durable().is_none() {
+        tracing::warn!(
+            "cannot read Redis' settings (CONFIG GET is not allowed, as on many managed \
+             services): make sure maxmemory-policy is noeviction and AOF is on \
+             (appendfsync everysec or always)"
+        );
+    }
+    if s.may_evict() == Some(true) {
+        tracing::warn!(
+            policy = s.maxmemory_policy.as_deref().unwrap_or(""),
+            "Redis may evict sessiongate's keys (store.allow_eviction = true)"
+        );
+    }
+    if s.durable() == Some(false) {
+        tracing::warn!(
+            appendonly = s.appendonly.as_deref().unwrap_or(""),
+            appendfsync = s.appendfsync.as_deref().unwrap_or(""),
+            "Redis persistence can lose acknowledged writes on a crash (a revoked session \
+             could come back after the in-process tombstone window): use appendonly yes \
+             with appendfsync everysec or always"
+        );
+    }
+}
+
 /// Fails when a listener's address cannot be bound. Pingora retries a bind whose address
 /// is in use for a while and then gives up on that service alone, leaving a process that
 /// runs without its listener (pingora-core 0.9.1, `listeners/l4.rs`, `bind_tcp`: "… is in
@@ -221,6 +308,7 @@ fn check_listeners(cfg: &config::Config) -> Result<(), StartError> {
 pub fn run(app: Arc<App>) -> Result<(), StartError> {
     let cfg = &app.config;
     check_listeners(cfg)?;
+    check_store_at_start(&app)?;
     let conf = ServerConf {
         threads: cfg.threads,
         grace_period_seconds: Some(cfg.grace_period.as_secs()),

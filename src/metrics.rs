@@ -133,6 +133,13 @@ pub struct Metrics {
     pub sessions_revoked: IntCounterVec,
     /// `sessiongate_store_up`: 1 when the last readiness probe reached the store.
     pub store_up: IntGauge,
+    /// `sessiongate_store_eviction_safe`: 1 when Redis' `maxmemory-policy` cannot evict
+    /// sessiongate's keys (`noeviction`), 0 when it can, -1 unknown (not readable, memory
+    /// store, or not read yet).
+    pub store_eviction_safe: IntGauge,
+    /// `sessiongate_store_durable`: 1 when Redis' AOF is on with `appendfsync` `always` or
+    /// `everysec`, 0 when not, -1 unknown.
+    pub store_durable: IntGauge,
     /// `sessiongate_development_credentials`: 1 while shipped development secrets are in use.
     pub development_credentials: IntGauge,
     /// `sessiongate_degraded`: 1 while the store is unreachable (cached sessions served
@@ -282,6 +289,16 @@ impl Metrics {
                 "sessiongate_store_up",
                 "1 when the session store answered the last readiness probe.",
             )?,
+            store_eviction_safe: gauge(
+                &r,
+                "sessiongate_store_eviction_safe",
+                "1 when Redis' maxmemory-policy cannot evict sessiongate's keys, 0 when it can, -1 unknown.",
+            )?,
+            store_durable: gauge(
+                &r,
+                "sessiongate_store_durable",
+                "1 when Redis' AOF is on (appendfsync always or everysec), 0 when not, -1 unknown.",
+            )?,
             development_credentials: gauge(
                 &r,
                 "sessiongate_development_credentials",
@@ -416,6 +433,8 @@ impl Metrics {
         for result in ["reloaded", "unchanged", "failed"] {
             m.tls_reloads.with_label_values(&[result]);
         }
+        m.store_eviction_safe.set(-1);
+        m.store_durable.set(-1);
         Ok(m)
     }
 

@@ -138,3 +138,64 @@ fn a_hung_redis_times_out_into_503() -> TestResult {
     );
     Ok(())
 }
+
+/// Issue 20, item 4: a Redis whose `maxmemory-policy` can evict sessiongate's keys
+/// (`allkeys-*`, `volatile-*`: a revoked session or a revoke-all could come back) is refused
+/// at start by every replica, naming the setting and the override; with
+/// `store.allow_eviction` the replica runs and says what it found; and a Redis that becomes
+/// evicting under a running replica (a failover to a misconfigured one) makes it unready.
+#[test]
+fn an_evicting_redis_is_refused_at_start_and_by_readiness() -> TestResult {
+    let redis = Redis::start_with(&["--maxmemory-policy", "allkeys-lru"], false)?;
+    let echo = echo::Echo::start()?;
+    for replica in 0..2 {
+        match Gateway::start(echo.addr, Some(&redis.url())) {
+            Ok(_) => return Err(format!("replica {replica} started on allkeys-lru").into()),
+            Err(e) => {
+                let log = e.to_string();
+                assert!(
+                    log.contains("maxmemory-policy is allkeys-lru")
+                        && log.contains("store.allow_eviction"),
+                    "{log}"
+                );
+            }
+        }
+    }
+    let allowed = Gateway::start_edited(echo.addr, Some(&redis.url()), "", |t| {
+        t.replace("[store]\n", "[store]\nallow_eviction = true\n")
+    })?;
+    let ready = request(allowed.admin, "GET", "/readyz", &[], None)?;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert!(
+        ready.body.contains("\"maxmemory_policy\":\"allkeys-lru\""),
+        "{}",
+        ready.body
+    );
+    let metrics = request(allowed.admin, "GET", "/metrics", &[], None)?.body;
+    assert!(
+        metrics.contains("sessiongate_store_eviction_safe 0"),
+        "{metrics}"
+    );
+    // The test Redis runs AOF with appendfsync always.
+    assert!(metrics.contains("sessiongate_store_durable 1"), "{metrics}");
+
+    let safe = Redis::start()?;
+    let a = Gateway::start(echo.addr, Some(&safe.url()))?;
+    let b = Gateway::start(echo.addr, Some(&safe.url()))?;
+    for gw in [&a, &b] {
+        assert_eq!(request(gw.admin, "GET", "/readyz", &[], None)?.status, 200);
+    }
+    safe.command("CONFIG SET maxmemory-policy volatile-lru")?;
+    for gw in [&a, &b] {
+        let r = request(gw.admin, "GET", "/readyz", &[], None)?;
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(
+            r.body.contains("unsafe_store") && r.body.contains("volatile-lru"),
+            "{}",
+            r.body
+        );
+    }
+    safe.command("CONFIG SET maxmemory-policy noeviction")?;
+    assert_eq!(request(a.admin, "GET", "/readyz", &[], None)?.status, 200);
+    Ok(())
+}

@@ -303,6 +303,10 @@ pub struct StoreSection {
     pub timeout_ms: Option<u64>,
     /// How long into a store outage cached sessions are still served (0 = strict).
     pub stale_window_seconds: Option<u64>,
+    /// Start (and report ready) although Redis' `maxmemory-policy` may evict keys
+    /// (`allkeys-*`, `volatile-*`): revocations and revoke-all generations can then be
+    /// lost. Default false.
+    pub allow_eviction: Option<bool>,
 }
 
 /// `[cache]`: the in-process session cache.

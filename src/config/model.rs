@@ -258,6 +258,8 @@ pub enum StoreConfig {
         tls_ca_pem: Option<Vec<u8>>,
         /// Per-operation timeout.
         timeout: Duration,
+        /// Run on a Redis whose eviction policy can drop our keys (`store.allow_eviction`).
+        allow_eviction: bool,
     },
 }
 

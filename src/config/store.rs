@@ -124,6 +124,7 @@ impl Validator<'_> {
             mode,
             tls_ca_pem,
             timeout,
+            allow_eviction: s.allow_eviction.unwrap_or(false),
         }
     }
 }

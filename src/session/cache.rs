@@ -591,6 +591,11 @@ impl SessionCache {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.state.timed("ping", self.state.store.ping()).await
     }
+
+    /// The store's settings revocation depends on (see [`super::store::StoreSettings`]).
+    pub async fn store_settings(&self) -> Result<Option<super::store::StoreSettings>, StoreError> {
+        self.state.store.settings().await
+    }
 }
 
 #[cfg(test)]

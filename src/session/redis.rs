@@ -5,8 +5,8 @@
 use super::model::{now_unix, Session};
 use super::redis_conn::{Conn, Topology};
 use super::store::{
-    CounterStore, EventSink, RecordKey, RecordStore, Rotation, SessionStore, StoreError, UserIndex,
-    WriteMode, INDEX_CAP,
+    CounterStore, EventSink, RecordKey, RecordStore, Rotation, SessionStore, StoreError,
+    StoreSettings, UserIndex, WriteMode, INDEX_CAP,
 };
 use super::window::WindowCount;
 use async_trait::async_trait;
@@ -372,6 +372,18 @@ impl SessionStore for RedisStore {
         ));
     }
 
+    async fn settings(&self) -> Result<Option<StoreSettings>, StoreError> {
+        // On the store's own runtime: called at start from a runtime that ends after the
+        // check, whose tasks (a lazily made connection's) would end with it.
+        let (conn, timeout) = (self.conn.clone(), self.timeout);
+        self.io
+            .handle
+            .spawn(read_settings(conn, timeout))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .map(Some)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let pong: String = self.run(redis::cmd("PING")).await?;
         if pong == "PONG" {
@@ -595,4 +607,27 @@ async fn prober(
             restart.notify_one();
         }
     }
+}
+
+/// `CONFIG GET` of the settings revocation depends on; a refused `CONFIG` (renamed, or
+/// forbidden by an ACL, as on managed services) leaves them unknown.
+async fn read_settings(conn: Conn, timeout: Duration) -> Result<StoreSettings, StoreError> {
+    let mut out = StoreSettings::default();
+    for (name, slot) in [
+        ("maxmemory-policy", &mut out.maxmemory_policy),
+        ("appendonly", &mut out.appendonly),
+        ("appendfsync", &mut out.appendfsync),
+    ] {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg(name);
+        let mut conn = conn.clone();
+        match tokio::time::timeout(timeout, cmd.query_async::<Vec<String>>(&mut conn)).await {
+            Ok(Ok(pair)) => *slot = pair.get(1).cloned(),
+            // A refusal (`CONFIG` renamed or forbidden by ACL): unknown, not an outage.
+            Ok(Err(e)) if e.code().is_some() => *slot = None,
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Err(_) => return Err(StoreError::Unavailable("redis timed out".into())),
+        }
+    }
+    Ok(out)
 }

@@ -51,6 +51,45 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Redis settings revocation depends on, as read with `CONFIG GET` (`None`: not readable,
+/// as on managed Redis services that forbid `CONFIG`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoreSettings {
+    /// `maxmemory-policy`.
+    pub maxmemory_policy: Option<String>,
+    /// `appendonly`.
+    pub appendonly: Option<String>,
+    /// `appendfsync`.
+    pub appendfsync: Option<String>,
+}
+
+impl StoreSettings {
+    /// Whether the eviction policy may drop keys sessiongate needs: `allkeys-*` any key,
+    /// `volatile-*` any key with a TTL (sessions, tombstones). `None`: not known.
+    pub fn may_evict(&self) -> Option<bool> {
+        self.maxmemory_policy
+            .as_deref()
+            .map(|p| p.starts_with("allkeys-") || p.starts_with("volatile-"))
+    }
+
+    /// Whether an acknowledged write survives a crash of the Redis process: AOF on, synced
+    /// `always` or `everysec` (then at most a second of writes is lost). `None`: not known.
+    pub fn durable(&self) -> Option<bool> {
+        let aof = self.appendonly.as_deref()?;
+        let fsync = self.appendfsync.as_deref()?;
+        Some(aof == "yes" && matches!(fsync, "always" | "everysec"))
+    }
+
+    /// The gauge value of a check: 1 holds, 0 does not, -1 unknown.
+    pub fn gauge(check: Option<bool>) -> i64 {
+        match check {
+            Some(true) => 1,
+            Some(false) => 0,
+            None => -1,
+        }
+    }
+}
+
 /// Receives what other replicas (and the store's own probes) report. Implemented by the
 /// session cache; a store calls it from its background tasks.
 #[async_trait]
@@ -98,6 +137,11 @@ pub trait SessionStore: Send + Sync + 'static {
     fn start_events(&self, sink: Arc<dyn EventSink>);
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The store's own settings that sessiongate's guarantees depend on; `None` for a
+    /// store that has none (in process).
+    async fn settings(&self) -> Result<Option<StoreSettings>, StoreError> {
+        Ok(None)
+    }
     /// Short name for logs and metrics.
     fn kind(&self) -> &'static str;
 }
