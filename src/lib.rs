@@ -187,7 +187,9 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
 /// soft limit to the hard one (many systems start services at 1024) and say so when even
 /// that is short of the caps.
 fn raise_open_files_limit(cfg: &Config) {
-    let wanted = (cfg.connections.max as u64).saturating_mul(3) + 1024;
+    let wanted = (cfg.connections.max as u64)
+        .saturating_mul(3)
+        .saturating_add(1024);
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(got) if cfg.connections.max > 0 && got < wanted => tracing::warn!(
             open_files_limit = got,
@@ -335,6 +337,10 @@ pub fn run(app: Arc<App>) -> Result<(), StartError> {
         0 => 100,
         n => n.min(100),
     });
+    // What h2 buffers per stream beyond what the client has read: a client that opens big
+    // windows and never reads would otherwise park up to 400 KiB per stream (h2's default)
+    // after the request ended and its slot was freed.
+    h2.max_send_buffer_size(64 * 1024);
     http.h2_options = Some(h2);
     let listener = conn::Listener::new(
         http,

@@ -621,7 +621,7 @@ async fn h2_without_a_preface_is_cut_at_the_head_deadline(
 
 /// Issue 19, item 3: an HTTP/2 client that opens no flow-control window
 /// (`INITIAL_WINDOW_SIZE = 0`) gets its response head but cannot take the body; the stream
-/// ends after `idle_timeout_ms` (before: held for good, with its upstream connection), and
+/// ends after `write_timeout_ms` (before: held for good, with its upstream connection), and
 /// the connection, with nothing left on it, after the idle deadline too. A normal client is
 /// served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -634,7 +634,7 @@ async fn h2_zero_window_streams_end_at_the_idle_deadline(
     let gw = Gateway::start_edited(
         echo.addr,
         None,
-        "[connections]\nidle_timeout_ms = 1500\n",
+        "[connections]\nidle_timeout_ms = 1500\nwrite_timeout_ms = 1500\n",
         |t| {
             t.replace(
                 "[server]\n",
@@ -780,6 +780,30 @@ async fn h2_streams_count_against_the_per_address_cap(
     )
     .map_err(|e| e.to_string())?;
     assert_eq!(refused, 2.0);
+    // A refused stream holds no slot, and a client that opens no window to take the refusal
+    // loses it within a second (review: else it held its task for the write deadline).
+    let tcp = tokio::net::TcpStream::connect(gw.proxy).await?;
+    let tls = tokio_rustls::TlsConnector::from(client_config(&[b"h2"]))
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?;
+    let (c, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await?;
+    tokio::spawn(conn);
+    let mut c = c.ready().await?;
+    let (resp, _keep) = c.send_request(post()?, false)?;
+    let resp = tokio::time::timeout(Duration::from_secs(3), resp).await??;
+    assert_eq!(resp.status(), 503);
+    let started = std::time::Instant::now();
+    let mut refusal = resp.into_body();
+    let ended = tokio::time::timeout(Duration::from_secs(5), refusal.data()).await?;
+    assert!(matches!(ended, Some(Err(_))), "{ended:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     // Streams that end give their places back.
     for (_, mut body) in held.drain(..) {
         body.send_data(bytes::Bytes::new(), true)?;

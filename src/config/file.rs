@@ -131,6 +131,9 @@ pub struct ConnectionsSection {
     pub read_buffer_bytes: Option<usize>,
     /// Time for a TLS handshake, from the accept (the connection holds its slot meanwhile).
     pub tls_handshake_timeout_ms: Option<u64>,
+    /// Longest a response write may wait for the client (a client that stops reading, or
+    /// an h2 stream with no flow-control window); then the stream or connection ends.
+    pub write_timeout_ms: Option<u64>,
     /// HTTP/2 requests in flight per client address, over all its connections (each may
     /// hold an upstream connection); also the most streams one h2 connection may open.
     pub max_streams_per_ip: Option<usize>,

@@ -123,6 +123,8 @@ pub struct ConnectionsConfig {
     pub read_buffer: usize,
     /// Whole TLS handshake, from the accept (Pingora's own bound is a fixed 60 s).
     pub tls_handshake_timeout: Duration,
+    /// Longest one response write may wait for the client.
+    pub write_timeout: Duration,
     /// HTTP/2 requests in flight per client address (0: no cap); in total they are capped
     /// by `max`, like connections.
     pub max_streams_per_ip: usize,
@@ -143,6 +145,7 @@ impl Default for ConnectionsConfig {
             read_buffer: 16 * 1024,
             tls_handshake_timeout: Duration::from_secs(10),
             max_streams_per_ip: 512,
+            write_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -114,6 +114,11 @@ impl Validator<'_> {
             max_per_ip: c.max_connections_per_ip.unwrap_or(d.max_per_ip),
             // Unset: as many as connections, so one address holds no more upstream
             // connections over h2 than it could over HTTP/1.1.
+            write_timeout: ms(
+                "connections.write_timeout_ms",
+                c.write_timeout_ms,
+                d.write_timeout,
+            ),
             max_streams_per_ip: c
                 .max_streams_per_ip
                 .or(c.max_connections_per_ip)

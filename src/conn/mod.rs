@@ -24,4 +24,4 @@ use std::time::Duration;
 
 /// How long a refusal may take to write before the connection is dropped anyway (both a
 /// refused connection's 503 and a refused head's 408 or 431).
-const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);

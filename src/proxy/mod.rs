@@ -142,11 +142,30 @@ impl Proxy {
         let req = session.req_header();
         let config = &self.app.config;
         (ctx.peer, ctx.client_ip, ctx.via_trusted_proxy) = self.client_ip(session);
+        // First, so that every answer to a browser, refusals included, carries its headers.
+        let preflight = match self.app.cors.as_ref().map(|c| c.verdict(req)) {
+            None | Some(Verdict::None) => None,
+            Some(Verdict::Request(headers)) => {
+                ctx.cors = headers;
+                None
+            }
+            Some(Verdict::Preflight { allowed, headers }) => {
+                ctx.cors = headers;
+                Some(allowed)
+            }
+        };
         // Every h2 stream may hold an upstream connection: streams are counted per address
         // and in total like connections, so many streams on few connections do not escape
         // the caps (an HTTP/1.1 request is already inside its connection's slot).
         if session.is_http2() {
-            match self.app.streams.admit(ctx.peer) {
+            // Behind a trusted proxy, per end client (its `X-Forwarded-For` address), so one
+            // client cannot take every stream the proxy's connections carry.
+            let key = if ctx.via_trusted_proxy {
+                ctx.client_ip
+            } else {
+                ctx.peer
+            };
+            match self.app.streams.admit(key) {
                 Ok(slot) => ctx.stream_slot = Some(slot),
                 Err(why) => {
                     let cap = match why {
@@ -162,18 +181,6 @@ impl Proxy {
                 }
             }
         }
-        // First, so that every answer to a browser, refusals included, carries its headers.
-        let preflight = match self.app.cors.as_ref().map(|c| c.verdict(req)) {
-            None | Some(Verdict::None) => None,
-            Some(Verdict::Request(headers)) => {
-                ctx.cors = headers;
-                None
-            }
-            Some(Verdict::Preflight { allowed, headers }) => {
-                ctx.cors = headers;
-                Some(allowed)
-            }
-        };
         guard::check(req, &config.proxy, || {
             session.as_http1().map(|h1| h1.get_headers_raw_bytes())
         })?;
@@ -391,6 +398,9 @@ impl Proxy {
         };
         // The request body (if any) is not read; never reuse the connection after a refusal.
         session.set_keepalive(None);
+        // A refusal is small and holds no slot: a client that does not take it (an h2
+        // stream with no flow-control window) loses it quickly, not at the write deadline.
+        session.set_write_timeout(Some(crate::conn::REFUSAL_WRITE_TIMEOUT));
         match ctx.errors {
             None => respond::error(session, err, &ctx.request_id, &ctx.cors).await,
             Some(d) => {
@@ -492,8 +502,9 @@ impl ProxyHttp for Proxy {
         let body_timeout = self.app.config.connections.body_read_timeout;
         // A response the client does not take (an HTTP/2 flow-control window left at zero,
         // a socket nobody reads) may not hold its stream and upstream connection for ever:
-        // each write gets the idle deadline, then the stream (h2) or connection ends.
-        session.set_write_timeout(Some(self.app.config.connections.idle_timeout));
+        // each write gets `connections.write_timeout_ms`, then the stream (h2) or connection
+        // ends.
+        session.set_write_timeout(Some(self.app.config.connections.write_timeout));
         if upgrade::is_websocket(session.req_header()) {
             session.set_read_timeout(None);
         } else {
@@ -638,8 +649,13 @@ impl ProxyHttp for Proxy {
             (ErrorSource::Upstream, _) => Some(GateError::UpstreamUnavailable),
             (
                 ErrorSource::Downstream,
-                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+                ErrorType::ReadError
+                | ErrorType::WriteError
+                | ErrorType::WriteTimedout
+                | ErrorType::ConnectionClosed,
             ) => None,
+            // A reply the gateway wrote itself that the client did not take in time.
+            (ErrorSource::Unset, ErrorType::WriteTimedout) => None,
             (ErrorSource::Downstream, ErrorType::ReadTimedout) => Some(GateError::RequestTimeout),
             (ErrorSource::Downstream, ErrorType::Custom(BODY_TOO_LARGE)) => Some(
                 GateError::PayloadTooLarge(usize::try_from(ctx.body_limit).unwrap_or(usize::MAX)),
