@@ -47,6 +47,8 @@ pub struct Deadlines {
     pub idle: Duration,
     /// Largest request head, request line included.
     pub max_head: usize,
+    /// Longest a write (or flush) may wait for the client to take bytes.
+    pub write: Duration,
 }
 
 impl Deadlines {
@@ -56,6 +58,7 @@ impl Deadlines {
             header: cfg.header_read_timeout,
             idle: cfg.idle_timeout,
             max_head: max_header_bytes + REQUEST_LINE_ALLOWANCE,
+            write: cfg.write_timeout,
         }
     }
 }
@@ -93,6 +96,12 @@ pub struct Timed {
     /// `stash_at`; the buffer is kept for the connection's next request.
     stash: Vec<u8>,
     stash_at: usize,
+    /// Runs while a write, flush or shutdown waits for the client (made the first time one
+    /// does, then reused): every write path, Pingora's untimed ones too (response heads,
+    /// the final flush, an h2 connection's frames), ends when the client takes nothing for
+    /// `Deadlines::write`.
+    write_timer: Option<Pin<Box<Sleep>>>,
+    write_waiting: bool,
 }
 
 impl Timed {
@@ -117,6 +126,8 @@ impl Timed {
             metrics,
             stash: Vec::new(),
             stash_at: 0,
+            write_timer: None,
+            write_waiting: false,
         }
     }
 
@@ -365,6 +376,41 @@ impl AsyncRead for Timed {
     }
 }
 
+impl Timed {
+    /// After a write-side poll: progress stops the write clock; waiting starts it (once)
+    /// and, past `Deadlines::write`, turns into a timeout error.
+    fn write_progress<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.write_waiting = false;
+            return r;
+        }
+        let due = Instant::now() + self.deadlines.write;
+        let timer = self
+            .write_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if !self.write_waiting {
+            timer.as_mut().reset(due);
+            self.write_waiting = true;
+        }
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.metrics
+            .connections_closed
+            .with_label_values(&["write_timeout"])
+            .inc();
+        self.phase = Phase::Closed;
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client took no bytes for the write deadline",
+        )))
+    }
+}
+
 impl AsyncWrite for Timed {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -375,15 +421,18 @@ impl AsyncWrite for Timed {
             // The refusal is the connection's last response.
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.write_progress(cx, r)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.write_progress(cx, r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.write_progress(cx, r)
     }
 }
 
@@ -454,6 +503,7 @@ mod tests {
 
     const HEADER: Duration = Duration::from_secs(10);
     const IDLE: Duration = Duration::from_secs(60);
+    const WRITE: Duration = Duration::from_secs(5);
 
     fn timed() -> Result<(Timed, DuplexStream), prometheus::Error> {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
@@ -461,9 +511,52 @@ mod tests {
             header: HEADER,
             idle: IDLE,
             max_head: 1024 + REQUEST_LINE_ALLOWANCE,
+            write: WRITE,
         };
         let t = Timed::new(Box::new(ours), d, Arc::new(Metrics::new()?));
         Ok((t, theirs))
+    }
+
+    /// A client that takes no bytes: the write (any write path: Pingora's response heads
+    /// and final flushes are not timed by Pingora) ends at the write deadline, counted; one
+    /// that reads, however slowly, keeps its connection.
+    #[tokio::test(start_paused = true)]
+    async fn writes_the_client_does_not_take_end_at_the_write_deadline(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut t, mut client) = timed()?;
+        let metrics = t.metrics.clone();
+        let started = Instant::now();
+        let stuck = t.write_all(&vec![b'x'; 256 * 1024]).await;
+        assert_eq!(stuck.err().map(|e| e.kind()), Some(io::ErrorKind::TimedOut));
+        assert!(started.elapsed() >= WRITE && started.elapsed() < WRITE * 2);
+        assert_eq!(
+            metrics
+                .connections_closed
+                .with_label_values(&["write_timeout"])
+                .get(),
+            1
+        );
+        // A slow reader: 16 KiB every 4 s (under the 5 s deadline) keeps the writes going.
+        let (mut t, mut client2) = timed()?;
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut total = 0;
+            while total < 256 * 1024 {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                match client2.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+            total
+        });
+        t.write_all(&vec![b'y'; 256 * 1024]).await?;
+        t.flush().await?;
+        drop(t);
+        assert!(reader.await? >= 256 * 1024 - 64 * 1024);
+        let _ = client.read(&mut [0u8; 1]).await;
+        Ok(())
     }
 
     /// Reads what the gateway side sees until end of stream.
