@@ -134,6 +134,10 @@ impl Timed {
     /// A request is done and the connection kept alive: the next one must begin within
     /// `idle` and its head end `header` after its first byte.
     pub fn rearm(&mut self) {
+        // A connection that ended (a write that timed out) stays ended.
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
         self.phase = Phase::Idle { first: false };
         let idle = self.deadlines.idle;
         self.timer.as_mut().reset(Instant::now() + idle);
@@ -388,17 +392,22 @@ impl Timed {
             self.write_waiting = false;
             return r;
         }
-        let due = Instant::now() + self.deadlines.write;
-        let timer = self
-            .write_timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
         if !self.write_waiting {
-            timer.as_mut().reset(due);
+            let due = Instant::now() + self.deadlines.write;
+            match self.write_timer.as_mut() {
+                Some(t) => t.as_mut().reset(due),
+                None => self.write_timer = Some(Box::pin(tokio::time::sleep_until(due))),
+            }
             self.write_waiting = true;
         }
-        if timer.as_mut().poll(cx).is_pending() {
+        let fired = self
+            .write_timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        if !fired {
             return Poll::Pending;
         }
+        self.write_waiting = false;
         self.metrics
             .connections_closed
             .with_label_values(&["write_timeout"])
@@ -426,11 +435,18 @@ impl AsyncWrite for Timed {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if matches!(self.phase, Phase::Closed) {
+            // Ended (a write timed out, or a refusal went out): nothing more waits here.
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
         let r = Pin::new(&mut self.inner).poll_flush(cx);
         self.write_progress(cx, r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if matches!(self.phase, Phase::Closed) {
+            return Poll::Ready(Ok(()));
+        }
         let r = Pin::new(&mut self.inner).poll_shutdown(cx);
         self.write_progress(cx, r)
     }
@@ -439,7 +455,8 @@ impl AsyncWrite for Timed {
 #[async_trait]
 impl Shutdown for Timed {
     async fn shutdown(&mut self) {
-        Shutdown::shutdown(self.inner.as_mut()).await
+        // Through the write deadline, like every other write.
+        let _ = tokio::io::AsyncWriteExt::shutdown(self).await;
     }
 }
 

@@ -654,8 +654,8 @@ impl ProxyHttp for Proxy {
                 | ErrorType::WriteTimedout
                 | ErrorType::ConnectionClosed,
             ) => None,
-            // A reply the gateway wrote itself that the client did not take in time.
-            (ErrorSource::Unset, ErrorType::WriteTimedout) => None,
+            // A reply the gateway wrote itself that the client did not take (in time).
+            (ErrorSource::Unset, ErrorType::WriteTimedout | ErrorType::WriteError) => None,
             (ErrorSource::Downstream, ErrorType::ReadTimedout) => Some(GateError::RequestTimeout),
             (ErrorSource::Downstream, ErrorType::Custom(BODY_TOO_LARGE)) => Some(
                 GateError::PayloadTooLarge(usize::try_from(ctx.body_limit).unwrap_or(usize::MAX)),
