@@ -151,10 +151,15 @@ impl<A> Listener<A> {
 /// The client's address, for the per-address cap. A stream without one (a Unix socket)
 /// counts as the unspecified address, so such clients share one per-address count.
 fn peer_ip(stream: &Stream) -> IpAddr {
+    // Canonical, as the request path sees it: on a dual-stack listener an IPv4 client
+    // arrives as `::ffff:a.b.c.d`, which would miss an IPv4 trusted-proxy range and get a
+    // per-address slot of its own apart from its plain-IPv4 self.
     stream
         .get_socket_digest()
         .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
-        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |ip| {
+            ip.to_canonical()
+        })
 }
 
 #[async_trait]
