@@ -254,6 +254,8 @@ class Run:
         # outage.
         self.cached_refused = []
         self.cached_asked = 0      # requests for such sessions while Redis was down
+        # Final status of each refresh retried after an unanswered or 5xx one.
+        self.refresh_retries = []
         self.kills = {"redis": 0, "replica": 0}
         self.timeline = {}         # 10 s bucket -> [requests, unexpected answers, status 0]
 
@@ -378,20 +380,39 @@ def proxied(run, rnd, cluster, rec):
 
 def refresh(run, rnd, cluster, rec):
     proxy, _ = rnd.choice(cluster.ports)
-    s, b, t = call(proxy, "POST", "/auth/refresh", None, {"refresh_token": rec["refresh"]})
+    token = rec["refresh"]
+    s, b, t = call(proxy, "POST", "/auth/refresh", None, {"refresh_token": token})
     run.record("refresh", s, t, 200)
+    # Unanswered or 5xx: the rotation may have happened. Do what the API says and retry with
+    # the same token (any replica) within the retry grace (10 s): the same successor, never
+    # reuse. Up to 6 tries a second apart, which outlasts a Redis restart.
+    tries = 0
+    while s == 0 or s >= 500:
+        if tries == 6:
+            break
+        tries += 1
+        time.sleep(1)
+        proxy, _ = rnd.choice(cluster.ports)
+        s, b, t = call(proxy, "POST", "/auth/refresh", None, {"refresh_token": token})
+        run.record("refresh retry", s, t, 200)
     with run.lock:
+        if tries:
+            run.refresh_retries.append(s)
         if s == 200:
             r = json.loads(b)
             rec["token"], rec["refresh"] = r["access_token"], r["refresh_token"]
         else:
-            # Unknown whether it rotated: presenting the old token again would be reuse,
-            # which revokes the session by design. The access token stays valid.
             rec["refresh"] = None
+            if tries and s == 401 and rec["state"] == "live" and not rec.get("revoking"):
+                # The retry of a refresh the gateway did not answer logged the user out.
+                rec["state"] = "lost"
+                run.lost_live.append((rec["kind"], rec["sid"], "401 on refresh retry"))
 
 
 def revoke(run, rnd, cluster, rec):
     _, admin = rnd.choice(cluster.ports)
+    with run.lock:
+        rec["revoking"] = True  # a refresh refused from now on may be this revocation
     s, _, t = call(admin, "DELETE", f"/admin/sessions/{rec['sid']}", bearer(ADMIN_TOKEN))
     run.record("revoke", s, t, 204)
     with run.lock:
@@ -618,6 +639,10 @@ def main():
           f"(of {run.cached_asked} requests for them while Redis was down)")
     for item in run.cached_refused[:10]:
         print(f"    {item}")
+    retried = run.refresh_retries
+    print(f"refreshes retried with the same token after no answer or a 5xx: {len(retried)}"
+          f" (then 200: {retried.count(200)}, 401: {retried.count(401)}, still no answer or"
+          f" 5xx after 6 tries: {sum(1 for s in retried if s == 0 or s >= 500)})")
     print("per 10 s: requests, unexpected answers (e.g. 503), no answer (status 0):")
     for b, (n, unexpected, none) in sorted(run.timeline.items()):
         print(f"  t={b * 10:4}-{b * 10 + 10:<4} s  {n:6}  {unexpected:5}  {none:5}")

@@ -257,6 +257,7 @@ mod tests {
             default_ttl: Duration::from_secs(60),
             max_ttl: Duration::from_secs(600),
             access_ttl: None,
+            refresh_retry_grace: Duration::from_secs(10),
             signing_kid: signing.into(),
             keys,
         }

@@ -46,9 +46,10 @@ pub async fn refresh(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
     // never limited: its reuse must reach `refresh` and revoke the session, however busy a
     // thief keeps the session's limit.
     match app.sessions.verify_refresh(&token).await {
-        Ok((session_id, crate::session::store::Rotation::Rotated)) => {
-            app.limits.refresh_of(session_id).await?
-        }
+        Ok((
+            session_id,
+            crate::session::store::Rotation::Rotated | crate::session::store::Rotation::Retried(_),
+        )) => app.limits.refresh_of(session_id).await?,
         Ok(_) => {}
         Err(e) => {
             record_failure(app, &e);

@@ -26,6 +26,15 @@ pub enum GateError {
     /// The session store could not be asked; fail closed.
     #[error("the session store is unavailable")]
     StoreUnavailable,
+    /// A write to the session store (a refresh, a logout, a revocation) was sent but not
+    /// answered in time: it may still happen when the store recovers. Retrying the same
+    /// request is safe (a refresh retried with the same token within the retry grace gets
+    /// the same successor).
+    #[error(
+        "the session store did not answer in time: the {0} may or may not have happened; \
+         retry the same request"
+    )]
+    OutcomeUnknown(&'static str),
     /// The request is malformed in a way that is not about a field (framing, path, JSON syntax).
     #[error("{0}")]
     BadRequest(String),
@@ -120,7 +129,9 @@ impl GateError {
             GateError::SessionExpired => (401, "invalid_token", Some(BEARER_INVALID)),
             GateError::InvalidRefreshToken => (401, "invalid_grant", None),
             GateError::RefreshTokenReused => (401, "invalid_grant", None),
-            GateError::StoreUnavailable => (503, "store_unavailable", None),
+            GateError::StoreUnavailable | GateError::OutcomeUnknown(_) => {
+                (503, "store_unavailable", None)
+            }
             GateError::BadRequest(_) => (400, "bad_request", None),
             GateError::InvalidField { .. } => (400, "invalid_request", None),
             GateError::PayloadTooLarge(_) => (413, "payload_too_large", None),
@@ -140,6 +151,8 @@ impl GateError {
         };
         let retry_after = match self {
             GateError::RateLimited(secs) | GateError::TooManyConnections(secs) => Some(*secs),
+            // The store is usually back within a second or two (a failover, a fork stall).
+            GateError::OutcomeUnknown(_) => Some(1),
             _ => None,
         };
         ErrorResponse {
@@ -199,6 +212,7 @@ impl GateError {
             | GateError::RefreshTokenReused
             | GateError::AdminUnauthorized => true,
             GateError::StoreUnavailable
+            | GateError::OutcomeUnknown(_)
             | GateError::BadRequest(_)
             | GateError::InvalidField { .. }
             | GateError::PayloadTooLarge(_)

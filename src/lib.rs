@@ -154,7 +154,8 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
         config.cache.max_entries,
         config.cache.ttl,
         config.tokens.access_ttl,
-    );
+    )
+    .with_refresh_retry_grace(config.tokens.refresh_retry_grace);
     let cors = cors::Cors::new(&config.cors);
     let ws_budget = ws::bounds::Budget::new(
         config.websocket.max_buffered_bytes,

@@ -166,6 +166,9 @@ pub struct Metrics {
     pub websocket_buffered_bytes: IntGauge,
     /// `sessiongate_events_unreadable_total`: invalidation events this replica could not parse.
     pub events_unreadable: prometheus::IntCounter,
+    /// `sessiongate_store_data_lost_total`: times this replica found the store back without
+    /// its data (its epoch changed) and dropped the revoke-all floors it no longer backs.
+    pub store_data_lost: prometheus::IntCounter,
     /// `sessiongate_connections_open`: client connections open on the proxy listener.
     pub connections_open: IntGauge,
     /// `sessiongate_connections_refused_total{cap}`: connections answered 503 and closed,
@@ -318,6 +321,14 @@ impl Metrics {
                 let c = prometheus::IntCounter::new(
                     "sessiongate_events_unreadable_total",
                     "Invalidation events that could not be parsed.",
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
+            store_data_lost: {
+                let c = prometheus::IntCounter::new(
+                    "sessiongate_store_data_lost_total",
+                    "Times the store came back without its data (its epoch changed).",
                 )?;
                 r.register(Box::new(c.clone()))?;
                 c

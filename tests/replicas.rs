@@ -308,3 +308,71 @@ fn strict_mode_refuses_cached_sessions_once_the_outage_is_seen() -> TestResult {
     )));
     Ok(())
 }
+
+/// Redis restarts empty after a business revoke-all. Before, the replicas that saw the
+/// revoke-all kept its floor and refused every new session of the business for 2 x cache
+/// TTL + 5 s (65 s), while a fresh replica accepted them. Now each replica finds the store's
+/// epoch changed when it resubscribes and drops the floors the store no longer backs; what
+/// was revoked before the loss stays refused.
+#[test]
+fn revoke_all_floors_do_not_outlive_a_redis_data_loss() -> TestResult {
+    let (mut redis, _echo, gws) = replicas(2, "")?;
+    let (_, old) = gws[0].create_session("u1", "lossy-biz", "h", "user", 600)?;
+    for gw in &gws {
+        assert_eq!(status(gw.proxy, &old)?, 200);
+    }
+    let r = admin_request(
+        gws[0].admin,
+        "DELETE",
+        "/admin/businesses/lossy-biz/sessions",
+        None,
+    )?;
+    assert_eq!(r.status, 204, "{}", r.body);
+    for gw in &gws {
+        refusal_lag(gw.proxy, &old, Duration::from_secs(1))?;
+    }
+    // A restart that keeps the data (AOF) is not a loss: the floors stay.
+    redis.stop();
+    redis.restart()?;
+    // (Resubscribed within the reconnect backoff, at most 2 s, plus the restart.)
+    std::thread::sleep(Duration::from_secs(3));
+    for gw in &gws {
+        gw.wait_subscribed()?;
+        assert_eq!(metric(gw, "sessiongate_store_data_lost_total")?, 0.0);
+        assert_eq!(status(gw.proxy, &old)?, 401);
+    }
+
+    // Now empty.
+    redis.stop();
+    for entry in std::fs::read_dir(redis.dir())? {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    redis.restart()?;
+    for gw in &gws {
+        assert!(
+            eventually(Duration::from_secs(10), || metric(
+                gw,
+                "sessiongate_store_data_lost_total"
+            )
+            .is_ok_and(|v| v == 1.0)),
+            "the loss was not noticed; log:\n{}",
+            gw.log()
+        );
+        gw.wait_subscribed()?;
+    }
+    let (_, new) = gws[1].create_session("u2", "lossy-biz", "h", "user", 600)?;
+    for gw in &gws {
+        assert_eq!(
+            status(gw.proxy, &new)?,
+            200,
+            "a new session of the business"
+        );
+        assert_eq!(status(gw.proxy, &old)?, 401, "revoked before the loss");
+    }
+    Ok(())
+}

@@ -339,6 +339,9 @@ pub struct TokensSection {
     /// Lifetime of each access token (never beyond its session); refresh issues new ones.
     /// Absent: an access token lives as long as its session.
     pub access_token_ttl_seconds: Option<u64>,
+    /// How long a spent refresh token, presented again, gets the successor issued for it
+    /// instead of revoking the session (a client retrying a refresh it got no answer to).
+    pub refresh_retry_grace_seconds: Option<u64>,
     /// The `kid` of the key that signs new tokens.
     pub signing_kid: Option<String>,
     /// Every key that verifies tokens (the signing key among them).

@@ -333,6 +333,9 @@ pub struct TokenConfig {
     pub max_ttl: Duration,
     /// Lifetime of one access token (capped by its session's expiry); `None`: the session's.
     pub access_ttl: Option<Duration>,
+    /// How long a spent refresh token presented again gets its successor back (zero: never,
+    /// every second presentation is reuse).
+    pub refresh_retry_grace: Duration,
     /// The signing key's id.
     pub signing_kid: String,
     /// Every key.

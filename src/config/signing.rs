@@ -91,6 +91,15 @@ impl Validator<'_> {
         }
         let keys = self.key_list("tokens.keys", &t.keys, ALL_ALGORITHMS);
         let signing_kid = self.signing_kid("tokens", t.signing_kid, &keys, &t.keys)?;
+        // A retry comes seconds after the lost answer; a long grace only widens what a thief
+        // holding a spent token could still redeem.
+        let refresh_retry_grace = t.refresh_retry_grace_seconds.unwrap_or(10);
+        if refresh_retry_grace > 300 {
+            self.issue(
+                "tokens.refresh_retry_grace_seconds",
+                "must be at most 300 (0 turns it off)",
+            );
+        }
         Some(TokenConfig {
             issuer,
             audience,
@@ -105,6 +114,7 @@ impl Validator<'_> {
                 }
                 Some(s) => Some(Duration::from_secs(s)),
             },
+            refresh_retry_grace: Duration::from_secs(refresh_retry_grace),
             signing_kid,
             keys,
         })

@@ -106,7 +106,7 @@ impl From<GateError> for Problem {
     /// fails only with a store outage or an internal error).
     fn from(e: GateError) -> Self {
         match e {
-            GateError::StoreUnavailable => Problem::Unavailable,
+            GateError::StoreUnavailable | GateError::OutcomeUnknown(_) => Problem::Unavailable,
             GateError::MissingToken
             | GateError::InvalidToken(_)
             | GateError::SessionNotFound

@@ -104,7 +104,7 @@ impl Outcome {
     /// The outcome of a request refused with `err` (no `_ =>`: a new error picks its label).
     pub(super) fn of(err: &GateError) -> Outcome {
         match err {
-            GateError::StoreUnavailable => Outcome::StoreUnavailable,
+            GateError::StoreUnavailable | GateError::OutcomeUnknown(_) => Outcome::StoreUnavailable,
             GateError::BadRequest(_)
             | GateError::InvalidField { .. }
             | GateError::HeadersTooLarge(_)

@@ -22,7 +22,7 @@
 //!   Nothing is deleted because of a store error.
 
 use super::model::{business_scope, now_unix, user_scope, Session};
-use super::store::{EventSink, Rotation, SessionStore, StoreError};
+use super::store::{EventSink, Rotation, SessionStore, StoreError, Successor};
 use crate::metrics::Metrics;
 use async_trait::async_trait;
 use moka::Expiry;
@@ -343,6 +343,17 @@ impl EventSink for State {
     fn store_reachable(&self, up: bool) {
         self.mark_reachable(up);
     }
+
+    fn store_lost_data(&self) {
+        // Floors mirror generations the store no longer has: sessions created since (back at
+        // generation 0) would be refused for 2 x TTL + 5 s on this replica only. The cache
+        // goes too: it may hold sessions the store no longer has. Tombstones stay: they
+        // refuse only ids that no longer exist, unless the store came back with a revoked
+        // session (a failover to a node that missed the delete), which is what they are for.
+        self.floors.invalidate_all();
+        self.cache.invalidate_all();
+        self.metrics.store_data_lost.inc();
+    }
 }
 
 impl SessionCache {
@@ -509,7 +520,7 @@ impl SessionCache {
         &self,
         session_id: &str,
         presented: &str,
-        next: &str,
+        next: &Successor<'_>,
     ) -> Result<Rotation, StoreError> {
         self.state
             .timed(
@@ -630,7 +641,7 @@ mod tests {
             &self,
             id: &str,
             presented: &str,
-            next: &str,
+            next: &Successor<'_>,
         ) -> Result<Rotation, StoreError> {
             self.inner.rotate_refresh(id, presented, next).await
         }

@@ -2,8 +2,8 @@
 
 use super::model::{now_unix, Session};
 use super::store::{
-    CounterStore, EventSink, RecordKey, RecordStore, Rotation, SessionStore, StoreError, UserIndex,
-    WriteMode, INDEX_CAP,
+    CounterStore, EventSink, RecordKey, RecordStore, Rotation, SessionStore, StoreError, Successor,
+    UserIndex, WriteMode, INDEX_CAP,
 };
 use super::window::{unix_ms, LocalWindows, WindowCount};
 use async_trait::async_trait;
@@ -76,6 +76,28 @@ struct Stored {
     session: Session,
     refresh: Option<String>,
     used: Vec<String>,
+    /// The last rotation, while a retry of it is within grace: the presented token's hash,
+    /// the sealed successor, and until when.
+    retry: Option<(String, String, Instant)>,
+}
+
+impl Stored {
+    /// What presenting `presented` finds, changing nothing.
+    fn find(&self, presented: &str) -> Rotation {
+        if self.refresh.as_deref() == Some(presented) {
+            return Rotation::Rotated;
+        }
+        if let Some((spent, sealed, until)) = &self.retry {
+            if spent == presented && Instant::now() < *until {
+                return Rotation::Retried(sealed.clone());
+            }
+        }
+        if self.used.iter().any(|u| u == presented) {
+            Rotation::Reused
+        } else {
+            Rotation::Unknown
+        }
+    }
 }
 
 /// The sessions, and their ids in expiry order so that writes sweep the expired a few at a
@@ -172,6 +194,7 @@ impl SessionStore for MemoryStore {
                 session: session.clone(),
                 refresh: refresh_sha256.map(str::to_string),
                 used: Vec::new(),
+                retry: None,
             },
         );
         Ok(())
@@ -193,7 +216,7 @@ impl SessionStore for MemoryStore {
         &self,
         session_id: &str,
         presented: &str,
-        next: &str,
+        next: &Successor<'_>,
     ) -> Result<Rotation, StoreError> {
         let now = now_unix();
         let map = &mut self.lock()?.map;
@@ -203,15 +226,19 @@ impl SessionStore for MemoryStore {
         else {
             return Ok(Rotation::Unknown);
         };
-        if stored.refresh.as_deref() == Some(presented) {
+        let found = stored.find(presented);
+        if found == Rotation::Rotated {
             stored.used.push(presented.to_string());
-            stored.refresh = Some(next.to_string());
-            return Ok(Rotation::Rotated);
+            stored.refresh = Some(next.sha256.to_string());
+            stored.retry = (!next.grace.is_zero()).then(|| {
+                (
+                    presented.to_string(),
+                    next.sealed.to_string(),
+                    Instant::now() + next.grace,
+                )
+            });
         }
-        if stored.used.iter().any(|u| u == presented) {
-            return Ok(Rotation::Reused);
-        }
-        Ok(Rotation::Unknown)
+        Ok(found)
     }
 
     async fn peek_refresh(
@@ -221,20 +248,11 @@ impl SessionStore for MemoryStore {
     ) -> Result<Rotation, StoreError> {
         let now = now_unix();
         let sessions = self.lock()?;
-        let Some(stored) = sessions
+        Ok(sessions
             .map
             .get(session_id)
             .filter(|s| !s.session.is_expired_at(now))
-        else {
-            return Ok(Rotation::Unknown);
-        };
-        Ok(if stored.refresh.as_deref() == Some(presented) {
-            Rotation::Rotated
-        } else if stored.used.iter().any(|u| u == presented) {
-            Rotation::Reused
-        } else {
-            Rotation::Unknown
-        })
+            .map_or(Rotation::Unknown, |s| s.find(presented)))
     }
 
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {

@@ -6,7 +6,7 @@ use super::model::{now_unix, Session};
 use super::redis_conn::{Conn, Topology};
 use super::store::{
     CounterStore, EventSink, RecordKey, RecordStore, Rotation, SessionStore, StoreError,
-    StoreSettings, UserIndex, WriteMode, INDEX_CAP,
+    StoreSettings, Successor, UserIndex, WriteMode, INDEX_CAP,
 };
 use super::window::WindowCount;
 use async_trait::async_trait;
@@ -40,29 +40,49 @@ if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
 return 1
 ";
 
-/// Rotation in one step: KEYS = current, used; ARGV = presented, next.
-/// 1 rotated, 2 reused, 3 unknown (or no refresh state: the session is gone).
+/// The last rotation of a session's refresh token, while a retry of it is within grace:
+/// `<presented hash>:<sealed successor>`, expiring by itself (same hash tag).
+pub fn retry_refresh_key(session_id: &str) -> String {
+    format!("sg:rtr:{{{session_id}}}")
+}
+
+/// Rotation in one step: KEYS = current, used, retry; ARGV = presented, next, sealed
+/// successor, retry grace (ms; 0 = none). Returns {1} rotated, {4, sealed} the token rotated
+/// away last and within its retry grace, {2} spent (reuse), {3} unknown or no refresh state
+/// (the session is gone). The retry record lives at most as long as the refresh state;
+/// hashes are hex, so the `:` after one cannot be part of it.
 const ROTATE: &str = r"
 local cur = redis.call('GET', KEYS[1])
-if not cur then return 3 end
-if cur == ARGV[1] then
-  local ttl = redis.call('PTTL', KEYS[1])
-  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
-  redis.call('SADD', KEYS[2], ARGV[1])
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-  return 1
+if not cur then return {3, ''} end
+if cur ~= ARGV[1] then
+  local retry = redis.call('GET', KEYS[3])
+  local spent = ARGV[1] .. ':'
+  if retry and string.sub(retry, 1, #spent) == spent then
+    return {4, string.sub(retry, #spent + 1)}
+  end
+  if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return {2, ''} end
+  return {3, ''}
 end
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 2 end
-return 3
+local ttl = redis.call('PTTL', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+redis.call('SADD', KEYS[2], ARGV[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+local grace = tonumber(ARGV[4])
+if ttl > 0 and ttl < grace then grace = ttl end
+if grace > 0 then
+  redis.call('SET', KEYS[3], ARGV[1] .. ':' .. ARGV[3], 'PX', grace)
+else
+  redis.call('DEL', KEYS[3])
+end
+return {1, ''}
 ";
 
-/// [`ROTATE`] without the rotation: KEYS = current, used; ARGV = presented.
-const PEEK: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if not cur then return 3 end
-if cur == ARGV[1] then return 1 end
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 2 end
-return 3
+/// A session and its refresh state in one step: KEYS = session, current, used, retry.
+/// Returns whether the session existed.
+const DELETE: &str = r"
+local existed = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+return existed
 ";
 
 /// One hit on a sliding-window counter (a hash of fixed-window index → count, one key so
@@ -203,33 +223,6 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedisStore {
-    /// Runs [`ROTATE`] or [`PEEK`] on a session's refresh keys.
-    async fn refresh_script(
-        &self,
-        script: &str,
-        session_id: &str,
-        presented: &str,
-        next: Option<&str>,
-    ) -> Result<Rotation, StoreError> {
-        let script = redis::Script::new(script);
-        let mut inv = script.prepare_invoke();
-        inv.key(refresh_key(session_id))
-            .key(used_refresh_key(session_id))
-            .arg(presented);
-        if let Some(next) = next {
-            inv.arg(next);
-        }
-        let mut conn = self.conn.clone();
-        let result = tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut conn)).await;
-        match result {
-            Ok(Ok(1)) => Ok(Rotation::Rotated),
-            Ok(Ok(2)) => Ok(Rotation::Reused),
-            Ok(Ok(_)) => Ok(Rotation::Unknown),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
-        }
-    }
-
     /// Creates the store without connecting: the first command connects, and a lost
     /// connection is re-established in the background, so the gateway starts (not ready)
     /// while Redis is down and recovers by itself when it returns.
@@ -289,10 +282,28 @@ impl SessionStore for RedisStore {
         &self,
         session_id: &str,
         presented: &str,
-        next: &str,
+        next: &Successor<'_>,
     ) -> Result<Rotation, StoreError> {
-        self.refresh_script(ROTATE, session_id, presented, Some(next))
-            .await
+        let script = redis::Script::new(ROTATE);
+        let mut inv = script.prepare_invoke();
+        inv.key(refresh_key(session_id))
+            .key(used_refresh_key(session_id))
+            .key(retry_refresh_key(session_id))
+            .arg(presented)
+            .arg(next.sha256)
+            .arg(next.sealed)
+            .arg(u64::try_from(next.grace.as_millis()).unwrap_or(u64::MAX));
+        let mut conn = self.conn.clone();
+        let result =
+            tokio::time::timeout(self.timeout, inv.invoke_async::<(i64, String)>(&mut conn)).await;
+        match result {
+            Ok(Ok((1, _))) => Ok(Rotation::Rotated),
+            Ok(Ok((2, _))) => Ok(Rotation::Reused),
+            Ok(Ok((4, sealed))) => Ok(Rotation::Retried(sealed)),
+            Ok(Ok(_)) => Ok(Rotation::Unknown),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
+        }
     }
 
     async fn peek_refresh(
@@ -300,7 +311,39 @@ impl SessionStore for RedisStore {
         session_id: &str,
         presented: &str,
     ) -> Result<Rotation, StoreError> {
-        self.refresh_script(PEEK, session_id, presented, None).await
+        // Plain reads, not a script: they pass a Redis that pauses writes (a failover's
+        // `CLIENT PAUSE WRITE`), so a refresh is not refused before its rotation was even
+        // tried. Not atomic, and it need not be: only the rotation decides.
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET")
+            .arg(refresh_key(session_id))
+            .cmd("GET")
+            .arg(retry_refresh_key(session_id))
+            .cmd("SISMEMBER")
+            .arg(used_refresh_key(session_id))
+            .arg(presented);
+        let mut conn = self.conn.clone();
+        let (current, retry, spent): (Option<String>, Option<String>, bool) =
+            match tokio::time::timeout(self.timeout, pipe.query_async(&mut conn)).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => return Err(unavailable(e)),
+                Err(_) => return Err(StoreError::Unavailable("redis timed out".into())),
+            };
+        let Some(current) = current else {
+            return Ok(Rotation::Unknown);
+        };
+        if current == presented {
+            return Ok(Rotation::Rotated);
+        }
+        let retried = retry.as_deref().and_then(|r| {
+            r.strip_prefix(presented)
+                .and_then(|rest| rest.strip_prefix(':'))
+        });
+        Ok(match retried {
+            Some(sealed) => Rotation::Retried(sealed.to_string()),
+            None if spent => Rotation::Reused,
+            None => Rotation::Unknown,
+        })
     }
 
     async fn get(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
@@ -317,16 +360,20 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
-        let mut cmd = redis::cmd("DEL");
-        // The session's key decides the answer; its refresh state goes with it.
-        cmd.arg(session_key(session_id));
-        let mut state = redis::cmd("DEL");
-        state
-            .arg(refresh_key(session_id))
-            .arg(used_refresh_key(session_id));
-        self.run::<i64>(state).await?;
-        let n: i64 = self.run(cmd).await?;
-        Ok(n > 0)
+        // One script: a delete that times out happened whole or not at all (two commands
+        // could leave the refresh state deleted while the session lives on).
+        let script = redis::Script::new(DELETE);
+        let mut inv = script.prepare_invoke();
+        inv.key(session_key(session_id))
+            .key(refresh_key(session_id))
+            .key(used_refresh_key(session_id))
+            .key(retry_refresh_key(session_id));
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut conn)).await {
+            Ok(Ok(n)) => Ok(n > 0),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
+        }
     }
 
     async fn generations(&self, scopes: &[String]) -> Result<Vec<u64>, StoreError> {
@@ -523,6 +570,32 @@ impl UserIndex for RedisStore {
     }
 }
 
+/// The store's epoch: a random id one replica writes once, without a TTL. A Redis that lost
+/// its data (restarted empty, failed over to a node that never had it) has none, or
+/// another; each replica compares it with the one it knew after every (re)subscription.
+pub const EPOCH_KEY: &str = "sg:epoch";
+
+/// KEYS = epoch; ARGV = a new epoch, written when there is none. Returns the epoch.
+const EPOCH: &str = r"
+local e = redis.call('GET', KEYS[1])
+if e then return e end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+";
+
+/// The store's epoch ([`EPOCH_KEY`]), written if missing.
+async fn read_epoch(conn: &Conn, timeout: Duration) -> Result<String, StoreError> {
+    let script = redis::Script::new(EPOCH);
+    let mut inv = script.prepare_invoke();
+    inv.key(EPOCH_KEY).arg(super::model::new_session_id());
+    let mut conn = conn.clone();
+    match tokio::time::timeout(timeout, inv.invoke_async::<String>(&mut conn)).await {
+        Ok(Ok(e)) => Ok(e),
+        Ok(Err(e)) => Err(unavailable(e)),
+        Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
+    }
+}
+
 /// Keeps one pub/sub subscription alive and feeds its messages to `sink`. While it is down
 /// (or silent), the sink is told so and bypasses its cache; after every (re)subscription it
 /// flushes, since messages sent in the gap are lost.
@@ -536,6 +609,8 @@ async fn subscriber(
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 0usize;
+    // The epoch seen at the last subscription (`None` before the first).
+    let mut known: Option<String> = None;
     loop {
         attempt = attempt.wrapping_add(1);
         let connected = tokio::time::timeout(timeout.max(Duration::from_secs(1)), async {
@@ -545,11 +620,25 @@ async fn subscriber(
             Ok::<_, redis::RedisError>(pubsub)
         })
         .await;
-        if let Ok(Ok(pubsub)) = connected {
+        // Subscribed first, epoch second: data lost after the epoch was read shows at the
+        // next resubscription, as the subscription drops with the store that loses it.
+        let epoch = match connected {
+            Ok(Ok(pubsub)) => read_epoch(&conn, timeout).await.map(|e| (pubsub, e)),
+            _ => Err(StoreError::Unavailable("not subscribed".into())),
+        };
+        if let Ok((pubsub, epoch)) = epoch {
             backoff = Duration::from_millis(100);
             if let Ok(mut h) = heard.lock() {
                 *h = Instant::now();
             }
+            if known.as_ref().is_some_and(|k| *k != epoch) {
+                tracing::warn!(
+                    "redis lost its data (its epoch changed): dropping revoke-all floors it \
+                     no longer backs"
+                );
+                sink.store_lost_data();
+            }
+            known = Some(epoch);
             sink.subscribed(true);
             let mut messages = pubsub.into_on_message();
             loop {

@@ -21,14 +21,32 @@ pub struct RecordKey {
 }
 
 /// What presenting a refresh token (as its SHA-256) for rotation found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
     /// It was the session's current token; the successor is now current.
     Rotated,
+    /// It is the token rotated away last, presented again within the retry grace: a client
+    /// retrying a refresh whose answer it never got (a store stall answered 503 while the
+    /// rotation still ran). Holds the successor issued for it, sealed ([`Successor`]).
+    Retried(String),
     /// It was a token of this session that has already been rotated: reuse.
     Reused,
     /// Not a token of this session (or the session is gone).
     Unknown,
+}
+
+/// The token a rotation makes current, as the store keeps it.
+#[derive(Debug, Clone, Copy)]
+pub struct Successor<'a> {
+    /// SHA-256 (hex) of the successor: the session's current token from now on.
+    pub sha256: &'a str,
+    /// The successor sealed under a key only the presented token yields (hex): kept with
+    /// the presented token's hash for `grace`, so that a retry of it gets the same successor
+    /// back. The store never holds it in a form it could use.
+    pub sealed: &'a str,
+    /// How long a retry of the presented token gets the successor back (zero: never; then
+    /// any second presentation is reuse).
+    pub grace: Duration,
 }
 
 /// How [`RecordStore::record_put`] treats an existing record.
@@ -100,6 +118,11 @@ pub trait EventSink: Send + Sync + 'static {
     fn subscribed(&self, up: bool);
     /// Whether the store answered its last probe.
     fn store_reachable(&self, up: bool);
+    /// The store came back without the data it had (restarted empty, or failed over to a
+    /// node that never had it): revocation state kept in process on the store's behalf
+    /// (revoke-all floors) is no longer backed by it. Called before the store reports itself
+    /// subscribed again.
+    fn store_lost_data(&self);
 }
 
 /// Where sessions live, with their refresh-token state, the revocation generations of their
@@ -109,13 +132,15 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Stores a new session (and, atomically with it, the SHA-256 of its first refresh
     /// token); both disappear by themselves at `expires_at`.
     async fn put(&self, session: &Session, refresh_sha256: Option<&str>) -> Result<(), StoreError>;
-    /// Atomically replaces the session's current refresh token `presented` by `next`
-    /// (both SHA-256 hex). Exactly one of concurrent rotations of one token succeeds.
+    /// Atomically replaces the session's current refresh token `presented` (SHA-256 hex) by
+    /// `next`, and remembers the rotation for `next.grace` (only the last one: a rotation
+    /// replaces what the previous one left). Exactly one of concurrent rotations of one token
+    /// succeeds; the others are [`Rotation::Retried`] within the grace, reuse after it.
     async fn rotate_refresh(
         &self,
         session_id: &str,
         presented: &str,
-        next: &str,
+        next: &Successor<'_>,
     ) -> Result<Rotation, StoreError>;
     /// What [`SessionStore::rotate_refresh`] would find for `presented`, changing nothing:
     /// lets a caller verify a refresh token's secret before charging its session's limit.
@@ -123,7 +148,8 @@ pub trait SessionStore: Send + Sync + 'static {
         -> Result<Rotation, StoreError>;
     /// The session, if it exists and has not expired.
     async fn get(&self, session_id: &str) -> Result<Option<Session>, StoreError>;
-    /// Deletes a session; `Ok(false)` when there was none.
+    /// Deletes a session with its refresh state, in one step (a timed-out delete either
+    /// happened whole or not at all); `Ok(false)` when there was none.
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError>;
     /// Current revocation generations of `scopes` (0 for a scope never revoked).
     async fn generations(&self, scopes: &[String]) -> Result<Vec<u64>, StoreError>;

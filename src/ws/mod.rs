@@ -103,7 +103,7 @@ impl End {
                     End::Unauthorized
                 }
             }
-            GateError::StoreUnavailable => End::StoreUnavailable,
+            GateError::StoreUnavailable | GateError::OutcomeUnknown(_) => End::StoreUnavailable,
             // None of these comes from checking a token; refused without a verdict on it.
             GateError::RateLimited(_)
             | GateError::TooManyConnections(_)
