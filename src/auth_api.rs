@@ -45,11 +45,12 @@ pub async fn refresh(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
     // A guess is a 401, which counts against the client's address instead. A spent token is
     // never limited: its reuse must reach `refresh` and revoke the session, however busy a
     // thief keeps the session's limit.
+    // A retry within the grace is not limited either: it only returns the one successor
+    // that exists, and a client held at its limit past the grace would be logged out.
     match app.sessions.verify_refresh(&token).await {
-        Ok((
-            session_id,
-            crate::session::store::Rotation::Rotated | crate::session::store::Rotation::Retried(_),
-        )) => app.limits.refresh_of(session_id).await?,
+        Ok((session_id, crate::session::store::Rotation::Rotated)) => {
+            app.limits.refresh_of(session_id).await?
+        }
         Ok(_) => {}
         Err(e) => {
             record_failure(app, &e);

@@ -30,10 +30,7 @@ pub enum GateError {
     /// answered in time: it may still happen when the store recovers. Retrying the same
     /// request is safe (a refresh retried with the same token within the retry grace gets
     /// the same successor).
-    #[error(
-        "the session store did not answer in time: the {0} may or may not have happened; \
-         retry the same request"
-    )]
+    #[error("the session store did not answer in time: {0}")]
     OutcomeUnknown(&'static str),
     /// The request is malformed in a way that is not about a field (framing, path, JSON syntax).
     #[error("{0}")]

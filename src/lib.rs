@@ -342,6 +342,9 @@ pub fn run(app: Arc<App>) -> Result<(), StartError> {
     // windows and never reads would otherwise park up to 400 KiB per stream (h2's default)
     // after the request ended and its slot was freed.
     h2.max_send_buffer_size(64 * 1024);
+    // One DATA frame per body read: `proxy::PREBUFFER_BYTES` relies on frames of at most
+    // 16 KiB (h2's default, pinned here).
+    h2.max_frame_size(16 * 1024);
     http.h2_options = Some(h2);
     let listener = conn::Listener::new(
         http,

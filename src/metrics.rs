@@ -103,6 +103,7 @@ pub const STORE_OPS: &[&str] = &[
     "publish",
     "rotate",
     "peek_refresh",
+    "restore_generation",
 ];
 
 /// The gateway's metrics and the registry that exposes them.

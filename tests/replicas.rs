@@ -309,14 +309,16 @@ fn strict_mode_refuses_cached_sessions_once_the_outage_is_seen() -> TestResult {
     Ok(())
 }
 
-/// Redis restarts empty after a business revoke-all. Before, the replicas that saw the
-/// revoke-all kept its floor and refused every new session of the business for 2 x cache
-/// TTL + 5 s (65 s), while a fresh replica accepted them. Now each replica finds the store's
-/// epoch changed when it resubscribes and drops the floors the store no longer backs; what
-/// was revoked before the loss stays refused.
+/// Redis loses a business revoke-all's counter. Partly (the counter and the epoch gone, the
+/// session still there: a failover to a node that missed them, a lost Cluster shard): the
+/// replicas write their floor back when they resubscribe, so a replica started afterwards
+/// refuses the revoked session too (before, it accepted it). Wholly (restarted empty):
+/// before, the replicas that saw the revoke-all refused every new session of the business
+/// for 2 x cache TTL + 5 s (65 s) while a fresh replica accepted them; now the restored
+/// counter gives new sessions a generation at the floor, accepted everywhere at once.
 #[test]
-fn revoke_all_floors_do_not_outlive_a_redis_data_loss() -> TestResult {
-    let (mut redis, _echo, gws) = replicas(2, "")?;
+fn revoke_all_survives_a_redis_data_loss_without_refusing_new_sessions() -> TestResult {
+    let (mut redis, echo, gws) = replicas(2, "")?;
     let (_, old) = gws[0].create_session("u1", "lossy-biz", "h", "user", 600)?;
     for gw in &gws {
         assert_eq!(status(gw.proxy, &old)?, 200);
@@ -331,7 +333,7 @@ fn revoke_all_floors_do_not_outlive_a_redis_data_loss() -> TestResult {
     for gw in &gws {
         refusal_lag(gw.proxy, &old, Duration::from_secs(1))?;
     }
-    // A restart that keeps the data (AOF) is not a loss: the floors stay.
+    // A restart that keeps the data (AOF) is no loss.
     redis.stop();
     redis.restart()?;
     // (Resubscribed within the reconnect backoff, at most 2 s, plus the restart.)
@@ -341,6 +343,35 @@ fn revoke_all_floors_do_not_outlive_a_redis_data_loss() -> TestResult {
         assert_eq!(metric(gw, "sessiongate_store_data_lost_total")?, 0.0);
         assert_eq!(status(gw.proxy, &old)?, 401);
     }
+
+    // Partial loss: the counter and the epoch go, the session stays.
+    let keys = redis.command("KEYS sg:gen:*")?;
+    let gen_keys: Vec<&str> = keys.lines().filter(|l| l.starts_with("sg:gen:")).collect();
+    assert!(!gen_keys.is_empty(), "{keys}");
+    for key in &gen_keys {
+        redis.command(&format!("DEL {key}"))?;
+    }
+    redis.command("DEL sg:epoch")?;
+    redis.command("CLIENT KILL TYPE pubsub")?;
+    for gw in &gws {
+        assert!(
+            eventually(Duration::from_secs(10), || metric(
+                gw,
+                "sessiongate_store_data_lost_total"
+            )
+            .is_ok_and(|v| v == 1.0)),
+            "the loss was not noticed; log:\n{}",
+            gw.log()
+        );
+        gw.wait_subscribed()?;
+    }
+    let fresh = Gateway::start_with(echo.addr, Some(&redis.url()), "")?;
+    fresh.wait_subscribed()?;
+    assert_eq!(
+        status(fresh.proxy, &old)?,
+        401,
+        "a replica started after the loss accepted a revoked session"
+    );
 
     // Now empty.
     redis.stop();
@@ -359,19 +390,16 @@ fn revoke_all_floors_do_not_outlive_a_redis_data_loss() -> TestResult {
                 gw,
                 "sessiongate_store_data_lost_total"
             )
-            .is_ok_and(|v| v == 1.0)),
+            .is_ok_and(|v| v == 2.0)),
             "the loss was not noticed; log:\n{}",
             gw.log()
         );
         gw.wait_subscribed()?;
     }
+    fresh.wait_subscribed()?;
     let (_, new) = gws[1].create_session("u2", "lossy-biz", "h", "user", 600)?;
-    for gw in &gws {
-        assert_eq!(
-            status(gw.proxy, &new)?,
-            200,
-            "a new session of the business"
-        );
+    for gw in gws.iter().chain([&fresh]) {
+        assert_eq!(status(gw.proxy, &new)?, 200, "a new session of the business");
         assert_eq!(status(gw.proxy, &old)?, 401, "revoked before the loss");
     }
     Ok(())

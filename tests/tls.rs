@@ -825,3 +825,116 @@ async fn h2_streams_count_against_the_per_address_cap(
     drop(kept);
     Ok(())
 }
+
+/// Issue 19, item 4: an h2 stream that sends HEADERS without END_STREAM and then nothing,
+/// or a trickle, gets 408 at the body deadline and never reaches the upstream (before: held,
+/// with an upstream connection, until the upstream read timeout, 63 s; HTTP/1.1 got 408 at
+/// the deadline). A body that does come is forwarded whole, also past what the gateway
+/// reads before connecting upstream (48 KiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_bodiless_streams_end_at_the_body_deadline(
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let echo = echo::Echo::start().map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir()?;
+    install(dir.path(), "a").map_err(|e| e.to_string())?;
+    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let gw = Gateway::start_edited(
+        echo.addr,
+        None,
+        "[connections]\nbody_read_timeout_ms = 1500\n",
+        |t| {
+            t.replace(
+                "[server]\n",
+                &format!(
+                    "[server]\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n",
+                    crt.display(),
+                    key.display()
+                ),
+            )
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let port = gw.proxy.port();
+    let tcp = tokio::net::TcpStream::connect(gw.proxy).await?;
+    let tls = tokio_rustls::TlsConnector::from(client_config(&[b"h2"]))
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?;
+    let (client, conn) = h2::client::handshake(tls).await?;
+    tokio::spawn(conn);
+    let post = |path: &str| {
+        http::Request::builder()
+            .method("POST")
+            .uri(format!("https://localhost:{port}/public/{path}"))
+            .body(())
+    };
+
+    // Headers, then nothing.
+    let mut client = client.ready().await?;
+    let started = std::time::Instant::now();
+    let (resp, _silent) = client.send_request(post("silent")?, false)?;
+    let resp = tokio::time::timeout(Duration::from_secs(6), resp).await??;
+    let took = started.elapsed();
+    assert_eq!(resp.status(), 408);
+    assert!(
+        took >= Duration::from_millis(1300) && took < Duration::from_secs(4),
+        "answered after {took:?}"
+    );
+
+    // A trickle: a few bytes every 300 ms, never the end.
+    let mut client = client.ready().await?;
+    let started = std::time::Instant::now();
+    let (resp, mut trickle) = client.send_request(post("trickle")?, false)?;
+    let drip = tokio::spawn(async move {
+        for _ in 0..20 {
+            if trickle
+                .send_data(bytes::Bytes::from_static(b"0123456789"), false)
+                .is_err()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let resp = tokio::time::timeout(Duration::from_secs(6), resp).await??;
+    let took = started.elapsed();
+    assert_eq!(resp.status(), 408);
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    drip.abort();
+    assert_eq!(echo.hits(), 0, "neither stream reached the upstream");
+
+    // Bodies that come, in 16 KiB pieces: forwarded whole, below, at and past what is read
+    // up front (48 KiB) and past Pingora's 64 KiB retry buffer.
+    let sizes = [0, 1, 30_000, 48 * 1024 + 1, 64 * 1024, 100 * 1024, 300_000];
+    for size in sizes {
+        let mut client = client.clone().ready().await?;
+        let (resp, mut body) = client.send_request(post("upload")?, false)?;
+        let piece = bytes::Bytes::from(vec![b'x'; 16 * 1024]);
+        let mut sent = 0;
+        loop {
+            let n = piece.len().min(size - sent);
+            body.reserve_capacity(n);
+            sent += n;
+            body.send_data(piece.slice(..n), sent == size)?;
+            if sent == size {
+                break;
+            }
+        }
+        let resp = tokio::time::timeout(Duration::from_secs(6), resp).await??;
+        assert_eq!(resp.status(), 200, "{size} bytes");
+        let mut stream = resp.into_body();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.data().await {
+            let chunk = chunk?;
+            let _ = stream.flow_control().release_capacity(chunk.len());
+            bytes.extend_from_slice(&chunk);
+        }
+        let echoed: serde_json::Value = serde_json::from_slice(&bytes)?;
+        assert_eq!(
+            echoed["body"].as_str().map(str::len),
+            Some(size),
+            "the whole body of {size} bytes reached the upstream"
+        );
+    }
+    assert_eq!(echo.hits(), sizes.len());
+    Ok(())
+}

@@ -267,7 +267,17 @@ impl Proxy {
     /// `request_filter`'s work, inside the request's span.
     async fn filter(&self, session: &mut HttpSession, ctx: &mut RequestCtx) -> Result<bool> {
         let flow = match self.admit(session, ctx).await {
-            Ok(Admitted::Forward) => Flow::Continue,
+            Ok(Admitted::Forward) => {
+                if session.is_http2() && !session.is_body_done() {
+                    // Boxed: rare, and not part of every request's future.
+                    if let Err(e) = Box::pin(self.prebuffer(session, ctx)).await {
+                        let span = ctx.span();
+                        self.reject(session, ctx, &e).instrument(span).await?;
+                        return Ok(true);
+                    }
+                }
+                Flow::Continue
+            }
             Ok(Admitted::Preflight) => {
                 ctx.outcome = Outcome::Preflight;
                 // A preflight has no body; one that declares one is not read, so the
@@ -318,6 +328,47 @@ impl Proxy {
             }
         };
         Ok(flow.into_pingora())
+    }
+
+    /// HTTP/2 only: the start of a forwarded body is read here, under the body deadline and
+    /// before any upstream connection exists. Pingora times each read of an HTTP/1.1 body,
+    /// but an h2 stream that sends its headers and then nothing (or a trickle) would hold
+    /// its stream and an upstream connection until the upstream read timeout; the body
+    /// deadline in `request_body_filter` only runs when a chunk arrives. What is read here
+    /// sits in Pingora's retry buffer, which it sends upstream first; the rest (a body over
+    /// [`PREBUFFER_BYTES`]) is read by Pingora as usual.
+    async fn prebuffer(
+        &self,
+        session: &mut HttpSession,
+        ctx: &RequestCtx,
+    ) -> Result<(), GateError> {
+        session.enable_retry_buffering();
+        let due = ctx.body_due.unwrap_or_else(Instant::now);
+        let mut read: u64 = 0;
+        while !session.is_body_done() && read < PREBUFFER_BYTES {
+            let left = due.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, session.read_request_body()).await {
+                Err(_) => return Err(GateError::RequestTimeout),
+                // A reset stream or a broken connection: nobody is left to answer.
+                Ok(Err(_)) => {
+                    return Err(GateError::BadRequest(
+                        "the request body could not be read".into(),
+                    ))
+                }
+                Ok(Ok(None)) => break,
+                // Counted against the route's limit here; `request_body_filter` counts it
+                // (once) when Pingora replays it.
+                Ok(Ok(Some(chunk))) => {
+                    read = read.saturating_add(chunk.len() as u64);
+                    if read > ctx.body_limit {
+                        return Err(GateError::PayloadTooLarge(
+                            usize::try_from(ctx.body_limit).unwrap_or(usize::MAX),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Answers a session API request: reads the (bounded) body, lets the dialect handle it,
@@ -410,6 +461,12 @@ impl Proxy {
         }
     }
 }
+
+/// How much of an HTTP/2 request body [`Proxy::prebuffer`] reads before Pingora takes over:
+/// Pingora's retry buffer holds 64 KiB and drops everything past it, and one read is one
+/// DATA frame of at most 16 KiB (`SETTINGS_MAX_FRAME_SIZE`, pinned where the listener is
+/// built), so reading stops below 64 - 16 KiB.
+pub const PREBUFFER_BYTES: u64 = 48 * 1024;
 
 /// The request's id: the client's `x-request-id` when it is one short token of safe
 /// characters (so it can go into logs and headers as is), else a new UUIDv4.

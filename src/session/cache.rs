@@ -344,15 +344,31 @@ impl EventSink for State {
         self.mark_reachable(up);
     }
 
-    fn store_lost_data(&self) {
-        // Floors mirror generations the store no longer has: sessions created since (back at
-        // generation 0) would be refused for 2 x TTL + 5 s on this replica only. The cache
-        // goes too: it may hold sessions the store no longer has. Tombstones stay: they
-        // refuse only ids that no longer exist, unless the store came back with a revoked
-        // session (a failover to a node that missed the delete), which is what they are for.
-        self.floors.invalidate_all();
-        self.cache.invalidate_all();
-        self.metrics.store_data_lost.inc();
+    async fn resubscribed(&self, data_lost: bool) {
+        if data_lost {
+            self.metrics.store_data_lost.inc();
+        }
+        // A store that lost a revoke-all's counter (restarted empty, failed over to a node
+        // that missed it, a lost Cluster shard) hands out generations below this replica's
+        // floors: sessions created there would be refused here for 2 x TTL + 5 s while a
+        // fresh replica accepts them, and a fresh replica would accept sessions revoked
+        // before. Writing the floors back makes the store agree with every replica again.
+        // Dropping them instead would un-revoke sessions a partial loss kept. Tombstones need
+        // nothing: they refuse ids that are gone from the store anyway.
+        let floors: Vec<(Arc<String>, u64)> = self.floors.iter().collect();
+        for (scope, generation) in floors {
+            let restored = self
+                .timed(
+                    "restore_generation",
+                    self.store.restore_generation(&scope, generation),
+                )
+                .await;
+            if let Err(e) = restored {
+                // The floors stay here (fail closed); the next resubscription tries again.
+                tracing::warn!(error = %e, "could not write revoke-all floors back to the store");
+                break;
+            }
+        }
     }
 }
 
@@ -481,6 +497,8 @@ impl SessionCache {
             return Ok(None);
         }
         match self.state.load(session_id).await {
+            // A revoke-all this replica knows of and the store lost (see `resubscribed`).
+            Ok(s) if self.state.below_floor(&s) => Ok(None),
             Ok(s) => Ok(Some((*s).clone())),
             Err(LookupError::NotFound | LookupError::Expired) => Ok(None),
             Err(LookupError::Store(e)) => Err(e),
@@ -665,6 +683,9 @@ mod tests {
         }
         async fn bump_generation(&self, scope: &str) -> Result<u64, StoreError> {
             self.inner.bump_generation(scope).await
+        }
+        async fn restore_generation(&self, scope: &str, at_least: u64) -> Result<(), StoreError> {
+            self.inner.restore_generation(scope, at_least).await
         }
         async fn publish(&self, _payload: &[u8]) -> Result<(), StoreError> {
             Ok(())

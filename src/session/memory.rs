@@ -280,6 +280,16 @@ impl SessionStore for MemoryStore {
         Ok(*g)
     }
 
+    async fn restore_generation(&self, scope: &str, at_least: u64) -> Result<(), StoreError> {
+        let mut map = self
+            .generations
+            .lock()
+            .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))?;
+        let g = map.entry(scope.to_string()).or_insert(0);
+        *g = (*g).max(at_least);
+        Ok(())
+    }
+
     // One process, one cache: the revoking call already updated it; nothing to send.
     async fn publish(&self, _payload: &[u8]) -> Result<(), StoreError> {
         Ok(())

@@ -18,7 +18,7 @@ use model::{
     is_valid_session_id, new_session_id, now_unix, random_token, sha256_hex, NewSession, Session,
 };
 use std::sync::Arc;
-use store::{RecordStore, Rotation, UserIndex};
+use store::{RecordStore, Rotation, StoreError, UserIndex};
 
 /// A session just created, with its access token.
 #[derive(Debug, Clone)]
@@ -48,28 +48,33 @@ fn refresh_token_for(session_id: &str) -> String {
     format!("{session_id}.{}", random_token())
 }
 
-/// The pad that seals the successor of `presented`: SHA-256 of the presented token under a
-/// label of its own. The store keeps the presented token only as its plain SHA-256, which
-/// does not yield this, so what the store holds of a successor is useless without the
-/// presented token itself (whose holder may rotate it anyway).
-fn successor_pad(presented: &str) -> [u8; 32] {
+/// The pad that seals a successor of `presented`: SHA-256 of a random nonce and the
+/// presented token under a label of their own. The store keeps the presented token only as
+/// its plain SHA-256, which does not yield this, so what the store holds of a successor is
+/// useless without the presented token itself (whose holder may rotate it anyway). The
+/// nonce makes every pad new, also when a store that lost a rotation lets the same token be
+/// rotated twice.
+fn successor_pad(nonce: &[u8; 16], presented: &str) -> [u8; 32] {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
-    h.update(b"sessiongate refresh successor v1\n");
+    h.update(b"sessiongate refresh successor v2\n");
+    h.update(nonce);
     h.update(presented.as_bytes());
     h.finalize().into()
 }
 
 /// A successor for `presented` (a well-formed refresh token of `session_id`): the token,
-/// and its secret sealed for the store (hex of secret XOR pad; the pad is used once, as
-/// every presented token is rotated once).
+/// and its secret sealed for the store (hex of nonce, then of secret XOR pad).
 fn successor_of(session_id: &str, presented: &str) -> (String, String) {
     use base64::Engine;
     use rand::RngCore;
     let mut secret = [0u8; 32];
+    let mut nonce = [0u8; 16];
     rand::rng().fill_bytes(&mut secret);
-    let pad = successor_pad(presented);
-    let sealed: Vec<u8> = secret.iter().zip(pad).map(|(s, p)| s ^ p).collect();
+    rand::rng().fill_bytes(&mut nonce);
+    let pad = successor_pad(&nonce, presented);
+    let mut sealed = nonce.to_vec();
+    sealed.extend(secret.iter().zip(pad).map(|(s, p)| s ^ p));
     let token = format!(
         "{session_id}.{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
@@ -80,9 +85,9 @@ fn successor_of(session_id: &str, presented: &str) -> (String, String) {
 /// The successor [`successor_of`] sealed for `presented`; `None` if `sealed` is not one.
 fn unseal_successor(session_id: &str, presented: &str, sealed: &str) -> Option<String> {
     use base64::Engine;
-    let bytes = hex::decode(sealed).ok()?;
-    let secret: [u8; 32] = bytes.try_into().ok()?;
-    let pad = successor_pad(presented);
+    let bytes: [u8; 48] = hex::decode(sealed).ok()?.try_into().ok()?;
+    let (nonce, secret) = bytes.split_at(16);
+    let pad = successor_pad(nonce.try_into().ok()?, presented);
     let mut out = [0u8; 32];
     for (o, (s, p)) in out.iter_mut().zip(secret.iter().zip(pad)) {
         *o = s ^ p;
@@ -98,6 +103,17 @@ fn session_of_refresh_token(token: &str) -> Option<&str> {
     let (sid, secret) = token.split_once('.')?;
     (is_valid_session_id(sid) && is_valid_session_id(secret)).then_some(sid)
 }
+
+/// What a refresh whose rotation the store did not answer tells the client.
+const REFRESH_UNKNOWN: &str =
+    "the refresh may or may not have happened; retry with the same refresh token";
+/// The same, when a retry would be reuse (`tokens.refresh_retry_grace_seconds = 0`).
+const REFRESH_UNKNOWN_NO_GRACE: &str = "the refresh may or may not have happened, and \
+     presenting the same refresh token again would be reuse (no retry grace is configured): \
+     keep using the access token until it expires, then sign in again";
+/// What a logout or revocation the store did not answer tells the client.
+const REVOCATION_UNKNOWN: &str =
+    "the revocation may or may not have happened; retry the same request";
 
 /// A token that already verified: its session id and expiry.
 #[derive(Debug, Clone)]
@@ -344,20 +360,35 @@ impl Sessions {
             sealed: &sealed,
             grace: self.refresh_grace,
         };
-        let rotation = self
+        let unknown = GateError::OutcomeUnknown(if self.refresh_grace.is_zero() {
+            REFRESH_UNKNOWN_NO_GRACE
+        } else {
+            REFRESH_UNKNOWN
+        });
+        let rotation = match self
             .cache
             .rotate_refresh(sid, &sha256_hex(refresh_token), &successor)
             .await
-            .map_err(|e| {
+        {
+            Ok(r) => r,
+            Err(StoreError::Corrupt(e)) => {
+                tracing::error!(error = %e, "refresh: unreadable answer from the store");
+                return Err(GateError::Internal);
+            }
+            Err(e) => {
                 tracing::warn!(error = %e, "refresh: the store did not answer the rotation");
-                GateError::OutcomeUnknown("refresh")
-            })?;
+                return Err(unknown);
+            }
+        };
         let next = match rotation {
             Rotation::Rotated => next,
             Rotation::Retried(sealed) => {
                 unseal_successor(sid, refresh_token, &sealed).ok_or(GateError::Internal)?
             }
             Rotation::Reused => {
+                // Said before the revocation, which may fail: a detected reuse is never
+                // silent.
+                tracing::warn!("refresh token reuse: revoking the session");
                 self.revoke(sid).await?;
                 return Err(GateError::RefreshTokenReused);
             }
@@ -370,7 +401,7 @@ impl Sessions {
             Ok(None) => return Err(GateError::InvalidRefreshToken),
             Err(e) => {
                 tracing::warn!(error = %e, "refresh: rotated, but the session could not be read");
-                return Err(GateError::OutcomeUnknown("refresh"));
+                return Err(unknown);
             }
         };
         let now = now_unix();
@@ -517,7 +548,7 @@ impl Sessions {
             .revoke_scope(&model::user_scope(user_id))
             .await
             .map(|_| ())
-            .map_err(|_| GateError::OutcomeUnknown("revocation"))
+            .map_err(|_| GateError::OutcomeUnknown(REVOCATION_UNKNOWN))
     }
 
     /// Revokes every session of a business, on every replica, in O(1).
@@ -526,7 +557,7 @@ impl Sessions {
             .revoke_scope(&model::business_scope(business_id))
             .await
             .map(|_| ())
-            .map_err(|_| GateError::OutcomeUnknown("revocation"))
+            .map_err(|_| GateError::OutcomeUnknown(REVOCATION_UNKNOWN))
     }
 
     /// Revokes a session everywhere (this replica at once, others through events);
@@ -535,7 +566,7 @@ impl Sessions {
         self.cache
             .revoke(session_id)
             .await
-            .map_err(|_| GateError::OutcomeUnknown("revocation"))
+            .map_err(|_| GateError::OutcomeUnknown(REVOCATION_UNKNOWN))
     }
 }
 
@@ -659,7 +690,7 @@ mod tests {
             unseal_successor(&sid, &other, &sealed).as_deref(),
             Some(next.as_str())
         );
-        for bad in ["", "zz", &sealed[..62]] {
+        for bad in ["", "zz", &sealed[..94], &sealed[32..]] {
             assert_eq!(unseal_successor(&sid, &presented, bad), None);
         }
     }

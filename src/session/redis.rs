@@ -77,6 +77,13 @@ end
 return {1, ''}
 ";
 
+/// A generation counter raised to at least ARGV[1], never lowered: KEYS = counter.
+const RESTORE_GENERATION: &str = r"
+local g = tonumber(redis.call('GET', KEYS[1]) or '0')
+if g < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+";
+
 /// A session and its refresh state in one step: KEYS = session, current, used, retry.
 /// Returns whether the session existed.
 const DELETE: &str = r"
@@ -393,6 +400,18 @@ impl SessionStore for RedisStore {
         self.run(cmd).await
     }
 
+    async fn restore_generation(&self, scope: &str, at_least: u64) -> Result<(), StoreError> {
+        let script = redis::Script::new(RESTORE_GENERATION);
+        let mut inv = script.prepare_invoke();
+        inv.key(generation_key(scope)).arg(at_least);
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
+        }
+    }
+
     async fn publish(&self, payload: &[u8]) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(EVENTS_CHANNEL).arg(payload);
@@ -631,14 +650,15 @@ async fn subscriber(
             if let Ok(mut h) = heard.lock() {
                 *h = Instant::now();
             }
-            if known.as_ref().is_some_and(|k| *k != epoch) {
+            let lost = known.as_ref().is_some_and(|k| *k != epoch);
+            if lost {
                 tracing::warn!(
-                    "redis lost its data (its epoch changed): dropping revoke-all floors it \
-                     no longer backs"
+                    "redis lost its data (its epoch changed): writing back the revocations \
+                     this replica knows of"
                 );
-                sink.store_lost_data();
             }
             known = Some(epoch);
+            sink.resubscribed(lost).await;
             sink.subscribed(true);
             let mut messages = pubsub.into_on_message();
             loop {

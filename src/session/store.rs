@@ -118,11 +118,10 @@ pub trait EventSink: Send + Sync + 'static {
     fn subscribed(&self, up: bool);
     /// Whether the store answered its last probe.
     fn store_reachable(&self, up: bool);
-    /// The store came back without the data it had (restarted empty, or failed over to a
-    /// node that never had it): revocation state kept in process on the store's behalf
-    /// (revoke-all floors) is no longer backed by it. Called before the store reports itself
-    /// subscribed again.
-    fn store_lost_data(&self);
+    /// Called after every (re)subscription, before [`EventSink::subscribed`]: the store may
+    /// have lost data while this replica was not listening (`data_lost`: it certainly did,
+    /// its epoch changed). The sink puts back what it keeps on the store's behalf.
+    async fn resubscribed(&self, data_lost: bool);
 }
 
 /// Where sessions live, with their refresh-token state, the revocation generations of their
@@ -156,6 +155,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Raises a scope's generation by one, revoking every session created before, in O(1);
     /// returns the new generation.
     async fn bump_generation(&self, scope: &str) -> Result<u64, StoreError>;
+    /// Raises a scope's generation to at least `at_least`, never lowering it: a replica puts
+    /// back a revoke-all it knows of into a store that may have lost it.
+    async fn restore_generation(&self, scope: &str, at_least: u64) -> Result<(), StoreError>;
     /// Sends an invalidation event to every replica's [`EventSink`].
     async fn publish(&self, payload: &[u8]) -> Result<(), StoreError>;
     /// Starts delivering events and health to `sink` (background tasks for a shared store;

@@ -184,9 +184,10 @@ impl Redis {
 
     /// How many keys match `pattern` (`KEYS`; test data sets are tiny).
     /// Keys holding sessions, users, records or generations: everything but rate-limit
-    /// counters (which every request to a session API touches by design).
+    /// counters (which every request to a session API touches by design) and the store's
+    /// epoch (written once by the first replica to subscribe).
     pub fn data_key_count(&self) -> Result<usize, Box<dyn std::error::Error>> {
-        Ok(self.key_count("sg:*")? - self.key_count("sg:rl:*")?)
+        Ok(self.key_count("sg:*")? - self.key_count("sg:rl:*")? - self.key_count("sg:epoch")?)
     }
 
     pub fn key_count(&self, pattern: &str) -> Result<usize, Box<dyn std::error::Error>> {
