@@ -399,7 +399,11 @@ fn revoke_all_survives_a_redis_data_loss_without_refusing_new_sessions() -> Test
     fresh.wait_subscribed()?;
     let (_, new) = gws[1].create_session("u2", "lossy-biz", "h", "user", 600)?;
     for gw in gws.iter().chain([&fresh]) {
-        assert_eq!(status(gw.proxy, &new)?, 200, "a new session of the business");
+        assert_eq!(
+            status(gw.proxy, &new)?,
+            200,
+            "a new session of the business"
+        );
         assert_eq!(status(gw.proxy, &old)?, 401, "revoked before the loss");
     }
     Ok(())

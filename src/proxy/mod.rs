@@ -595,8 +595,11 @@ impl ProxyHttp for Proxy {
     async fn upstream_peer(
         &self,
         _session: &mut HttpSession,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        // Each attempt (Pingora retries a failed reused connection) replays the body read
+        // so far through `request_body_filter`, which counts it again from here.
+        ctx.body_seen = 0;
         Ok(Box::new(self.app.upstream.peer()))
     }
 

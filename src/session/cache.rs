@@ -344,7 +344,7 @@ impl EventSink for State {
         self.mark_reachable(up);
     }
 
-    async fn resubscribed(&self, data_lost: bool) {
+    async fn resubscribed(&self, data_lost: bool) -> bool {
         if data_lost {
             self.metrics.store_data_lost.inc();
         }
@@ -364,11 +364,13 @@ impl EventSink for State {
                 )
                 .await;
             if let Err(e) = restored {
-                // The floors stay here (fail closed); the next resubscription tries again.
+                // The floors stay here (fail closed), and the store resubscribes (the cache
+                // bypassed meanwhile) until they are written.
                 tracing::warn!(error = %e, "could not write revoke-all floors back to the store");
-                break;
+                return false;
             }
         }
+        true
     }
 }
 

@@ -645,20 +645,33 @@ async fn subscriber(
             Ok(Ok(pubsub)) => read_epoch(&conn, timeout).await.map(|e| (pubsub, e)),
             _ => Err(StoreError::Unavailable("not subscribed".into())),
         };
-        if let Ok((pubsub, epoch)) = epoch {
+        // Only subscribed once what the store may have lost is written back (an unsubscribed
+        // replica bypasses its cache and still checks its floors).
+        let epoch = match epoch {
+            Ok((pubsub, epoch)) => {
+                let lost = known.as_ref().is_some_and(|k| *k != epoch);
+                if lost {
+                    tracing::warn!(
+                        "redis lost its data (its epoch changed): writing back the \
+                         revocations this replica knows of"
+                    );
+                }
+                known = Some(epoch);
+                if sink.resubscribed(lost).await {
+                    Ok(pubsub)
+                } else {
+                    Err(StoreError::Unavailable(
+                        "revocations not written back".into(),
+                    ))
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Ok(pubsub) = epoch {
             backoff = Duration::from_millis(100);
             if let Ok(mut h) = heard.lock() {
                 *h = Instant::now();
             }
-            let lost = known.as_ref().is_some_and(|k| *k != epoch);
-            if lost {
-                tracing::warn!(
-                    "redis lost its data (its epoch changed): writing back the revocations \
-                     this replica knows of"
-                );
-            }
-            known = Some(epoch);
-            sink.resubscribed(lost).await;
             sink.subscribed(true);
             let mut messages = pubsub.into_on_message();
             loop {

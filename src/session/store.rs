@@ -120,8 +120,9 @@ pub trait EventSink: Send + Sync + 'static {
     fn store_reachable(&self, up: bool);
     /// Called after every (re)subscription, before [`EventSink::subscribed`]: the store may
     /// have lost data while this replica was not listening (`data_lost`: it certainly did,
-    /// its epoch changed). The sink puts back what it keeps on the store's behalf.
-    async fn resubscribed(&self, data_lost: bool);
+    /// its epoch changed). The sink puts back what it keeps on the store's behalf; `false`
+    /// when that failed, and the store then drops the subscription and tries again.
+    async fn resubscribed(&self, data_lost: bool) -> bool;
 }
 
 /// Where sessions live, with their refresh-token state, the revocation generations of their
