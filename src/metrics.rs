@@ -177,7 +177,8 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// `sessiongate_connections_closed_total{reason}`: connections the gateway ended for a
     /// client's slowness or size: header_timeout, header_too_large, idle_timeout,
-    /// tls_handshake_timeout, tls_handshake_failed, h2_preface_invalid, write_timeout.
+    /// tls_handshake_timeout, tls_handshake_failed, h2_preface_invalid, h2_control_flood,
+    /// write_timeout.
     pub connections_closed: IntCounterVec,
 }
 
@@ -407,6 +408,7 @@ impl Metrics {
             "tls_handshake_timeout",
             "tls_handshake_failed",
             "h2_preface_invalid",
+            "h2_control_flood",
             "write_timeout",
         ] {
             m.connections_closed.with_label_values(&[reason]);

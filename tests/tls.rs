@@ -938,3 +938,71 @@ async fn h2_bodiless_streams_end_at_the_body_deadline(
     assert_eq!(echo.hits(), sizes.len());
     Ok(())
 }
+
+/// Issue 19: a flood of PRIORITY and WINDOW_UPDATE frames (which the h2 server answers with
+/// nothing and never cut: 30 M in 5 s slowed every other client 10x) ends the connection
+/// once it is over its control-frame budget; a normal client is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_control_frame_floods_are_cut() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = echo::Echo::start().map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir()?;
+    install(dir.path(), "a").map_err(|e| e.to_string())?;
+    let gw = tls_gateway(echo.addr, dir.path(), 0).map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(gw.proxy).await?;
+    let mut tls = tokio_rustls::TlsConnector::from(client_config(&[b"h2"]))
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?;
+    let mut opening = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    opening.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS
+    tls.write_all(&opening).await?;
+    // PRIORITY on stream 1 (5 bytes: dependency 0, weight 16) and WINDOW_UPDATE on the
+    // connection (increment 1), alternating, 1,000 per write.
+    let mut batch = Vec::new();
+    for _ in 0..500 {
+        batch.extend_from_slice(&[0, 0, 5, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 15]);
+        batch.extend_from_slice(&[0, 0, 4, 8, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    }
+    let (mut rx, mut tx) = tokio::io::split(tls);
+    let flood = tokio::spawn(async move {
+        let mut sent = 0u64;
+        for _ in 0..1_000 {
+            if tx.write_all(&batch).await.is_err() {
+                break;
+            }
+            sent += 1_000;
+        }
+        sent
+    });
+    // The server's frames, then the end of the connection.
+    let started = std::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the flooding connection was not closed");
+    let took = started.elapsed();
+    let sent = flood.await?;
+    eprintln!("flood: connection closed after {took:?}, {sent} frames written before the close");
+    assert!(sent < 1_000_000, "all {sent} frames were taken");
+    let closed = metric_value(
+        &gw,
+        "sessiongate_connections_closed_total{reason=\"h2_control_flood\"}",
+    )
+    .map_err(|e| e.to_string())?;
+    assert_eq!(closed, 1.0);
+    // Another client is served.
+    let (_, token) = gw
+        .create_session("user-7", "biz-9", "host-3", "agent", 600)
+        .map_err(|e| e.to_string())?;
+    let proxy = gw.proxy;
+    tokio::task::spawn_blocking(move || h2_request(proxy, &token).map_err(|e| e.to_string()))
+        .await??;
+    Ok(())
+}

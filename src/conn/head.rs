@@ -13,6 +13,7 @@
 //! [`Timed`] stands in for the client's stream everywhere Pingora looks at one, so besides
 //! reading and writing it passes every digest and TLS query through to the stream it wraps.
 
+use super::h2frames::H2Frames;
 use super::REFUSAL_WRITE_TIMEOUT;
 use crate::config::ConnectionsConfig;
 use crate::error::GateError;
@@ -102,6 +103,8 @@ pub struct Timed {
     /// `Deadlines::write`.
     write_timer: Option<Pin<Box<Sleep>>>,
     write_waiting: bool,
+    /// HTTP/2 (after the preface): the client's control frames, counted against a budget.
+    h2: Option<H2Frames>,
 }
 
 impl Timed {
@@ -128,6 +131,7 @@ impl Timed {
             stash_at: 0,
             write_timer: None,
             write_waiting: false,
+            h2: None,
         }
     }
 
@@ -195,6 +199,7 @@ impl Timed {
                 self.stash = got;
                 self.stash_at = 0;
                 self.phase = Phase::Open;
+                self.h2 = Some(H2Frames::new());
                 true
             }
             Ok(false) => {
@@ -316,6 +321,10 @@ impl AsyncRead for Timed {
             let rest = &this.stash[this.stash_at..];
             let n = rest.len().min(buf.remaining());
             buf.put_slice(&rest[..n]);
+            if let Some(h2) = this.h2.as_mut() {
+                // The preface and a frame header: never over a budget.
+                h2.feed(&rest[..n]);
+            }
             this.stash_at += n;
             if this.stash_at == this.stash.len() {
                 this.stash.clear();
@@ -324,7 +333,27 @@ impl AsyncRead for Timed {
             return Poll::Ready(Ok(()));
         }
         match this.phase {
-            Phase::Open => return Pin::new(&mut this.inner).poll_read(cx, buf),
+            Phase::Open => {
+                let Some(h2) = this.h2.as_mut() else {
+                    return Pin::new(&mut this.inner).poll_read(cx, buf);
+                };
+                let before = buf.filled().len();
+                let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+                if matches!(read, Poll::Ready(Ok(()))) && !h2.feed(&buf.filled()[before..]) {
+                    // Nothing of what was read reaches the h2 server: the connection ends.
+                    buf.set_filled(before);
+                    this.phase = Phase::Closed;
+                    this.metrics
+                        .connections_closed
+                        .with_label_values(&["h2_control_flood"])
+                        .inc();
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "HTTP/2 control frame flood",
+                    )));
+                }
+                return read;
+            }
             Phase::Closed => return Poll::Ready(Ok(())),
             Phase::Refusing { .. } => {
                 // Nothing more is read: end of stream once the refusal is out.

@@ -8,14 +8,17 @@
 //!   serves the connection's requests one by one through Pingora's proxy.
 //! - `head.rs`: on HTTP/1, [`Timed`] wraps the stream and bounds each request head by the
 //!   [`Deadlines`] (Pingora only times each read), answering 408 or 431 when one is late or
-//!   too large.
+//!   too large; on HTTP/2 it bounds the preface and, through `h2frames.rs`, the client's
+//!   control frames.
 
 // The files are private and their items re-exported here: `crate::conn::Timed` and the
 // like stay the one path to each, for the crate and for the fuzz targets.
+mod h2frames;
 mod head;
 mod listener;
 mod slots;
 
+pub use h2frames::H2Frames;
 pub use head::{Deadlines, Timed};
 pub use listener::Listener;
 pub use slots::{Refused, Slot, Slots};

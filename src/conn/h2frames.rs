@@ -1,0 +1,206 @@
+//! Counts the control frames an HTTP/2 client sends, to close a connection that floods them.
+//!
+//! The h2 server (the `h2` crate under Pingora) already ends connections that flood resets,
+//! SETTINGS or PINGs, but PRIORITY and WINDOW_UPDATE frames cost it work and answer
+//! nothing: 30 M of them in 5 s over 4 connections were never cut and made every other
+//! client 10x slower. This watcher reads along the decrypted byte stream (it only looks at
+//! frame headers, never changes a byte) and gives each connection a budget of control
+//! frames: [`BURST`] at once, refilled at [`PER_SECOND`]. A connection over it is closed.
+//! A browser sends a handful of these per page, a client downloading at full speed a few
+//! thousand a second (one WINDOW_UPDATE per frame or two of data).
+
+use std::time::Instant;
+
+/// Control frames a connection may send at once.
+pub const BURST: u32 = 20_000;
+/// Control frames a connection may send per second, sustained.
+pub const PER_SECOND: u32 = 10_000;
+
+/// Frame types that count: RST_STREAM, SETTINGS, PING, PRIORITY (and PRIORITY_UPDATE),
+/// WINDOW_UPDATE. DATA, HEADERS, CONTINUATION, PUSH_PROMISE and GOAWAY do not.
+fn is_control(kind: u8) -> bool {
+    matches!(kind, 0x2 | 0x3 | 0x4 | 0x6 | 0x8 | 0x10)
+}
+
+/// Where the watcher is in the client's byte stream.
+#[derive(Debug)]
+pub struct H2Frames {
+    /// Preface bytes still to pass (the 24-byte client preface precedes the first frame).
+    preface_left: usize,
+    /// The frame header being collected, and how much of it has arrived.
+    header: [u8; 9],
+    have: usize,
+    /// Payload bytes of the current frame still to pass.
+    skip: usize,
+    /// Control frames the connection may still send, and when the budget was last refilled.
+    tokens: u32,
+    refilled: Instant,
+    /// Control frames seen so far.
+    counted: u64,
+}
+
+impl Default for H2Frames {
+    fn default() -> Self {
+        H2Frames::new()
+    }
+}
+
+impl H2Frames {
+    /// A watcher at the start of the client's stream (before the preface).
+    pub fn new() -> Self {
+        H2Frames {
+            preface_left: 24,
+            header: [0; 9],
+            have: 0,
+            skip: 0,
+            tokens: BURST,
+            refilled: Instant::now(),
+            counted: 0,
+        }
+    }
+
+    /// Follows `bytes` (the next bytes the client sent); `false` once the connection is
+    /// over its control-frame budget.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() {
+            if self.preface_left > 0 {
+                let n = self.preface_left.min(bytes.len());
+                self.preface_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (9 - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have < 9 {
+                break;
+            }
+            self.have = 0;
+            let [a, b, c, kind, ..] = self.header;
+            self.skip = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+            if is_control(kind) {
+                self.counted += 1;
+                if !self.spend() {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Control frames seen so far (the one over the budget included).
+    pub fn control_frames(&self) -> u64 {
+        self.counted
+    }
+
+    /// Takes one control frame from the budget, refilling it first when it ran out.
+    fn spend(&mut self) -> bool {
+        if self.tokens == 0 {
+            let now = Instant::now();
+            let earned = now.duration_since(self.refilled).as_secs_f64() * f64::from(PER_SECOND);
+            if earned < 1.0 {
+                return false;
+            }
+            // Whole frames only, at most a burst; the clock moves on by what was earned.
+            self.tokens = (earned as u32).min(BURST);
+            self.refilled = now;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(kind: u8, payload: usize) -> Vec<u8> {
+        vec![
+            (payload >> 16) as u8,
+            (payload >> 8) as u8,
+            payload as u8,
+            kind,
+            0,
+            0,
+            0,
+            0,
+            1,
+        ]
+    }
+
+    fn frame(kind: u8, payload: usize) -> Vec<u8> {
+        let mut f = header(kind, payload);
+        f.extend(std::iter::repeat_n(0xAB, payload));
+        f
+    }
+
+    fn preface() -> Vec<u8> {
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec()
+    }
+
+    #[test]
+    fn a_flood_of_priority_frames_is_cut_at_the_burst() {
+        let mut w = H2Frames::new();
+        assert!(w.feed(&preface()));
+        let priority = frame(0x2, 5);
+        let mut sent = 0;
+        while w.feed(&priority) {
+            sent += 1;
+            assert!(sent <= BURST + 1_000, "never cut");
+        }
+        // The burst, plus what the clock refilled while the loop ran.
+        assert!(sent >= BURST, "cut after {sent}");
+    }
+
+    #[test]
+    fn data_and_headers_never_count_whatever_their_number() {
+        let mut w = H2Frames::new();
+        let mut stream = preface();
+        stream.extend(frame(0x4, 0));
+        for _ in 0..(2 * BURST) {
+            stream.extend(frame(0x0, 3));
+            stream.extend(frame(0x1, 7));
+        }
+        assert!(w.feed(&stream));
+    }
+
+    #[test]
+    fn frames_split_anywhere_are_followed() {
+        // A control frame whose payload looks like frame headers of control frames: only
+        // real headers count, also when the stream arrives a byte at a time.
+        let mut stream = preface();
+        let fake = frame(0x8, 4).repeat(100);
+        stream.extend(header(0x0, fake.len()));
+        stream.extend(&fake);
+        for _ in 0..10 {
+            stream.extend(frame(0x8, 4));
+        }
+        let mut w = H2Frames::new();
+        for byte in &stream {
+            assert!(w.feed(std::slice::from_ref(byte)));
+        }
+        assert_eq!(w.tokens, BURST - 10);
+    }
+
+    #[test]
+    fn the_budget_refills_with_time() {
+        let mut w = H2Frames::new();
+        assert!(w.feed(&preface()));
+        w.tokens = 0;
+        w.refilled = Instant::now() - std::time::Duration::from_millis(10);
+        // 10 ms at PER_SECOND: about 100 frames.
+        let window = frame(0x8, 4);
+        let mut sent = 0;
+        while w.feed(&window) {
+            sent += 1;
+        }
+        assert!((90..=BURST).contains(&sent), "{sent}");
+    }
+}
