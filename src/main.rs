@@ -59,10 +59,15 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let most_verbose = filter.max_level_hint();
-    let clamp = WIRE_LOGGERS.iter().fold(
-        Targets::new().with_default(LevelFilter::TRACE),
-        |t, name| t.with_target(*name, LevelFilter::INFO),
-    );
+    let clamp = WIRE_LOGGERS
+        .iter()
+        .fold(
+            Targets::new().with_default(LevelFilter::TRACE),
+            |t, name| t.with_target(*name, LevelFilter::INFO),
+        )
+        // h2 warns on every PING ack it never asked for: a client could write a log line
+        // per 17 bytes it sends. Its errors still show.
+        .with_target("h2", LevelFilter::ERROR);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let layer = tracing_subscriber::fmt::layer().with_ansi(ansi);
     let registry = tracing_subscriber::registry();

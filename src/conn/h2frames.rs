@@ -6,8 +6,11 @@
 //! client 10x slower. This watcher reads along the decrypted byte stream (it only looks at
 //! frame headers, never changes a byte) and gives each connection a budget of control
 //! frames: [`BURST`] at once, refilled at [`PER_SECOND`]. A connection over it is closed.
-//! A browser sends a handful of these per page, a client downloading at full speed a few
-//! thousand a second (one WINDOW_UPDATE per frame or two of data).
+//! What counts is every frame that carries no request data: all but DATA, HEADERS and
+//! CONTINUATION frames with a payload (an empty DATA frame, a repeated GOAWAY or a frame of
+//! an unknown type costs the server the same parsing and answers nothing, so they count
+//! too). A browser sends a handful of these per page, a client downloading at full speed a
+//! few thousand a second (one WINDOW_UPDATE per half window).
 
 use std::time::Instant;
 
@@ -16,10 +19,10 @@ pub const BURST: u32 = 20_000;
 /// Control frames a connection may send per second, sustained.
 pub const PER_SECOND: u32 = 10_000;
 
-/// Frame types that count: RST_STREAM, SETTINGS, PING, PRIORITY (and PRIORITY_UPDATE),
-/// WINDOW_UPDATE. DATA, HEADERS, CONTINUATION, PUSH_PROMISE and GOAWAY do not.
-fn is_control(kind: u8) -> bool {
-    matches!(kind, 0x2 | 0x3 | 0x4 | 0x6 | 0x8 | 0x10)
+/// Whether a frame carries request data (and is free): DATA, HEADERS or CONTINUATION with
+/// a payload. Everything else spends from the budget.
+fn carries_data(kind: u8, length: usize) -> bool {
+    matches!(kind, 0x0 | 0x1 | 0x9) && length > 0
 }
 
 /// Where the watcher is in the client's byte stream.
@@ -32,8 +35,9 @@ pub struct H2Frames {
     have: usize,
     /// Payload bytes of the current frame still to pass.
     skip: usize,
-    /// Control frames the connection may still send, and when the budget was last refilled.
-    tokens: u32,
+    /// Control frames the connection may still send (fractions kept), and when the budget
+    /// was last topped up.
+    tokens: f64,
     refilled: Instant,
     /// Control frames seen so far.
     counted: u64,
@@ -53,7 +57,7 @@ impl H2Frames {
             header: [0; 9],
             have: 0,
             skip: 0,
-            tokens: BURST,
+            tokens: f64::from(BURST),
             refilled: Instant::now(),
             counted: 0,
         }
@@ -85,7 +89,7 @@ impl H2Frames {
             self.have = 0;
             let [a, b, c, kind, ..] = self.header;
             self.skip = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
-            if is_control(kind) {
+            if !carries_data(kind, self.skip) {
                 self.counted += 1;
                 if !self.spend() {
                     return false;
@@ -100,19 +104,17 @@ impl H2Frames {
         self.counted
     }
 
-    /// Takes one control frame from the budget, refilling it first when it ran out.
+    /// Takes one control frame from the budget, topped up first with what the time since
+    /// the last frame earned (never past a burst).
     fn spend(&mut self) -> bool {
-        if self.tokens == 0 {
-            let now = Instant::now();
-            let earned = now.duration_since(self.refilled).as_secs_f64() * f64::from(PER_SECOND);
-            if earned < 1.0 {
-                return false;
-            }
-            // Whole frames only, at most a burst; the clock moves on by what was earned.
-            self.tokens = (earned as u32).min(BURST);
-            self.refilled = now;
+        let now = Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * f64::from(PER_SECOND);
+        self.tokens = (self.tokens + earned).min(f64::from(BURST));
+        self.refilled = now;
+        if self.tokens < 1.0 {
+            return false;
         }
-        self.tokens -= 1;
+        self.tokens -= 1.0;
         true
     }
 }
@@ -160,7 +162,7 @@ mod tests {
     }
 
     #[test]
-    fn data_and_headers_never_count_whatever_their_number() {
+    fn data_and_headers_with_a_payload_never_count_whatever_their_number() {
         let mut w = H2Frames::new();
         let mut stream = preface();
         stream.extend(frame(0x4, 0));
@@ -186,14 +188,14 @@ mod tests {
         for byte in &stream {
             assert!(w.feed(std::slice::from_ref(byte)));
         }
-        assert_eq!(w.tokens, BURST - 10);
+        assert_eq!(w.control_frames(), 10);
     }
 
     #[test]
     fn the_budget_refills_with_time() {
         let mut w = H2Frames::new();
         assert!(w.feed(&preface()));
-        w.tokens = 0;
+        w.tokens = 0.0;
         w.refilled = Instant::now() - std::time::Duration::from_millis(10);
         // 10 ms at PER_SECOND: about 100 frames.
         let window = frame(0x8, 4);
@@ -202,5 +204,19 @@ mod tests {
             sent += 1;
         }
         assert!((90..=BURST).contains(&sent), "{sent}");
+    }
+
+    #[test]
+    fn unknown_types_empty_data_and_goaway_count_too() {
+        for kind in [0x0, 0x7, 0xa, 0xff] {
+            let mut w = H2Frames::new();
+            assert!(w.feed(&preface()));
+            let empty = frame(kind, 0);
+            let mut sent = 0u32;
+            while w.feed(&empty) {
+                sent += 1;
+                assert!(sent <= BURST + 1_000, "type {kind:#x} never cut");
+            }
+        }
     }
 }

@@ -322,8 +322,9 @@ impl AsyncRead for Timed {
             let n = rest.len().min(buf.remaining());
             buf.put_slice(&rest[..n]);
             if let Some(h2) = this.h2.as_mut() {
-                // The preface and a frame header: never over a budget.
-                h2.feed(&rest[..n]);
+                // The preface and a frame header or two: never over a budget.
+                let within = h2.feed(&rest[..n]);
+                debug_assert!(within);
             }
             this.stash_at += n;
             if this.stash_at == this.stash.len() {
@@ -339,7 +340,8 @@ impl AsyncRead for Timed {
                 };
                 let before = buf.filled().len();
                 let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-                if matches!(read, Poll::Ready(Ok(()))) && !h2.feed(&buf.filled()[before..]) {
+                let fresh = buf.filled().get(before..).unwrap_or_default();
+                if matches!(read, Poll::Ready(Ok(()))) && !h2.feed(fresh) {
                     // Nothing of what was read reaches the h2 server: the connection ends.
                     buf.set_filled(before);
                     this.phase = Phase::Closed;
