@@ -309,6 +309,17 @@ fn strict_mode_refuses_cached_sessions_once_the_outage_is_seen() -> TestResult {
     Ok(())
 }
 
+/// Waits until `gw` has counted `losses` data losses of the store and resubscribed.
+fn noticed_loss(gw: &Gateway, losses: f64) -> TestResult {
+    let counted = eventually(Duration::from_secs(10), || {
+        metric(gw, "sessiongate_store_data_lost_total").is_ok_and(|v| v == losses)
+    });
+    if !counted {
+        return Err(format!("the loss was not noticed; log:\n{}", gw.log()).into());
+    }
+    gw.wait_subscribed()
+}
+
 /// Redis loses a business revoke-all's counter. Partly (the counter and the epoch gone, the
 /// session still there: a failover to a node that missed them, a lost Cluster shard): the
 /// replicas write their floor back when they resubscribe, so a replica started afterwards
@@ -354,16 +365,7 @@ fn revoke_all_survives_a_redis_data_loss_without_refusing_new_sessions() -> Test
     redis.command("DEL sg:epoch")?;
     redis.command("CLIENT KILL TYPE pubsub")?;
     for gw in &gws {
-        assert!(
-            eventually(Duration::from_secs(10), || metric(
-                gw,
-                "sessiongate_store_data_lost_total"
-            )
-            .is_ok_and(|v| v == 1.0)),
-            "the loss was not noticed; log:\n{}",
-            gw.log()
-        );
-        gw.wait_subscribed()?;
+        noticed_loss(gw, 1.0)?;
     }
     let fresh = Gateway::start_with(echo.addr, Some(&redis.url()), "")?;
     fresh.wait_subscribed()?;
@@ -385,16 +387,7 @@ fn revoke_all_survives_a_redis_data_loss_without_refusing_new_sessions() -> Test
     }
     redis.restart()?;
     for gw in &gws {
-        assert!(
-            eventually(Duration::from_secs(10), || metric(
-                gw,
-                "sessiongate_store_data_lost_total"
-            )
-            .is_ok_and(|v| v == 2.0)),
-            "the loss was not noticed; log:\n{}",
-            gw.log()
-        );
-        gw.wait_subscribed()?;
+        noticed_loss(gw, 2.0)?;
     }
     fresh.wait_subscribed()?;
     let (_, new) = gws[1].create_session("u2", "lossy-biz", "h", "user", 600)?;

@@ -157,6 +157,22 @@ fn tls_gateway(echo: SocketAddr, dir: &Path, reload_s: u64) -> Result<Gateway, E
     })
 }
 
+/// A gateway serving TLS with the certificate installed in `dir` (no reload), `extra`
+/// appended to its config.
+fn tls_gateway_with(echo: SocketAddr, dir: &Path, extra: &str) -> Result<Gateway, Error> {
+    let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    Gateway::start_edited(echo, None, extra, |t| {
+        t.replace(
+            "[server]\n",
+            &format!(
+                "[server]\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n",
+                crt.display(),
+                key.display()
+            ),
+        )
+    })
+}
+
 #[test]
 fn listener_speaks_h2_and_http1_over_tls_and_rotates_without_dropping() -> TestResult {
     let echo = echo::Echo::start()?;
@@ -473,21 +489,10 @@ async fn handshakes_take_a_slot_and_have_a_deadline(
     let echo = echo::Echo::start().map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir()?;
     install(dir.path(), "a").map_err(|e| e.to_string())?;
-    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    let gw = Gateway::start_edited(
+    let gw = tls_gateway_with(
         echo.addr,
-        None,
+        dir.path(),
         "[connections]\nmax_connections_per_ip = 8\ntls_handshake_timeout_ms = 2500\n",
-        |t| {
-            t.replace(
-                "[server]\n",
-                &format!(
-                    "[server]\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n",
-                    crt.display(),
-                    key.display()
-                ),
-            )
-        },
     )
     .map_err(|e| e.to_string())?;
     let opened = std::time::Instant::now();
@@ -574,21 +579,10 @@ async fn h2_without_a_preface_is_cut_at_the_head_deadline(
     let echo = echo::Echo::start().map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir()?;
     install(dir.path(), "a").map_err(|e| e.to_string())?;
-    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    let gw = Gateway::start_edited(
+    let gw = tls_gateway_with(
         echo.addr,
-        None,
+        dir.path(),
         "[connections]\nheader_read_timeout_ms = 1500\n",
-        |t| {
-            t.replace(
-                "[server]\n",
-                &format!(
-                    "[server]\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n",
-                    crt.display(),
-                    key.display()
-                ),
-            )
-        },
     )
     .map_err(|e| e.to_string())?;
     for sent in [&b""[..], &b"PRI * HTTP/2.0\r\n"[..]] {
@@ -630,21 +624,10 @@ async fn h2_zero_window_streams_end_at_the_idle_deadline(
     let echo = echo::Echo::start().map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir()?;
     install(dir.path(), "a").map_err(|e| e.to_string())?;
-    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    let gw = Gateway::start_edited(
+    let gw = tls_gateway_with(
         echo.addr,
-        None,
+        dir.path(),
         "[connections]\nidle_timeout_ms = 1500\nwrite_timeout_ms = 1500\n",
-        |t| {
-            t.replace(
-                "[server]\n",
-                &format!(
-                    "[server]\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n",
-                    crt.display(),
-                    key.display()
-                ),
-            )
-        },
     )
     .map_err(|e| e.to_string())?;
     let tcp = tokio::net::TcpStream::connect(gw.proxy).await?;
@@ -704,21 +687,10 @@ async fn h2_streams_count_against_the_per_address_cap(
     let echo = echo::Echo::start().map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir()?;
     install(dir.path(), "a").map_err(|e| e.to_string())?;
-    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    let gw = Gateway::start_edited(
+    let gw = tls_gateway_with(
         echo.addr,
-        None,
+        dir.path(),
         "[connections]\nmax_streams_per_ip = 4\n",
-        |t| {
-            t.replace(
-                "[server]\n",
-                &format!(
-                    "[server]\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n",
-                    crt.display(),
-                    key.display()
-                ),
-            )
-        },
     )
     .map_err(|e| e.to_string())?;
     let port = gw.proxy.port();
@@ -837,21 +809,10 @@ async fn h2_bodiless_streams_end_at_the_body_deadline(
     let echo = echo::Echo::start().map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir()?;
     install(dir.path(), "a").map_err(|e| e.to_string())?;
-    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    let gw = Gateway::start_edited(
+    let gw = tls_gateway_with(
         echo.addr,
-        None,
+        dir.path(),
         "[connections]\nbody_read_timeout_ms = 1500\n",
-        |t| {
-            t.replace(
-                "[server]\n",
-                &format!(
-                    "[server]\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n",
-                    crt.display(),
-                    key.display()
-                ),
-            )
-        },
     )
     .map_err(|e| e.to_string())?;
     let port = gw.proxy.port();

@@ -66,7 +66,6 @@ fn successor_pad(nonce: &[u8; 16], presented: &str) -> [u8; 32] {
 /// A successor for `presented` (a well-formed refresh token of `session_id`): the token,
 /// and its secret sealed for the store (hex of nonce, then of secret XOR pad).
 fn successor_of(session_id: &str, presented: &str) -> (String, String) {
-    use base64::Engine;
     use rand::RngCore;
     let mut secret = [0u8; 32];
     let mut nonce = [0u8; 16];
@@ -75,16 +74,21 @@ fn successor_of(session_id: &str, presented: &str) -> (String, String) {
     let pad = successor_pad(&nonce, presented);
     let mut sealed = nonce.to_vec();
     sealed.extend(secret.iter().zip(pad).map(|(s, p)| s ^ p));
-    let token = format!(
+    (refresh_token_with(session_id, &secret), hex::encode(sealed))
+}
+
+/// The refresh token of `session_id` whose secret is `secret` (as [`refresh_token_for`]
+/// makes them: 32 bytes, base64url).
+fn refresh_token_with(session_id: &str, secret: &[u8; 32]) -> String {
+    use base64::Engine;
+    format!(
         "{session_id}.{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
-    );
-    (token, hex::encode(sealed))
+    )
 }
 
 /// The successor [`successor_of`] sealed for `presented`; `None` if `sealed` is not one.
 fn unseal_successor(session_id: &str, presented: &str, sealed: &str) -> Option<String> {
-    use base64::Engine;
     let bytes: [u8; 48] = hex::decode(sealed).ok()?.try_into().ok()?;
     let (nonce, secret) = bytes.split_at(16);
     let pad = successor_pad(nonce.try_into().ok()?, presented);
@@ -92,10 +96,7 @@ fn unseal_successor(session_id: &str, presented: &str, sealed: &str) -> Option<S
     for (o, (s, p)) in out.iter_mut().zip(secret.iter().zip(pad)) {
         *o = s ^ p;
     }
-    Some(format!(
-        "{session_id}.{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
-    ))
+    Some(refresh_token_with(session_id, &out))
 }
 
 /// The session id of a well-formed refresh token.
@@ -578,10 +579,13 @@ mod tests {
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-    fn app() -> Result<Arc<crate::App>, Box<dyn std::error::Error>> {
+    fn app_from(text: &str) -> Result<Arc<crate::App>, Box<dyn std::error::Error>> {
         let env: HashMap<String, String> = HashMap::new();
-        let config = Config::from_toml(include_str!("../../config/sessiongate.toml"), &env)?;
-        Ok(crate::build_app(config)?)
+        Ok(crate::build_app(Config::from_toml(text, &env)?)?)
+    }
+
+    fn app() -> Result<Arc<crate::App>, Box<dyn std::error::Error>> {
+        app_from(include_str!("../../config/sessiongate.toml"))
     }
 
     fn new_session() -> NewSession {
@@ -622,13 +626,11 @@ mod tests {
     }
 
     fn app_with_grace(secs: u64) -> Result<Arc<crate::App>, Box<dyn std::error::Error>> {
-        let env: HashMap<String, String> = HashMap::new();
-        let text = include_str!("../../config/sessiongate.toml").replacen(
+        app_from(&include_str!("../../config/sessiongate.toml").replacen(
             "[tokens]\n",
             &format!("[tokens]\nrefresh_retry_grace_seconds = {secs}\n"),
             1,
-        );
-        Ok(crate::build_app(Config::from_toml(&text, &env)?)?)
+        ))
     }
 
     #[tokio::test]

@@ -229,6 +229,18 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// A Redis call bounded by `timeout`: an error or a late answer is the store unavailable.
+async fn bounded<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(unavailable(e)),
+        Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
+    }
+}
+
 impl RedisStore {
     /// Creates the store without connecting: the first command connects, and a lost
     /// connection is re-established in the background, so the gateway starts (not ready)
@@ -249,11 +261,7 @@ impl RedisStore {
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
-        }
+        bounded(self.timeout, cmd.query_async::<T>(&mut conn)).await
     }
 }
 
@@ -278,11 +286,9 @@ impl SessionStore for RedisStore {
             .arg(refresh_sha256.unwrap_or_default())
             .arg(ttl_ms);
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut conn)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
-        }
+        bounded(self.timeout, inv.invoke_async::<i64>(&mut conn))
+            .await
+            .map(|_| ())
     }
 
     async fn rotate_refresh(
@@ -301,16 +307,14 @@ impl SessionStore for RedisStore {
             .arg(next.sealed)
             .arg(u64::try_from(next.grace.as_millis()).unwrap_or(u64::MAX));
         let mut conn = self.conn.clone();
-        let result =
-            tokio::time::timeout(self.timeout, inv.invoke_async::<(i64, String)>(&mut conn)).await;
-        match result {
-            Ok(Ok((1, _))) => Ok(Rotation::Rotated),
-            Ok(Ok((2, _))) => Ok(Rotation::Reused),
-            Ok(Ok((4, sealed))) => Ok(Rotation::Retried(sealed)),
-            Ok(Ok(_)) => Ok(Rotation::Unknown),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
-        }
+        Ok(
+            match bounded(self.timeout, inv.invoke_async::<(i64, String)>(&mut conn)).await? {
+                (1, _) => Rotation::Rotated,
+                (2, _) => Rotation::Reused,
+                (4, sealed) => Rotation::Retried(sealed),
+                _ => Rotation::Unknown,
+            },
+        )
     }
 
     async fn peek_refresh(
@@ -331,11 +335,7 @@ impl SessionStore for RedisStore {
             .arg(presented);
         let mut conn = self.conn.clone();
         let (current, retry, spent): (Option<String>, Option<String>, bool) =
-            match tokio::time::timeout(self.timeout, pipe.query_async(&mut conn)).await {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => return Err(unavailable(e)),
-                Err(_) => return Err(StoreError::Unavailable("redis timed out".into())),
-            };
+            bounded(self.timeout, pipe.query_async(&mut conn)).await?;
         let Some(current) = current else {
             return Ok(Rotation::Unknown);
         };
@@ -376,11 +376,9 @@ impl SessionStore for RedisStore {
             .key(used_refresh_key(session_id))
             .key(retry_refresh_key(session_id));
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut conn)).await {
-            Ok(Ok(n)) => Ok(n > 0),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
-        }
+        bounded(self.timeout, inv.invoke_async::<i64>(&mut conn))
+            .await
+            .map(|existed| existed > 0)
     }
 
     async fn generations(&self, scopes: &[String]) -> Result<Vec<u64>, StoreError> {
@@ -405,11 +403,9 @@ impl SessionStore for RedisStore {
         let mut inv = script.prepare_invoke();
         inv.key(generation_key(scope)).arg(at_least);
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut conn)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
-        }
+        bounded(self.timeout, inv.invoke_async::<i64>(&mut conn))
+            .await
+            .map(|_| ())
     }
 
     async fn publish(&self, payload: &[u8]) -> Result<(), StoreError> {
@@ -527,18 +523,17 @@ impl CounterStore for RedisStore {
         }))
         .arg(window_ms);
         let mut conn = self.conn.clone();
-        let result =
-            tokio::time::timeout(self.timeout, inv.invoke_async::<Vec<u64>>(&mut conn)).await;
-        match result {
-            Ok(Ok(v)) if v.len() == 3 => Ok(WindowCount {
-                current: v[0],
-                previous: v[1],
-                elapsed: Duration::from_millis(v[2]),
+        match bounded(self.timeout, inv.invoke_async::<Vec<u64>>(&mut conn))
+            .await?
+            .as_slice()
+        {
+            &[current, previous, elapsed] => Ok(WindowCount {
+                current,
+                previous,
+                elapsed: Duration::from_millis(elapsed),
                 window: Duration::from_millis(window_ms),
             }),
-            Ok(Ok(_)) => Err(StoreError::Corrupt("unexpected counter reply".into())),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
+            _ => Err(StoreError::Corrupt("unexpected counter reply".into())),
         }
     }
 }
@@ -559,11 +554,9 @@ impl UserIndex for RedisStore {
             .arg(now_unix())
             .arg(INDEX_CAP);
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut conn)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
-        }
+        bounded(self.timeout, inv.invoke_async::<i64>(&mut conn))
+            .await
+            .map(|_| ())
     }
 
     async fn index_list(&self, user_id: &str, now: i64) -> Result<Vec<String>, StoreError> {
@@ -608,11 +601,7 @@ async fn read_epoch(conn: &Conn, timeout: Duration) -> Result<String, StoreError
     let mut inv = script.prepare_invoke();
     inv.key(EPOCH_KEY).arg(super::model::new_session_id());
     let mut conn = conn.clone();
-    match tokio::time::timeout(timeout, inv.invoke_async::<String>(&mut conn)).await {
-        Ok(Ok(e)) => Ok(e),
-        Ok(Err(e)) => Err(unavailable(e)),
-        Err(_) => Err(StoreError::Unavailable("redis timed out".into())),
-    }
+    bounded(timeout, inv.invoke_async::<String>(&mut conn)).await
 }
 
 /// Keeps one pub/sub subscription alive and feeds its messages to `sink`. While it is down
