@@ -81,7 +81,7 @@ fn hot_path(c: &mut Criterion) {
             || template.clone(),
             |mut req| {
                 if let Ok(identity) = app.hasura.identity_for(&issued.session, &token) {
-                    let _ = rewrite(&mut req, Some(&identity));
+                    let _ = rewrite(&mut req, Some(&identity), "bench-request-id");
                 }
                 req
             },
@@ -100,7 +100,7 @@ fn hot_path(c: &mut Criterion) {
                     }
                     if let Ok(session) = app.sessions.authenticate(black_box(&token)).await {
                         if let Ok(identity) = app.hasura.identity_for(&session, &token) {
-                            let _ = rewrite(&mut req, Some(&identity));
+                            let _ = rewrite(&mut req, Some(&identity), "bench-request-id");
                         }
                     }
                 });

@@ -6,6 +6,7 @@
 #   benches/profile.sh pingora              # the bench's bare Pingora pass-through
 #   SECONDS_=15 OUT=docs/flamegraphs benches/profile.sh sessiongate
 #   PERF=0 benches/profile.sh public        # wrk's figures only, no profiler attached
+#   PERF=stat benches/profile.sh sessiongate  # counters per request: task clock, user/system time, context switches
 #   BIN=/tmp/sessiongate-old NAME=before benches/profile.sh sessiongate   # another build
 #   FREQ=199 CALLGRAPH=dwarf benches/profile.sh sessiongate   # full stacks without frame pointers
 #
@@ -88,6 +89,35 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "${AUTH[@]}" "$URL")
 
 # Warm up, then sample only the timed window.
 taskset -c 1 wrk -t1 -c"$CONNS" -d3s "${AUTH[@]}" "$URL" >/dev/null
+if [ "${PERF:-1}" = stat ]; then
+  # Counters instead of samples: user and kernel CPU time (/proc, every thread of the
+  # proxy) and context switches (perf stat), per request.
+  ticks() { awk '{print $14, $15}' "/proc/$PID/stat"; }
+  perf stat -e task-clock,context-switches -p "$PID" -o "$WORK/stat.txt" -- sleep "$SECS" 2>/dev/null &
+  PERF=$!
+  read -r u0 s0 < <(ticks)
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" "${AUTH[@]}" "$URL" > "$WORK/wrk.txt"
+  read -r u1 s1 < <(ticks)
+  wait "$PERF" || true
+  reqs=$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")
+  hz=$(getconf CLK_TCK)
+  grep -E 'Requests/sec' "$WORK/wrk.txt"
+  awk -v r="$reqs" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$hz" 'BEGIN {
+      printf "user   %8.2f us per request\nkernel %8.2f us per request\n", u / hz * 1e6 / r, s / hz * 1e6 / r }
+    /context-switches/ { gsub(",", "", $1); printf "context switches %.4f per request\n", $1 / r }' "$WORK/stat.txt"
+  exit 0
+fi
+if [ "${PERF:-1}" = strace ]; then
+  # Syscalls per request (strace slows the proxy; the counts, not the times, are the point).
+  timeout -s INT "$SECS" strace -f -c -p "$PID" -o "$WORK/strace.txt" 2>/dev/null &
+  ST=$!
+  sleep 1
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"$((SECS - 2))s" "${AUTH[@]}" "$URL" > "$WORK/wrk.txt"
+  wait "$ST" || true
+  reqs=$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")
+  cat "$WORK/strace.txt"; echo "requests: $reqs"
+  exit 0
+fi
 if [ "${PERF:-1}" = 0 ]; then
   # Throughput only (no sampling overhead): wrk's figures for this row.
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "${AUTH[@]}" "$URL" | grep -E 'Requests/sec|  50%|  99%|Non-2xx'

@@ -10,6 +10,8 @@ pub const BUSINESS_ID: &str = "x-hasura-business-id";
 pub const ROLE: &str = "x-hasura-role";
 /// `x-host-id`.
 pub const HOST_ID: &str = "x-host-id";
+/// `x-request-id`: the client's if well-formed, else the gateway's; sent upstream and back.
+pub const REQUEST_ID: &str = "x-request-id";
 /// `x-hasura-admin-secret`.
 pub const ADMIN_SECRET: &str = "x-hasura-admin-secret";
 

@@ -3,10 +3,12 @@
 use crate::error::GateError;
 use crate::hasura::Identity;
 use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, COOKIE, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 pub use crate::header_names::{
-    is_header_safe, is_identity_header, ADMIN_SECRET, BUSINESS_ID, HOST_ID, ROLE, USER_ID,
+    is_header_safe, is_identity_header, ADMIN_SECRET, BUSINESS_ID, HOST_ID, REQUEST_ID, ROLE,
+    USER_ID,
 };
 
 /// Headers a `Connection` listing must never remove: message framing and routing.
@@ -20,17 +22,43 @@ fn internal(_: impl std::fmt::Debug) -> GateError {
     GateError::Internal
 }
 
-/// Rewrites the upstream request in place.
+/// Rewrites the upstream request in place, and sets its `x-request-id`.
 ///
 /// Order matters: the `Connection` listing is handled first (its hop-by-hop headers removed,
 /// the header itself dropped) so that nothing downstream of us can remove what we inject;
 /// then every client identity header goes; then the session's identity is set. A public
 /// request (`identity` `None`) keeps its `Authorization` and gets no identity.
-pub fn rewrite(req: &mut RequestHeader, identity: Option<&Identity<'_>>) -> Result<(), GateError> {
+///
+/// The headers are rewritten as a plain [`http::HeaderMap`]: Pingora keeps, next to it, a
+/// map of each name's spelling as the client sent it, and every insert through
+/// [`RequestHeader`] parsed the name again and wrote (and grew) both maps, several times per
+/// request. The upstream gets names lowercase, as from an HTTP/2 client (HTTP field names
+/// are case-insensitive).
+pub fn rewrite(
+    req: &mut RequestHeader,
+    identity: Option<&Identity<'_>>,
+    request_id: &str,
+) -> Result<(), GateError> {
+    let send_end_stream = req.send_end_stream();
+    let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
+    let mut parts: http::request::Parts = std::mem::replace(req, empty).into();
+    let rewritten = rewrite_map(&mut parts.headers, identity, request_id);
+    let mut back = RequestHeader::from(parts);
+    if let Some(end) = send_end_stream {
+        back.set_send_end_stream(end);
+    }
+    *req = back;
+    rewritten
+}
+
+fn rewrite_map(
+    headers: &mut HeaderMap,
+    identity: Option<&Identity<'_>>,
+    request_id: &str,
+) -> Result<(), GateError> {
     let mut upgrade = false;
-    if req.headers.contains_key(CONNECTION) {
-        let listed: Vec<String> = req
-            .headers
+    if headers.contains_key(CONNECTION) {
+        let listed: Vec<String> = headers
             .get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -38,73 +66,100 @@ pub fn rewrite(req: &mut RequestHeader, identity: Option<&Identity<'_>>) -> Resu
             .map(|t| t.trim().to_ascii_lowercase())
             .filter(|t| !t.is_empty())
             .collect();
-        req.remove_header(&CONNECTION);
+        headers.remove(CONNECTION);
         for token in listed {
             match token.as_str() {
                 "upgrade" => upgrade = true,
                 "close" | "keep-alive" => {}
                 name if is_protected_from_connection(name) => {}
                 name => {
-                    req.remove_header(name);
+                    headers.remove(name);
                 }
             }
         }
         if upgrade {
-            req.insert_header(CONNECTION, "upgrade").map_err(internal)?;
+            headers
+                .try_insert(CONNECTION, HeaderValue::from_static("upgrade"))
+                .map_err(internal)?;
         }
     }
 
     // RFC 9113 §8.2.3: an HTTP/2 client may send its cookies as several `cookie` fields;
     // an HTTP/1.1 upstream must get them as one, joined with "; " (RFC 6265 §5.4 allows one
     // Cookie line, and frameworks read only the first of several).
-    join_cookies(req)?;
+    join_cookies(headers)?;
 
     // Most requests carry no identity header: check before allocating.
-    if req.headers.keys().any(|k| is_identity_header(k.as_str())) {
-        let spoofed: Vec<String> = req
-            .headers
+    if headers.keys().any(|k| is_identity_header(k.as_str())) {
+        let spoofed: Vec<HeaderName> = headers
             .keys()
             .filter(|k| is_identity_header(k.as_str()))
-            .map(|k| k.as_str().to_string())
+            .cloned()
             .collect();
         for name in spoofed {
-            req.remove_header(name.as_str());
+            headers.remove(name);
         }
     }
 
+    // Room for everything inserted below at once: the map is sized for the client's headers
+    // and would otherwise grow (and rehash) more than once.
+    headers.try_reserve(6).map_err(internal)?;
+    let id = HeaderValue::from_str(request_id).map_err(internal)?;
+    headers
+        .try_insert(name(REQUEST_ID)?, id)
+        .map_err(internal)?;
     if let Some(identity) = identity {
         match identity.authorization.token() {
             Some(token) => {
-                req.insert_header(AUTHORIZATION, format!("Bearer {token}"))
-                    .map_err(internal)?;
+                let value = HeaderValue::try_from(format!("Bearer {token}")).map_err(internal)?;
+                headers.try_insert(AUTHORIZATION, value).map_err(internal)?;
             }
             None => {
-                req.remove_header(&AUTHORIZATION);
+                headers.remove(AUTHORIZATION);
             }
         }
         for (name, value) in identity.headers() {
             // An id may be UTF-8: it goes as those bytes (obs-text), checked at creation.
-            let value = http::HeaderValue::from_bytes(value.as_bytes()).map_err(internal)?;
-            req.insert_header(name, value).map_err(internal)?;
+            let value = HeaderValue::from_bytes(value.as_bytes()).map_err(internal)?;
+            headers
+                .try_insert(self::name(name)?, value)
+                .map_err(internal)?;
         }
     }
     Ok(())
 }
 
+/// The header names the gateway writes on every request, checked when compiled.
+const WRITTEN: [HeaderName; 6] = [
+    HeaderName::from_static(REQUEST_ID),
+    HeaderName::from_static(HOST_ID),
+    HeaderName::from_static(USER_ID),
+    HeaderName::from_static(BUSINESS_ID),
+    HeaderName::from_static(ROLE),
+    HeaderName::from_static(ADMIN_SECRET),
+];
+
+/// `name` as a [`HeaderName`]: one of [`WRITTEN`] without parsing or allocating, else parsed.
+pub fn name(name: &str) -> Result<HeaderName, GateError> {
+    match WRITTEN.iter().find(|n| n.as_str() == name) {
+        Some(n) => Ok(n.clone()),
+        None => HeaderName::from_bytes(name.as_bytes()).map_err(internal),
+    }
+}
+
 /// Joins several `Cookie` fields into one; one field (the common case) is left as it is.
-fn join_cookies(req: &mut RequestHeader) -> Result<(), GateError> {
-    let mut fields = req.headers.get_all(COOKIE).iter();
+fn join_cookies(headers: &mut HeaderMap) -> Result<(), GateError> {
+    let mut fields = headers.get_all(COOKIE).iter();
     if fields.next().is_none() || fields.next().is_none() {
         return Ok(());
     }
-    let parts: Vec<&[u8]> = req
-        .headers
+    let parts: Vec<&[u8]> = headers
         .get_all(COOKIE)
         .iter()
         .map(|v| v.as_bytes())
         .collect();
-    let joined = http::HeaderValue::from_bytes(&parts.join(&b"; "[..])).map_err(internal)?;
-    req.insert_header(COOKIE, joined).map_err(internal)?;
+    let joined = HeaderValue::from_bytes(&parts.join(&b"; "[..])).map_err(internal)?;
+    headers.try_insert(COOKIE, joined).map_err(internal)?;
     Ok(())
 }
 
@@ -170,7 +225,7 @@ mod tests {
         ] {
             req.append_header(k, v).map_err(internal)?;
         }
-        rewrite(&mut req, Some(&identity))?;
+        rewrite(&mut req, Some(&identity), "rid")?;
         let auth = all(&req, "authorization");
         assert_eq!(auth, vec![format!("Bearer {}", minted.unwrap_or_default())]);
         assert_ne!(auth, vec!["Bearer client-token"]);
@@ -229,7 +284,7 @@ mod tests {
         req.append_header("Authorization", "Bearer t")?;
         req.append_header("x-other", "kept")?;
         let (h, s) = (hasura("")?, session());
-        rewrite(&mut req, Some(&h.identity_for(&s, "t")?))?;
+        rewrite(&mut req, Some(&h.identity_for(&s, "t")?), "rid")?;
         assert_eq!(all(&req, USER_ID), vec!["user-1"]);
         assert_eq!(all(&req, BUSINESS_ID), vec!["biz-1"]);
         assert_eq!(all(&req, HOST_ID), vec!["host-1"]);
@@ -251,7 +306,7 @@ mod tests {
         )?;
         req.append_header("x-drop-me", "1")?;
         let (h, s) = (hasura("")?, session());
-        rewrite(&mut req, Some(&h.identity_for(&s, "t")?))?;
+        rewrite(&mut req, Some(&h.identity_for(&s, "t")?), "rid")?;
         assert_eq!(all(&req, USER_ID), vec!["user-1"]);
         assert_eq!(all(&req, HOST_ID), vec!["host-1"]);
         assert!(all(&req, "connection").is_empty());
@@ -264,7 +319,7 @@ mod tests {
         let mut req = RequestHeader::build("GET", b"/public", None)?;
         req.append_header("x-hasura-role", "admin")?;
         req.append_header("authorization", "Bearer x")?;
-        rewrite(&mut req, None)?;
+        rewrite(&mut req, None, "rid")?;
         assert!(all(&req, ROLE).is_empty());
         assert!(all(&req, USER_ID).is_empty());
         assert_eq!(all(&req, "authorization"), vec!["Bearer x"]);
@@ -280,7 +335,7 @@ mod tests {
         let mut req = RequestHeader::build("GET", b"/", None)?;
         req.append_header("authorization", "bearer   x")?;
         req.append_header("x-hasura-admin-secret", "guess")?;
-        rewrite(&mut req, Some(&h.identity_for(&s, "x")?))?;
+        rewrite(&mut req, Some(&h.identity_for(&s, "x")?), "rid")?;
         assert_eq!(all(&req, ADMIN_SECRET), vec!["hasura-secret"]);
         // The token the gateway checked, in one canonical form.
         assert_eq!(all(&req, "authorization"), vec!["Bearer x"]);
@@ -288,10 +343,39 @@ mod tests {
         let h = hasura("[hasura]\nmode = \"webhook\"\n")?;
         let mut req = RequestHeader::build("GET", b"/", None)?;
         req.append_header("authorization", "Bearer x")?;
-        rewrite(&mut req, Some(&h.identity_for(&s, "x")?))?;
+        rewrite(&mut req, Some(&h.identity_for(&s, "x")?), "rid")?;
         assert_eq!(all(&req, "authorization"), vec!["Bearer x"]);
         assert!(all(&req, USER_ID).is_empty() && all(&req, ROLE).is_empty());
         assert_eq!(all(&req, HOST_ID), vec!["host-1"]);
+        Ok(())
+    }
+
+    #[test]
+    fn the_rewritten_head_is_one_map_with_the_gateways_request_id(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let mut req = RequestHeader::build("POST", b"/v1/graphql", None)?;
+        req.append_header("X-Request-Id", "client-chosen")?;
+        req.append_header("X-Other", "kept")?;
+        assert!(req.has_case());
+        let (h, s) = (hasura("")?, session());
+        rewrite(&mut req, Some(&h.identity_for(&s, "t")?), "rid-1")?;
+        assert_eq!(all(&req, REQUEST_ID), vec!["rid-1"]);
+        assert_eq!(all(&req, "x-other"), vec!["kept"]);
+        assert_eq!(req.uri, "/v1/graphql");
+        // Written from the one map: every name once, lowercase or canonical.
+        assert!(!req.has_case());
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire)?;
+        assert_eq!(wire.matches("x-request-id: rid-1\r\n").count(), 1, "{wire}");
+        assert!(!wire.contains("client-chosen"), "{wire}");
+        assert!(wire.contains("x-hasura-user-id: user-1\r\n"), "{wire}");
+        // HTTP/2 upstreams: whether the head ends the stream survives the rewrite.
+        let mut h2 = RequestHeader::build("GET", b"/", None)?;
+        h2.set_version(http::Version::HTTP_2);
+        h2.set_send_end_stream(false);
+        rewrite(&mut h2, None, "rid-2")?;
+        assert_eq!(h2.send_end_stream(), Some(false));
         Ok(())
     }
 
@@ -310,12 +394,12 @@ mod tests {
         for c in ["a=1", "b=2", "c=3"] {
             req.append_header(COOKIE, c)?;
         }
-        rewrite(&mut req, None)?;
+        rewrite(&mut req, None, "rid")?;
         let all: Vec<_> = req.headers.get_all(COOKIE).iter().collect();
         assert_eq!(all, vec!["a=1; b=2; c=3"]);
         let mut one = RequestHeader::build("GET", b"/", None)?;
         one.append_header(COOKIE, "a=1; b=2")?;
-        rewrite(&mut one, None)?;
+        rewrite(&mut one, None, "rid")?;
         let all: Vec<_> = one.headers.get_all(COOKIE).iter().collect();
         assert_eq!(all, vec!["a=1; b=2"]);
         Ok(())

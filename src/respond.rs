@@ -11,8 +11,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::Session as HttpSession;
 use pingora::Result;
 
-/// `x-request-id`.
-pub const REQUEST_ID: &str = "x-request-id";
+pub use crate::header_names::REQUEST_ID;
 
 /// Headers added to every response the gateway writes for a request (its CORS headers).
 pub type Extra = [(&'static str, HeaderValue)];

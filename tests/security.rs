@@ -290,8 +290,8 @@ fn development_credentials_never_start_on_a_public_listener() -> TestResult {
         assert!(stderr.contains(key), "{key} not named: {stderr}");
         Ok(())
     };
-    let public = config_text(free_port(), free_port(), down_addr(), None, "")
-        .replace("127.0.0.1:", "0.0.0.0:");
+    let (proxy, admin) = two_free_ports();
+    let public = config_text(proxy, admin, down_addr(), None, "").replace("127.0.0.1:", "0.0.0.0:");
     refused(
         &public.replace(ADMIN_TOKEN, dev_token.trim()),
         "admin.token",

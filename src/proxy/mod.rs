@@ -470,6 +470,38 @@ pub const PREBUFFER_BYTES: u64 = 48 * 1024;
 
 /// The request's id: the client's `x-request-id` when it is one short token of safe
 /// characters (so it can go into logs and headers as is), else a new UUIDv4.
+/// The headers the gateway sets on every proxied response: the request id and, with CORS
+/// on, its own CORS headers instead of the upstream's.
+fn respond_headers(
+    headers: &mut http::HeaderMap,
+    ctx: &RequestCtx,
+    cors_on: bool,
+) -> std::result::Result<(), GateError> {
+    let id = http::HeaderValue::from_str(&ctx.request_id).map_err(|_| GateError::Internal)?;
+    headers
+        .try_insert(headers::name(REQUEST_ID)?, id)
+        .map_err(|_| GateError::Internal)?;
+    if cors_on {
+        // The gateway owns CORS: a permissive upstream cannot widen the policy.
+        let theirs: Vec<http::HeaderName> = headers
+            .keys()
+            .filter(|k| cors::is_cors_header(k.as_str()))
+            .cloned()
+            .collect();
+        for name in theirs {
+            headers.remove(name);
+        }
+        for (name, value) in &ctx.cors {
+            let name =
+                http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| GateError::Internal)?;
+            headers
+                .try_append(name, value.clone())
+                .map_err(|_| GateError::Internal)?;
+        }
+    }
+    Ok(())
+}
+
 fn request_id(req: &RequestHeader) -> String {
     let mut values = req.headers.get_all(REQUEST_ID).iter();
     match (values.next(), values.next()) {
@@ -619,7 +651,6 @@ impl ProxyHttp for Proxy {
             Some(uri) => upstream.set_uri(uri.clone()),
             None => return Error::e_explain(ErrorType::InternalError, "no routed URI to forward"),
         }
-        upstream.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         let identity = match ctx.session.as_deref() {
             Some(s) => Some(
                 self.app
@@ -635,7 +666,7 @@ impl ProxyHttp for Proxy {
             ),
             None => None,
         };
-        headers::rewrite(upstream, identity.as_ref()).map_err(|e| {
+        headers::rewrite(upstream, identity.as_ref(), &ctx.request_id).map_err(|e| {
             Error::because(ErrorType::InternalError, "rewriting identity headers", e)
         })?;
         ctx.outcome = match identity {
@@ -676,23 +707,15 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream_response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        if self.app.cors.is_some() {
-            // The gateway owns CORS: a permissive upstream cannot widen the policy.
-            let theirs: Vec<http::HeaderName> = upstream_response
-                .headers
-                .keys()
-                .filter(|k| cors::is_cors_header(k.as_str()))
-                .cloned()
-                .collect();
-            for name in theirs {
-                upstream_response.remove_header(&name);
-            }
-            for (name, value) in &ctx.cors {
-                upstream_response.append_header(*name, value)?;
-            }
-        }
-        Ok(())
+        // As a plain map, like the request's headers (`headers::rewrite`): Pingora's second
+        // map of the upstream's name spellings would be parsed into and grown by every
+        // insert. The client gets the names lowercase (or in their canonical form), as an
+        // HTTP/2 upstream would send them.
+        let empty = ResponseHeader::from(http::Response::new(()).into_parts().0);
+        let mut parts: http::response::Parts = std::mem::replace(upstream_response, empty).into();
+        let written = respond_headers(&mut parts.headers, ctx, self.app.cors.is_some());
+        *upstream_response = ResponseHeader::from(parts);
+        written.map_err(|e| Error::because(ErrorType::InternalError, "writing response headers", e))
     }
 
     /// Upstream failures become JSON 502/504 instead of Pingora's empty error page.

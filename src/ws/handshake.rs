@@ -45,7 +45,7 @@ pub fn request(
         Some(a) => Some(app.hasura.identity_for(&a.session, a.token.expose())?),
         None => None,
     };
-    headers::rewrite(&mut head, identity.as_ref())?;
+    headers::rewrite(&mut head, identity.as_ref(), request_id)?;
     if identity.is_none() {
         // A socket that authenticates in connection_init: whatever `Authorization` the
         // handshake carried was not a bearer the gateway checked, and must not reach a
@@ -58,8 +58,6 @@ pub fn request(
         head.insert_header("sec-websocket-protocol", p)
             .map_err(|_| GateError::Internal)?;
     }
-    head.insert_header("x-request-id", request_id)
-        .map_err(|_| GateError::Internal)?;
     head.insert_header(CONNECTION, "Upgrade")
         .map_err(|_| GateError::Internal)?;
     // Only the protocol the relay speaks: `Upgrade: websocket, h2c` must not let the upstream

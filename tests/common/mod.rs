@@ -24,6 +24,20 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// Two different free ports: both are held while the second is found (two calls of
+/// [`free_port`] can return the same port, and a gateway refuses equal listen addresses).
+pub fn two_free_ports() -> (u16, u16) {
+    let first = TcpListener::bind("127.0.0.1:0");
+    let second = TcpListener::bind("127.0.0.1:0");
+    let port = |l: &std::io::Result<TcpListener>| {
+        l.as_ref()
+            .ok()
+            .and_then(|l| l.local_addr().ok())
+            .map_or(0, |a| a.port())
+    };
+    (port(&first), port(&second))
+}
+
 fn wait_for(addr: SocketAddr, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -322,7 +336,7 @@ impl Gateway {
         edit: impl FnOnce(String) -> String,
         env: &[(&str, &str)],
     ) -> Result<Gateway, Box<dyn std::error::Error>> {
-        let (mut proxy, mut admin) = (free_port(), free_port());
+        let (mut proxy, mut admin) = two_free_ports();
         let mut text = edit(config_text(proxy, admin, upstream, redis, extra));
         // A port found free may be taken by a parallel test before the binary binds it:
         // then start again on other ports.
@@ -332,7 +346,7 @@ impl Gateway {
             std::fs::write(&config_path, &text)?;
             match Self::spawn(dir, config_path, proxy, admin, env) {
                 Err(e) if attempt < 5 && e.to_string().contains("in use") => {
-                    let (p, a) = (free_port(), free_port());
+                    let (p, a) = two_free_ports();
                     text = text
                         .replace(&format!("127.0.0.1:{proxy}\""), &format!("127.0.0.1:{p}\""))
                         .replace(&format!("127.0.0.1:{admin}\""), &format!("127.0.0.1:{a}\""));
