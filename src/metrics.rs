@@ -178,8 +178,11 @@ pub struct Metrics {
     /// `sessiongate_connections_closed_total{reason}`: connections the gateway ended for a
     /// client's slowness or size: header_timeout, header_too_large, idle_timeout,
     /// tls_handshake_timeout, tls_handshake_failed, h2_preface_invalid, h2_control_flood,
-    /// write_timeout.
+    /// h2_stream_flood, h2_body_timeout, write_timeout.
     pub connections_closed: IntCounterVec,
+    /// `sessiongate_h2_body_timeouts_total`: HTTP/2 request streams reset because their
+    /// body was not complete within `connections.body_read_timeout_ms` of their headers.
+    pub h2_body_timeouts: prometheus::IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -388,6 +391,14 @@ impl Metrics {
                 "Client connections closed by the gateway for slowness or size, by reason.",
                 "reason",
             )?,
+            h2_body_timeouts: {
+                let c = prometheus::IntCounter::new(
+                    "sessiongate_h2_body_timeouts_total",
+                    "HTTP/2 request streams reset because their body missed the body deadline.",
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
             registry: r,
         };
         // Every label value the code can emit exists from the start, at zero: dashboards
@@ -409,6 +420,8 @@ impl Metrics {
             "tls_handshake_failed",
             "h2_preface_invalid",
             "h2_control_flood",
+            "h2_stream_flood",
+            "h2_body_timeout",
             "write_timeout",
         ] {
             m.connections_closed.with_label_values(&[reason]);

@@ -967,3 +967,126 @@ async fn h2_control_frame_floods_are_cut() -> Result<(), Box<dyn std::error::Err
         .await??;
     Ok(())
 }
+
+/// An upstream that answers GETs and, for anything else, reads until its client goes away,
+/// recording how many bytes that connection carried and when it closed.
+struct HoldingUpstream {
+    addr: SocketAddr,
+    closed: Arc<std::sync::Mutex<Vec<(usize, std::time::Instant)>>>,
+}
+
+impl HoldingUpstream {
+    async fn start() -> std::io::Result<HoldingUpstream> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let closed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = closed.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut seen = Vec::new();
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                        let head_done = seen.windows(4).any(|w| w == b"\r\n\r\n");
+                        if head_done && seen.starts_with(b"GET ") {
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            let _ = conn.write_all(ok).await;
+                            seen.clear();
+                        }
+                    }
+                    if let Ok(mut c) = record.lock() {
+                        c.push((seen.len(), std::time::Instant::now()));
+                    }
+                });
+            }
+        });
+        Ok(HoldingUpstream { addr, closed })
+    }
+}
+
+/// Issue 19, item 4 (the part past what is read up front): a stream that sends 60 KiB of
+/// its body (past the 48 KiB read before the upstream connection is made) and then stalls
+/// used to hold its stream and upstream connection until the upstream read timeout (63 s).
+/// A second past the body deadline the gateway resets the stream, the upstream connection
+/// goes with it, and other streams of the same connection go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_bodies_that_stall_after_the_first_48_kib_end_at_the_body_deadline(
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let upstream = HoldingUpstream::start().await?;
+    let dir = tempfile::tempdir()?;
+    install(dir.path(), "a").map_err(|e| e.to_string())?;
+    let gw = tls_gateway_with(
+        upstream.addr,
+        dir.path(),
+        "[connections]\nbody_read_timeout_ms = 1500\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let port = gw.proxy.port();
+    let tcp = tokio::net::TcpStream::connect(gw.proxy).await?;
+    let tls = tokio_rustls::TlsConnector::from(client_config(&[b"h2"]))
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?;
+    let (client, conn) = h2::client::handshake(tls).await?;
+    tokio::spawn(conn);
+    let request = |method: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri(format!("https://localhost:{port}/public/upload"))
+            .body(())
+    };
+
+    let mut client = client.ready().await?;
+    let started = std::time::Instant::now();
+    let (resp, mut body) = client.send_request(request("POST")?, false)?;
+    let piece = bytes::Bytes::from(vec![b'x'; 15 * 1024]);
+    for _ in 0..4 {
+        body.reserve_capacity(piece.len());
+        body.send_data(piece.clone(), false)?;
+    }
+    // The upstream gets the head and the body so far, then the connection ends at the
+    // deadline, not at the upstream read timeout.
+    let closed = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            if let Some(c) = upstream.closed.lock().ok().and_then(|c| c.first().copied()) {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let (carried, at) = closed.map_err(|_| "the upstream connection was still held after 8 s")?;
+    let took = at.duration_since(started);
+    eprintln!("stalled h2 body: upstream connection closed after {took:?}, {carried} bytes");
+    assert!(
+        carried > 48 * 1024,
+        "the body's start was forwarded: {carried} bytes"
+    );
+    // (The test gateways' upstream read timeout is 5 s: before, the connection ended there.)
+    assert!(
+        took >= Duration::from_millis(2300) && took < Duration::from_secs(4),
+        "upstream connection closed after {took:?}"
+    );
+    let reset =
+        metric_value(&gw, "sessiongate_h2_body_timeouts_total").map_err(|e| e.to_string())?;
+    assert_eq!(reset, 1.0);
+
+    // The stream is over: what the client sends on it now is refused, and the same
+    // connection serves another request.
+    let more = body.send_data(piece.clone(), true);
+    let answered = tokio::time::timeout(Duration::from_secs(3), resp).await;
+    assert!(
+        more.is_err() || !matches!(answered, Ok(Ok(ref r)) if r.status() == 200),
+        "the reset stream was answered 200"
+    );
+    let mut client = client.ready().await?;
+    let (resp, _) = client.send_request(request("GET")?, true)?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp).await??;
+    assert_eq!(resp.status(), 200);
+    Ok(())
+}

@@ -11,13 +11,28 @@
 //! an unknown type costs the server the same parsing and answers nothing, so they count
 //! too). A browser sends a handful of these per page, a client downloading at full speed a
 //! few thousand a second (one WINDOW_UPDATE per half window).
+//!
+//! It also follows which request streams still owe their body: a HEADERS frame without
+//! END_STREAM opens one, due the body deadline later; END_STREAM on DATA or trailing
+//! HEADERS, or the client's RST_STREAM, closes it. Pingora reads an h2 body without any
+//! timeout, so `head::Timed` resets a stream that is overdue ([`H2Frames::take_overdue`]).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Control frames a connection may send at once.
 pub const BURST: u32 = 20_000;
 /// Control frames a connection may send per second, sustained.
 pub const PER_SECOND: u32 = 10_000;
+/// Unfinished request bodies followed per connection: well above the most concurrent
+/// streams the h2 server allows (100). Only a client that ignores that limit (its streams
+/// refused) or abandons bodies by the hundred gets past it, and its connection is closed:
+/// forgetting a stream instead would let it outlive its deadline.
+pub const MAX_BODIES: usize = 256;
+
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const END_STREAM: u8 = 0x1;
 
 /// Whether a frame carries request data (and is free): DATA, HEADERS or CONTINUATION with
 /// a payload. Everything else spends from the budget.
@@ -41,6 +56,12 @@ pub struct H2Frames {
     refilled: Instant,
     /// Control frames seen so far.
     counted: u64,
+    /// How long a request stream may take to send its body (`None`: not followed).
+    body_deadline: Option<Duration>,
+    /// Request streams whose body is unfinished, with when it is due, oldest first.
+    bodies: Vec<(u32, Instant)>,
+    /// Set when `bodies` would have gone past [`MAX_BODIES`].
+    stream_flood: bool,
 }
 
 impl Default for H2Frames {
@@ -60,6 +81,17 @@ impl H2Frames {
             tokens: f64::from(BURST),
             refilled: Instant::now(),
             counted: 0,
+            body_deadline: None,
+            bodies: Vec::new(),
+            stream_flood: false,
+        }
+    }
+
+    /// The same, also following request bodies, each due `deadline` after its HEADERS.
+    pub fn with_body_deadline(deadline: Duration) -> Self {
+        H2Frames {
+            body_deadline: Some(deadline),
+            ..H2Frames::new()
         }
     }
 
@@ -87,8 +119,12 @@ impl H2Frames {
                 break;
             }
             self.have = 0;
-            let [a, b, c, kind, ..] = self.header;
+            let [a, b, c, kind, flags, s0, s1, s2, s3] = self.header;
             self.skip = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+            let stream = u32::from_be_bytes([s0 & 0x7f, s1, s2, s3]);
+            if !self.follow_body(kind, flags, stream) {
+                return false;
+            }
             if !carries_data(kind, self.skip) {
                 self.counted += 1;
                 if !self.spend() {
@@ -97,6 +133,63 @@ impl H2Frames {
             }
         }
         true
+    }
+
+    /// Notes what a frame header says about its stream's request body; `false` when the
+    /// connection has more unfinished bodies than [`MAX_BODIES`].
+    fn follow_body(&mut self, kind: u8, flags: u8, stream: u32) -> bool {
+        let Some(deadline) = self.body_deadline else {
+            return true;
+        };
+        // Client-initiated streams are odd; 0 is the connection.
+        if stream % 2 == 0 {
+            return true;
+        }
+        let ends = flags & END_STREAM != 0;
+        match kind {
+            HEADERS if !ends && !self.bodies.iter().any(|(id, _)| *id == stream) => {
+                if self.bodies.len() >= MAX_BODIES {
+                    self.stream_flood = true;
+                    return false;
+                }
+                self.bodies.push((stream, Instant::now() + deadline));
+            }
+            HEADERS | DATA if ends => self.bodies.retain(|(id, _)| *id != stream),
+            RST_STREAM => self.bodies.retain(|(id, _)| *id != stream),
+            _ => {}
+        }
+        true
+    }
+
+    /// Why [`H2Frames::feed`] said no: `h2_stream_flood` (too many unfinished bodies) or
+    /// `h2_control_flood`, as `sessiongate_connections_closed_total` labels it.
+    pub fn closed_for(&self) -> &'static str {
+        if self.stream_flood {
+            "h2_stream_flood"
+        } else {
+            "h2_control_flood"
+        }
+    }
+
+    /// When the earliest unfinished body is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.bodies.iter().map(|(_, due)| *due).min()
+    }
+
+    /// An unfinished body past its deadline at `now`, no longer followed: its stream id.
+    pub fn take_overdue(&mut self, now: Instant) -> Option<u32> {
+        let at = self.bodies.iter().position(|(_, due)| *due <= now)?;
+        Some(self.bodies.remove(at).0)
+    }
+
+    /// Request bodies followed and not finished yet.
+    pub fn unfinished_bodies(&self) -> usize {
+        self.bodies.len()
+    }
+
+    /// Whether the client's stream is between frames: a frame of ours may go in here.
+    pub fn at_frame_boundary(&self) -> bool {
+        self.preface_left == 0 && self.have == 0 && self.skip == 0
     }
 
     /// Control frames seen so far (the one over the budget included).
@@ -204,6 +297,69 @@ mod tests {
             sent += 1;
         }
         assert!((90..=BURST).contains(&sent), "{sent}");
+    }
+
+    fn flagged(kind: u8, flags: u8, stream: u32, payload: usize) -> Vec<u8> {
+        let mut f = frame(kind, payload);
+        f[4] = flags;
+        f[5..9].copy_from_slice(&stream.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn unfinished_bodies_are_followed_until_they_end() {
+        let mut w = H2Frames::with_body_deadline(std::time::Duration::from_secs(3));
+        let mut stream = preface();
+        stream.extend(frame(0x4, 0));
+        // 1: a GET that ends with its headers. 3: a body that ends. 5: a body that stalls.
+        // 7: reset by the client. 9: ends with trailers.
+        stream.extend(flagged(HEADERS, END_STREAM | 0x4, 1, 10));
+        stream.extend(flagged(HEADERS, 0x4, 3, 10));
+        stream.extend(flagged(HEADERS, 0x4, 5, 10));
+        stream.extend(flagged(HEADERS, 0x4, 7, 10));
+        stream.extend(flagged(HEADERS, 0x4, 9, 10));
+        stream.extend(flagged(DATA, 0, 3, 100));
+        stream.extend(flagged(DATA, END_STREAM, 3, 100));
+        stream.extend(flagged(DATA, 0, 5, 100));
+        stream.extend(flagged(RST_STREAM, 0, 7, 4));
+        stream.extend(flagged(DATA, 0, 9, 100));
+        stream.extend(flagged(HEADERS, END_STREAM | 0x4, 9, 10));
+        for byte in &stream {
+            assert!(w.feed(std::slice::from_ref(byte)));
+        }
+        assert!(w.at_frame_boundary());
+        let now = Instant::now();
+        assert_eq!(w.take_overdue(now), None);
+        let due = w.next_due().map(|d| d.duration_since(now));
+        assert!(
+            due.is_some_and(|d| d <= std::time::Duration::from_secs(3)),
+            "{due:?}"
+        );
+        let later = now + std::time::Duration::from_secs(4);
+        assert_eq!(w.take_overdue(later), Some(5));
+        assert_eq!(w.take_overdue(later), None);
+        assert_eq!(w.next_due(), None);
+        // Mid-frame, nothing of ours may be inserted.
+        assert!(w.feed(&flagged(DATA, 0, 11, 10)[..12]));
+        assert!(!w.at_frame_boundary());
+    }
+
+    #[test]
+    fn bodies_are_bounded_and_not_followed_without_a_deadline() {
+        let mut plain = H2Frames::new();
+        assert!(plain.feed(&preface()));
+        assert!(plain.feed(&flagged(HEADERS, 0x4, 1, 10)));
+        assert_eq!(plain.next_due(), None);
+        let mut w = H2Frames::with_body_deadline(std::time::Duration::from_secs(60));
+        assert!(w.feed(&preface()));
+        for id in 0..MAX_BODIES as u32 {
+            assert!(w.feed(&flagged(HEADERS, 0x4, 2 * id + 1, 10)));
+        }
+        assert_eq!(w.closed_for(), "h2_control_flood");
+        // One more unfinished body than the bound: the connection is closed.
+        assert!(!w.feed(&flagged(HEADERS, 0x4, 2 * MAX_BODIES as u32 + 1, 10)));
+        assert_eq!(w.closed_for(), "h2_stream_flood");
+        assert_eq!(w.bodies.len(), MAX_BODIES);
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct Deadlines {
     pub max_head: usize,
     /// Longest a write (or flush) may wait for the client to take bytes.
     pub write: Duration,
+    /// Whole request body (HTTP/2 streams; HTTP/1.1 bodies are timed by the request flow).
+    pub body: Duration,
 }
 
 impl Deadlines {
@@ -60,6 +62,7 @@ impl Deadlines {
             idle: cfg.idle_timeout,
             max_head: max_header_bytes + REQUEST_LINE_ALLOWANCE,
             write: cfg.write_timeout,
+            body: cfg.body_read_timeout,
         }
     }
 }
@@ -199,7 +202,11 @@ impl Timed {
                 self.stash = got;
                 self.stash_at = 0;
                 self.phase = Phase::Open;
-                self.h2 = Some(H2Frames::new());
+                // A second past the request flow's own deadline (`proxy::prebuffer`), which
+                // answers 408 while nothing went upstream: this one is the backstop for a
+                // body that stalls later, when only a reset can end it.
+                let backstop = self.deadlines.body + Duration::from_secs(1);
+                self.h2 = Some(H2Frames::with_body_deadline(backstop));
                 true
             }
             Ok(false) => {
@@ -335,26 +342,10 @@ impl AsyncRead for Timed {
         }
         match this.phase {
             Phase::Open => {
-                let Some(h2) = this.h2.as_mut() else {
+                if this.h2.is_none() {
                     return Pin::new(&mut this.inner).poll_read(cx, buf);
-                };
-                let before = buf.filled().len();
-                let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-                let fresh = buf.filled().get(before..).unwrap_or_default();
-                if matches!(read, Poll::Ready(Ok(()))) && !h2.feed(fresh) {
-                    // Nothing of what was read reaches the h2 server: the connection ends.
-                    buf.set_filled(before);
-                    this.phase = Phase::Closed;
-                    this.metrics
-                        .connections_closed
-                        .with_label_values(&["h2_control_flood"])
-                        .inc();
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "HTTP/2 control frame flood",
-                    )));
                 }
-                return read;
+                return this.poll_read_h2(cx, buf);
             }
             Phase::Closed => return Poll::Ready(Ok(())),
             Phase::Refusing { .. } => {
@@ -411,7 +402,83 @@ impl AsyncRead for Timed {
     }
 }
 
+/// RST_STREAM (type 3) with error code CANCEL (8), for the stream id in bytes 5..9.
+const RST_CANCEL: [u8; 13] = [0, 0, 4, 3, 0, 0, 0, 0, 0, 0, 0, 0, 8];
+
 impl Timed {
+    /// An HTTP/2 connection's reads: the client's frames pass through, followed by
+    /// [`H2Frames`] (control-frame budget, unfinished request bodies). Pingora reads an h2
+    /// request body without any deadline, so a stream whose body is not complete within
+    /// `Deadlines::body` (and a second) of its HEADERS is reset here, as if the client had sent
+    /// RST_STREAM(CANCEL): Pingora's read fails and the request ends, its upstream connection
+    /// with it (a second later than the request flow's own deadline, which answers 408 when
+    /// it still can). The frame goes in between two of the client's frames; a client that stalls
+    /// in the middle of one past a deadline blocks every stream of the connection, which
+    /// is then closed.
+    fn poll_read_h2(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let Some(h2) = self.h2.as_mut() else {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        };
+        let now = std::time::Instant::now();
+        if h2.next_due().is_some_and(|due| due <= now) {
+            if !h2.at_frame_boundary() {
+                return self.close_h2("h2_body_timeout", "a frame stalled past a body deadline");
+            }
+            if buf.remaining() >= RST_CANCEL.len() {
+                if let Some(stream) = h2.take_overdue(now) {
+                    let mut frame = RST_CANCEL;
+                    frame[5..9].copy_from_slice(&stream.to_be_bytes());
+                    buf.put_slice(&frame);
+                    self.metrics.h2_body_timeouts.inc();
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        match read {
+            Poll::Ready(Ok(())) => {
+                let fresh = buf.filled().get(before..).unwrap_or_default();
+                if !h2.feed(fresh) {
+                    // Nothing of what was read reaches the h2 server: the connection ends.
+                    buf.set_filled(before);
+                    let reason = h2.closed_for();
+                    return self.close_h2(reason, "HTTP/2 frame flood");
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                // Nothing to read: wake when the next body falls due.
+                let Some(due) = h2.next_due() else {
+                    return Poll::Pending;
+                };
+                let due = Instant::from_std(due);
+                if self.timer.deadline() != due {
+                    self.timer.as_mut().reset(due);
+                }
+                if self.timer.as_mut().poll(cx).is_ready() {
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            }
+            err => err,
+        }
+    }
+
+    /// Ends an HTTP/2 connection from the read side, counted under `reason`.
+    fn close_h2(&mut self, reason: &str, why: &'static str) -> Poll<io::Result<()>> {
+        self.phase = Phase::Closed;
+        self.metrics
+            .connections_closed
+            .with_label_values(&[reason])
+            .inc();
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why)))
+    }
+
     /// After a write-side poll: progress stops the write clock; waiting starts it (once)
     /// and, past `Deadlines::write`, turns into a timeout error.
     fn write_progress<T>(
@@ -556,6 +623,7 @@ mod tests {
     fn timed() -> Result<(Timed, DuplexStream), prometheus::Error> {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let d = Deadlines {
+            body: Duration::from_secs(30),
             header: HEADER,
             idle: IDLE,
             max_head: 1024 + REQUEST_LINE_ALLOWANCE,
