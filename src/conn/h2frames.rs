@@ -32,7 +32,10 @@ pub const MAX_BODIES: usize = 256;
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
+const PUSH_PROMISE: u8 = 0x5;
+const CONTINUATION: u8 = 0x9;
 const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
 
 /// Whether a frame carries request data (and is free): DATA, HEADERS or CONTINUATION with
 /// a payload. Everything else spends from the budget.
@@ -62,6 +65,9 @@ pub struct H2Frames {
     bodies: Vec<(u32, Instant)>,
     /// Set when `bodies` would have gone past [`MAX_BODIES`].
     stream_flood: bool,
+    /// Inside a header block (HEADERS without END_HEADERS, then CONTINUATION frames): no
+    /// other frame may come between them (RFC 9113 §6.10).
+    in_header_block: bool,
 }
 
 impl Default for H2Frames {
@@ -84,6 +90,7 @@ impl H2Frames {
             body_deadline: None,
             bodies: Vec::new(),
             stream_flood: false,
+            in_header_block: false,
         }
     }
 
@@ -122,6 +129,11 @@ impl H2Frames {
             let [a, b, c, kind, flags, s0, s1, s2, s3] = self.header;
             self.skip = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
             let stream = u32::from_be_bytes([s0 & 0x7f, s1, s2, s3]);
+            match kind {
+                HEADERS | PUSH_PROMISE => self.in_header_block = flags & END_HEADERS == 0,
+                CONTINUATION => self.in_header_block &= flags & END_HEADERS == 0,
+                _ => {}
+            }
             if !self.follow_body(kind, flags, stream) {
                 return false;
             }
@@ -187,9 +199,10 @@ impl H2Frames {
         self.bodies.len()
     }
 
-    /// Whether the client's stream is between frames: a frame of ours may go in here.
+    /// Whether the client's stream is between frames, and not inside a header block: a frame
+    /// of ours may go in here.
     pub fn at_frame_boundary(&self) -> bool {
-        self.preface_left == 0 && self.have == 0 && self.skip == 0
+        self.preface_left == 0 && self.have == 0 && self.skip == 0 && !self.in_header_block
     }
 
     /// Control frames seen so far (the one over the budget included).
@@ -339,6 +352,13 @@ mod tests {
         assert_eq!(w.take_overdue(later), Some(5));
         assert_eq!(w.take_overdue(later), None);
         assert_eq!(w.next_due(), None);
+        // Between a HEADERS frame and its CONTINUATION frames, nothing either.
+        assert!(w.feed(&flagged(HEADERS, 0, 13, 10)));
+        assert!(!w.at_frame_boundary());
+        assert!(w.feed(&flagged(CONTINUATION, 0, 13, 10)));
+        assert!(!w.at_frame_boundary());
+        assert!(w.feed(&flagged(CONTINUATION, END_HEADERS, 13, 10)));
+        assert!(w.at_frame_boundary());
         // Mid-frame, nothing of ours may be inserted.
         assert!(w.feed(&flagged(DATA, 0, 11, 10)[..12]));
         assert!(!w.at_frame_boundary());
