@@ -180,8 +180,8 @@ pub struct Metrics {
     /// tls_handshake_timeout, tls_handshake_failed, h2_preface_invalid, h2_control_flood,
     /// h2_stream_flood, h2_body_timeout, write_timeout.
     pub connections_closed: IntCounterVec,
-    /// `sessiongate_h2_body_timeouts_total`: HTTP/2 request streams reset because their
-    /// body was not complete within `connections.body_read_timeout_ms` of their headers.
+    /// `sessiongate_h2_body_timeouts_total`: HTTP/2 request streams ended because their body
+    /// was not complete a second past `connections.body_read_timeout_ms` after their headers.
     pub h2_body_timeouts: prometheus::IntCounter,
 }
 
@@ -394,7 +394,7 @@ impl Metrics {
             h2_body_timeouts: {
                 let c = prometheus::IntCounter::new(
                     "sessiongate_h2_body_timeouts_total",
-                    "HTTP/2 request streams reset because their body missed the body deadline.",
+                    "HTTP/2 request streams ended because their body missed the body deadline.",
                 )?;
                 r.register(Box::new(c.clone()))?;
                 c

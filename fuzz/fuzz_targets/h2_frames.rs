@@ -26,4 +26,6 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(whole.unfinished_bodies(), split.unfinished_bodies());
         assert_eq!(whole.at_frame_boundary(), split.at_frame_boundary());
     }
+    // The same bytes as the server's frames: followed without panicking either.
+    H2Frames::with_body_deadline(deadline).wrote(stream);
 });

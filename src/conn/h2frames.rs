@@ -48,11 +48,8 @@ fn carries_data(kind: u8, length: usize) -> bool {
 pub struct H2Frames {
     /// Preface bytes still to pass (the 24-byte client preface precedes the first frame).
     preface_left: usize,
-    /// The frame header being collected, and how much of it has arrived.
-    header: [u8; 9],
-    have: usize,
-    /// Payload bytes of the current frame still to pass.
-    skip: usize,
+    /// The client's frames.
+    inp: FrameCursor,
     /// Control frames the connection may still send (fractions kept), and when the budget
     /// was last topped up.
     tokens: f64,
@@ -68,50 +65,25 @@ pub struct H2Frames {
     /// Inside a header block (HEADERS without END_HEADERS, then CONTINUATION frames): no
     /// other frame may come between them (RFC 9113 §6.10).
     in_header_block: bool,
+    /// The server's frames, followed like the client's: a stream the server ended (its
+    /// response done, or reset) no longer holds anything upstream, and the h2 server may
+    /// forget it, so it is no longer followed.
+    out: FrameCursor,
 }
 
-impl Default for H2Frames {
-    fn default() -> Self {
-        H2Frames::new()
-    }
+/// Frame headers in one direction of the byte stream.
+#[derive(Debug, Default)]
+struct FrameCursor {
+    header: [u8; 9],
+    have: usize,
+    skip: usize,
 }
 
-impl H2Frames {
-    /// A watcher at the start of the client's stream (before the preface).
-    pub fn new() -> Self {
-        H2Frames {
-            preface_left: 24,
-            header: [0; 9],
-            have: 0,
-            skip: 0,
-            tokens: f64::from(BURST),
-            refilled: Instant::now(),
-            counted: 0,
-            body_deadline: None,
-            bodies: Vec::new(),
-            stream_flood: false,
-            in_header_block: false,
-        }
-    }
-
-    /// The same, also following request bodies, each due `deadline` after its HEADERS.
-    pub fn with_body_deadline(deadline: Duration) -> Self {
-        H2Frames {
-            body_deadline: Some(deadline),
-            ..H2Frames::new()
-        }
-    }
-
-    /// Follows `bytes` (the next bytes the client sent); `false` once the connection is
-    /// over its control-frame budget.
-    pub fn feed(&mut self, mut bytes: &[u8]) -> bool {
+impl FrameCursor {
+    /// Follows `bytes`, calling `on_header` with each complete frame header; stops (and
+    /// says `false`) when it does.
+    fn follow(&mut self, mut bytes: &[u8], mut on_header: impl FnMut(&[u8; 9]) -> bool) -> bool {
         while !bytes.is_empty() {
-            if self.preface_left > 0 {
-                let n = self.preface_left.min(bytes.len());
-                self.preface_left -= n;
-                bytes = &bytes[n..];
-                continue;
-            }
             if self.skip > 0 {
                 let n = self.skip.min(bytes.len());
                 self.skip -= n;
@@ -126,22 +98,78 @@ impl H2Frames {
                 break;
             }
             self.have = 0;
-            let [a, b, c, kind, flags, s0, s1, s2, s3] = self.header;
+            let [a, b, c, ..] = self.header;
             self.skip = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
-            let stream = u32::from_be_bytes([s0 & 0x7f, s1, s2, s3]);
-            match kind {
-                HEADERS | PUSH_PROMISE => self.in_header_block = flags & END_HEADERS == 0,
-                CONTINUATION => self.in_header_block &= flags & END_HEADERS == 0,
-                _ => {}
-            }
-            if !self.follow_body(kind, flags, stream) {
+            if !on_header(&self.header) {
                 return false;
             }
-            if !carries_data(kind, self.skip) {
-                self.counted += 1;
-                if !self.spend() {
-                    return false;
-                }
+        }
+        true
+    }
+}
+
+impl Default for H2Frames {
+    fn default() -> Self {
+        H2Frames::new()
+    }
+}
+
+impl H2Frames {
+    /// A watcher at the start of the client's stream (before the preface).
+    pub fn new() -> Self {
+        H2Frames {
+            preface_left: 24,
+            inp: FrameCursor::default(),
+            tokens: f64::from(BURST),
+            refilled: Instant::now(),
+            counted: 0,
+            body_deadline: None,
+            bodies: Vec::new(),
+            stream_flood: false,
+            in_header_block: false,
+            out: FrameCursor::default(),
+        }
+    }
+
+    /// The same, also following request bodies, each due `deadline` after its HEADERS.
+    pub fn with_body_deadline(deadline: Duration) -> Self {
+        H2Frames {
+            body_deadline: Some(deadline),
+            ..H2Frames::new()
+        }
+    }
+
+    /// Follows `bytes` (the next bytes the client sent); `false` once the connection is
+    /// over its control-frame budget.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        if self.preface_left > 0 {
+            let n = self.preface_left.min(bytes.len());
+            self.preface_left -= n;
+            bytes = &bytes[n..];
+        }
+        let mut inp = std::mem::take(&mut self.inp);
+        let within = inp.follow(bytes, |h| self.frame(h));
+        self.inp = inp;
+        within
+    }
+
+    /// One frame header from the client; `false` once over a budget.
+    fn frame(&mut self, h: &[u8; 9]) -> bool {
+        let [a, b, c, kind, flags, s0, s1, s2, s3] = *h;
+        let length = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+        match kind {
+            HEADERS | PUSH_PROMISE => self.in_header_block = flags & END_HEADERS == 0,
+            CONTINUATION => self.in_header_block &= flags & END_HEADERS == 0,
+            _ => {}
+        }
+        let stream = u32::from_be_bytes([s0 & 0x7f, s1, s2, s3]);
+        if !self.follow_body(kind, flags, stream) {
+            return false;
+        }
+        if !carries_data(kind, length) {
+            self.counted += 1;
+            if !self.spend() {
+                return false;
             }
         }
         true
@@ -194,6 +222,41 @@ impl H2Frames {
         Some(self.bodies.remove(at).0)
     }
 
+    /// Follows `bytes` the server wrote to the client: a stream it ends (END_STREAM on its
+    /// HEADERS or DATA) or resets is no longer followed.
+    pub fn wrote(&mut self, bytes: &[u8]) {
+        if self.body_deadline.is_none() {
+            return;
+        }
+        let bodies = &mut self.bodies;
+        self.out.follow(bytes, |h| {
+            let [.., kind, flags, s0, s1, s2, s3] = *h;
+            let ends = matches!(kind, HEADERS | DATA) && flags & END_STREAM != 0;
+            if ends || kind == RST_STREAM {
+                let stream = u32::from_be_bytes([s0 & 0x7f, s1, s2, s3]);
+                bodies.retain(|(id, _)| *id != stream);
+            }
+            true
+        });
+    }
+
+    /// How many bytes a read may take to stop at the next place a frame of ours may go:
+    /// the rest of the current frame (or preface, or frame header), or a whole frame header
+    /// inside a header block; `usize::MAX` when already there.
+    pub fn bytes_to_boundary(&self) -> usize {
+        if self.preface_left > 0 {
+            self.preface_left
+        } else if self.inp.have > 0 {
+            9 - self.inp.have
+        } else if self.inp.skip > 0 {
+            self.inp.skip
+        } else if self.in_header_block {
+            9
+        } else {
+            usize::MAX
+        }
+    }
+
     /// Request bodies followed and not finished yet.
     pub fn unfinished_bodies(&self) -> usize {
         self.bodies.len()
@@ -202,7 +265,7 @@ impl H2Frames {
     /// Whether the client's stream is between frames, and not inside a header block: a frame
     /// of ours may go in here.
     pub fn at_frame_boundary(&self) -> bool {
-        self.preface_left == 0 && self.have == 0 && self.skip == 0 && !self.in_header_block
+        self.preface_left == 0 && self.inp.have == 0 && self.inp.skip == 0 && !self.in_header_block
     }
 
     /// Control frames seen so far (the one over the budget included).
@@ -362,6 +425,49 @@ mod tests {
         // Mid-frame, nothing of ours may be inserted.
         assert!(w.feed(&flagged(DATA, 0, 11, 10)[..12]));
         assert!(!w.at_frame_boundary());
+    }
+
+    #[test]
+    fn streams_the_server_ended_are_no_longer_followed() {
+        let mut w = H2Frames::with_body_deadline(std::time::Duration::from_secs(3));
+        assert!(w.feed(&preface()));
+        for id in [1, 3, 5, 7] {
+            assert!(w.feed(&flagged(HEADERS, END_HEADERS, id, 10)));
+        }
+        assert_eq!(w.unfinished_bodies(), 4);
+        // The server's SETTINGS, a response to 1 that ends it, a response head to 3 and its
+        // last DATA, a reset of 5; 7 gets a response head only. Written a byte at a time.
+        let mut out = frame(0x4, 6);
+        out.extend(flagged(HEADERS, END_HEADERS | END_STREAM, 1, 20));
+        out.extend(flagged(HEADERS, END_HEADERS, 3, 20));
+        out.extend(flagged(DATA, END_STREAM, 3, 100));
+        out.extend(flagged(RST_STREAM, 0, 5, 4));
+        out.extend(flagged(HEADERS, END_HEADERS, 7, 20));
+        for byte in &out {
+            w.wrote(std::slice::from_ref(byte));
+        }
+        assert_eq!(w.unfinished_bodies(), 1);
+        assert_eq!(
+            w.take_overdue(Instant::now() + std::time::Duration::from_secs(4)),
+            Some(7)
+        );
+    }
+
+    #[test]
+    fn reads_past_a_deadline_stop_at_the_next_boundary() {
+        let mut w = H2Frames::with_body_deadline(std::time::Duration::from_secs(3));
+        assert_eq!(w.bytes_to_boundary(), 24);
+        assert!(w.feed(&preface()));
+        assert_eq!(w.bytes_to_boundary(), usize::MAX);
+        let data = flagged(DATA, 0, 1, 100);
+        assert!(w.feed(&data[..4]));
+        assert_eq!(w.bytes_to_boundary(), 5);
+        assert!(w.feed(&data[4..20]));
+        assert_eq!(w.bytes_to_boundary(), 89);
+        assert!(w.feed(&data[20..]));
+        assert_eq!(w.bytes_to_boundary(), usize::MAX);
+        assert!(w.feed(&flagged(HEADERS, 0, 3, 0)));
+        assert_eq!(w.bytes_to_boundary(), 9);
     }
 
     #[test]

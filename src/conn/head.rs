@@ -106,8 +106,15 @@ pub struct Timed {
     /// `Deadlines::write`.
     write_timer: Option<Pin<Box<Sleep>>>,
     write_waiting: bool,
-    /// HTTP/2 (after the preface): the client's control frames, counted against a budget.
+    /// HTTP/2 (after the preface): the client's control frames, counted against a budget,
+    /// and its unfinished request bodies.
     h2: Option<H2Frames>,
+    /// A frame of ours for the h2 server (see [`Timed::poll_read_h2`]), handed out up to
+    /// `injected_at`.
+    injected: [u8; 9],
+    injected_at: usize,
+    /// When the h2 client last sent a byte.
+    h2_progress: std::time::Instant,
 }
 
 impl Timed {
@@ -135,6 +142,9 @@ impl Timed {
             write_timer: None,
             write_waiting: false,
             h2: None,
+            injected: MALFORMED_TRAILERS,
+            injected_at: MALFORMED_TRAILERS.len(),
+            h2_progress: std::time::Instant::now(),
         }
     }
 
@@ -202,6 +212,7 @@ impl Timed {
                 self.stash = got;
                 self.stash_at = 0;
                 self.phase = Phase::Open;
+                self.h2_progress = std::time::Instant::now();
                 // A second past the request flow's own deadline (`proxy::prebuffer`), which
                 // answers 408 while nothing went upstream: this one is the backstop for a
                 // body that stalls later, when only a reset can end it.
@@ -402,19 +413,27 @@ impl AsyncRead for Timed {
     }
 }
 
-/// RST_STREAM (type 3) with error code CANCEL (8), for the stream id in bytes 5..9.
-const RST_CANCEL: [u8; 13] = [0, 0, 4, 3, 0, 0, 0, 0, 0, 0, 0, 0, 8];
+/// An empty HEADERS frame (END_HEADERS, no END_STREAM) for the stream id in bytes 5..9:
+/// trailers that do not end the stream, which the h2 server answers with a stream error.
+const MALFORMED_TRAILERS: [u8; 9] = [0, 0, 0, 1, 4, 0, 0, 0, 0];
 
 impl Timed {
     /// An HTTP/2 connection's reads: the client's frames pass through, followed by
-    /// [`H2Frames`] (control-frame budget, unfinished request bodies). Pingora reads an h2
-    /// request body without any deadline, so a stream whose body is not complete within
-    /// `Deadlines::body` (and a second) of its HEADERS is reset here, as if the client had sent
-    /// RST_STREAM(CANCEL): Pingora's read fails and the request ends, its upstream connection
-    /// with it (a second later than the request flow's own deadline, which answers 408 when
-    /// it still can). The frame goes in between two of the client's frames; a client that stalls
-    /// in the middle of one past a deadline blocks every stream of the connection, which
-    /// is then closed.
+    /// [`H2Frames`] (control-frame budget, unfinished request bodies).
+    ///
+    /// Pingora reads an h2 request body without any deadline, so a stream whose body is not
+    /// complete within `Deadlines::body` (and a second) of its HEADERS is ended here: the h2
+    /// server is handed, between two of the client's frames, an empty HEADERS frame without
+    /// END_STREAM on that stream. Trailers that do not end a stream are a stream error
+    /// (RFC 9113 §8.1), which the h2 server answers as for any: RST_STREAM(PROTOCOL_ERROR)
+    /// to the client, the body read fails (Pingora ends the request and its upstream
+    /// connection), and whatever the client still sends on the stream is ignored. Streams
+    /// the server already ended are no longer followed ([`H2Frames::wrote`]), so the frame
+    /// never reaches a stream the server may have forgotten.
+    ///
+    /// Past a deadline, reads stop at the next frame boundary so that the frame can go in;
+    /// a client that stops in the middle of a frame then blocks every stream of the
+    /// connection, which is closed once it has sent nothing for `Deadlines::body`.
     fn poll_read_h2(
         &mut self,
         cx: &mut Context<'_>,
@@ -423,26 +442,58 @@ impl Timed {
         let Some(h2) = self.h2.as_mut() else {
             return Pin::new(&mut self.inner).poll_read(cx, buf);
         };
+        if buf.remaining() == 0 {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        // A frame of ours goes out whole before any more of the client's bytes, over as
+        // many reads as the reader's buffer needs.
+        if let Some(rest) = self
+            .injected
+            .get(self.injected_at..)
+            .filter(|r| !r.is_empty())
+        {
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            self.injected_at += n;
+            return Poll::Ready(Ok(()));
+        }
         let now = std::time::Instant::now();
-        if h2.next_due().is_some_and(|due| due <= now) {
-            if !h2.at_frame_boundary() {
-                return self.close_h2("h2_body_timeout", "a frame stalled past a body deadline");
-            }
-            if buf.remaining() >= RST_CANCEL.len() {
-                if let Some(stream) = h2.take_overdue(now) {
-                    let mut frame = RST_CANCEL;
-                    frame[5..9].copy_from_slice(&stream.to_be_bytes());
-                    buf.put_slice(&frame);
-                    self.metrics.h2_body_timeouts.inc();
-                    return Poll::Ready(Ok(()));
-                }
+        let overdue = h2.next_due().is_some_and(|due| due <= now);
+        if overdue && h2.at_frame_boundary() {
+            if let Some(stream) = h2.take_overdue(now) {
+                self.injected = MALFORMED_TRAILERS;
+                self.injected[5..9].copy_from_slice(&stream.to_be_bytes());
+                self.injected_at = 0;
+                self.metrics.h2_body_timeouts.inc();
+                let n = self.injected.len().min(buf.remaining());
+                buf.put_slice(&self.injected[..n]);
+                self.injected_at = n;
+                return Poll::Ready(Ok(()));
             }
         }
         let before = buf.filled().len();
-        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let cap = if overdue {
+            h2.bytes_to_boundary()
+        } else {
+            usize::MAX
+        };
+        let read = if cap < buf.remaining() {
+            // Rare (a deadline has passed): through a buffer of exactly what is left of the
+            // current frame.
+            let mut scratch = vec![0u8; cap];
+            let mut part = ReadBuf::new(&mut scratch);
+            let read = Pin::new(&mut self.inner).poll_read(cx, &mut part);
+            buf.put_slice(part.filled());
+            read
+        } else {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        };
         match read {
             Poll::Ready(Ok(())) => {
                 let fresh = buf.filled().get(before..).unwrap_or_default();
+                if !fresh.is_empty() {
+                    self.h2_progress = now;
+                }
                 if !h2.feed(fresh) {
                     // Nothing of what was read reaches the h2 server: the connection ends.
                     buf.set_filled(before);
@@ -452,14 +503,26 @@ impl Timed {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
-                // Nothing to read: wake when the next body falls due.
-                let Some(due) = h2.next_due() else {
-                    return Poll::Pending;
+                // Nothing to read: wake when the next body falls due, or, stuck mid-frame
+                // past a deadline, when the connection has been silent for the body deadline.
+                let wake = if overdue {
+                    let silent_until = self.h2_progress + self.deadlines.body;
+                    if silent_until <= now {
+                        return self
+                            .close_h2("h2_body_timeout", "a frame stalled past a body deadline");
+                    }
+                    silent_until
+                } else {
+                    match h2.next_due() {
+                        Some(due) => due,
+                        None => return Poll::Pending,
+                    }
                 };
-                let due = Instant::from_std(due);
-                if self.timer.deadline() != due {
-                    self.timer.as_mut().reset(due);
+                let wake = Instant::from_std(wake);
+                if self.timer.deadline() != wake {
+                    self.timer.as_mut().reset(wake);
                 }
+                // `wake` is in the future: the timer registers this task and fires later.
                 if self.timer.as_mut().poll(cx).is_ready() {
                     cx.waker().wake_by_ref();
                 }
@@ -529,6 +592,9 @@ impl AsyncWrite for Timed {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let (Poll::Ready(Ok(n)), Some(h2)) = (&r, self.h2.as_mut()) {
+            h2.wrote(buf.get(..*n).unwrap_or_default());
+        }
         self.write_progress(cx, r)
     }
 
@@ -672,6 +738,56 @@ mod tests {
         drop(t);
         assert!(reader.await? >= 256 * 1024 - 64 * 1024);
         let _ = client.read(&mut [0u8; 1]).await;
+        Ok(())
+    }
+
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Past an h2 body deadline the h2 server is handed malformed trailers for the stream,
+    /// a few bytes at a time when its buffer is small, and then waits without spinning.
+    #[tokio::test]
+    async fn an_overdue_h2_body_gets_its_stream_error_frame_and_nothing_spins(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (mut t, mut client) = timed()?;
+        t.deadlines.body = Duration::ZERO;
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        // HEADERS on stream 1: END_HEADERS, no END_STREAM, a 3-byte block.
+        hello.extend([0, 0, 3, 1, 4, 0, 0, 0, 1, 0x82, 0x86, 0x84]);
+        client.write_all(&hello).await?;
+        assert!(t.h2_preface().await);
+        let mut seen = [0u8; 64];
+        let mut got = 0;
+        while got < hello.len() {
+            got += t.read(&mut seen[got..]).await?;
+        }
+        // The backstop is a second past the (zero) body deadline.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let counter = Arc::new(CountingWaker(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            let mut small = [0u8; 4];
+            let mut buf = ReadBuf::new(&mut small);
+            assert!(matches!(
+                Pin::new(&mut t).poll_read(&mut cx, &mut buf),
+                Poll::Ready(Ok(()))
+            ));
+            out.extend_from_slice(buf.filled());
+        }
+        assert_eq!(out, [0, 0, 0, 1, 4, 0, 0, 0, 1]);
+        let mut buf = [0u8; 4];
+        let mut buf = ReadBuf::new(&mut buf);
+        assert!(Pin::new(&mut t).poll_read(&mut cx, &mut buf).is_pending());
+        assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(t.metrics.h2_body_timeouts.get(), 1);
         Ok(())
     }
 
