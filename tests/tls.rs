@@ -969,19 +969,30 @@ async fn h2_control_frame_floods_are_cut() -> Result<(), Box<dyn std::error::Err
 }
 
 /// An upstream that answers every request once its body is in (`content-length` framed,
-/// or chunked), except those to `/public/hold`: for those it reads until its client goes
-/// away, recording how many bytes that connection carried and when it closed.
+/// or chunked), except two paths: `/public/hold` is never answered, and `/public/early` is
+/// answered at once; on both it reads until its client goes away. It records, per
+/// connection, the path of its first request, how many bytes it carried and when it closed.
 struct HoldingUpstream {
     addr: SocketAddr,
-    closed: Arc<std::sync::Mutex<Vec<(usize, std::time::Instant)>>>,
+    closed: Arc<std::sync::Mutex<Vec<(String, usize, std::time::Instant)>>>,
 }
 
-/// Whether `seen` holds a whole request that is not to be held (and how long it is).
+/// The path of the request whose head starts `seen`.
+fn request_path(seen: &[u8]) -> String {
+    let line = seen.split(|b| *b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    line.split(' ').nth(1).unwrap_or_default().to_string()
+}
+
+/// Whether `seen` holds a whole request to answer now (and how long it is).
 fn whole_request(seen: &[u8]) -> Option<usize> {
     let head_end = seen.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = String::from_utf8_lossy(&seen[..head_end]).to_ascii_lowercase();
     if head.contains(" /public/hold") {
         return None;
+    }
+    if head.contains(" /public/early") {
+        return Some(seen.len());
     }
     let length = head
         .lines()
@@ -1011,6 +1022,7 @@ impl HoldingUpstream {
                 tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
                     let mut seen = Vec::new();
+                    let mut path = None;
                     let mut carried = 0;
                     let mut buf = vec![0u8; 16 * 1024];
                     loop {
@@ -1021,6 +1033,19 @@ impl HoldingUpstream {
                                 carried += n;
                             }
                         }
+                        if path.is_none() && seen.windows(2).any(|w| w == b"\r\n") {
+                            path = Some(request_path(&seen));
+                        }
+                        if path.as_deref() == Some("/public/early") && carried == seen.len() {
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            let _ = conn.write_all(ok).await;
+                            seen.clear();
+                            continue;
+                        }
+                        if path.as_deref() == Some("/public/early") {
+                            seen.clear();
+                            continue;
+                        }
                         while let Some(end) = whole_request(&seen) {
                             let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                             let _ = conn.write_all(ok).await;
@@ -1028,7 +1053,7 @@ impl HoldingUpstream {
                         }
                     }
                     if let Ok(mut c) = record.lock() {
-                        c.push((carried, std::time::Instant::now()));
+                        c.push((path.unwrap_or_default(), carried, std::time::Instant::now()));
                     }
                 });
             }
@@ -1036,11 +1061,20 @@ impl HoldingUpstream {
         Ok(HoldingUpstream { addr, closed })
     }
 
-    /// The first upstream connection to close: bytes it carried, and when.
-    async fn first_closed(&self, within: Duration) -> Option<(usize, std::time::Instant)> {
+    /// The first upstream connection for `path` to close: bytes it carried, and when.
+    async fn first_closed(
+        &self,
+        path: &str,
+        within: Duration,
+    ) -> Option<(usize, std::time::Instant)> {
         tokio::time::timeout(within, async {
             loop {
-                if let Some(c) = self.closed.lock().ok().and_then(|c| c.first().copied()) {
+                let found = self.closed.lock().ok().and_then(|c| {
+                    c.iter()
+                        .find(|(p, ..)| p == path)
+                        .map(|(_, carried, at)| (*carried, *at))
+                });
+                if let Some(c) = found {
                     return c;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1128,7 +1162,7 @@ async fn h2_bodies_that_stall_after_the_first_48_kib_end_at_the_body_deadline(
     // ended a second past the deadline, not at the upstream read timeout (5 s in the test
     // gateways, where it ended before).
     let (carried, at) = upstream
-        .first_closed(Duration::from_secs(8))
+        .first_closed("/public/hold", Duration::from_secs(8))
         .await
         .ok_or("the upstream connection was still held after 8 s")?;
     let took = at.duration_since(started);
@@ -1191,5 +1225,43 @@ async fn h2_streams_answered_early_are_not_held_against_their_connection(
     );
     assert_eq!(metric("sessiongate_h2_body_timeouts_total")?, 0.0);
     drop(open_bodies);
+    Ok(())
+}
+
+/// A request the upstream answers before reading its body: Pingora goes on reading the
+/// body (with the upstream connection) after the response; a body that stalls there ends
+/// at the body deadline too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_bodies_that_stall_after_an_early_answer_end_at_the_body_deadline(
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let upstream = HoldingUpstream::start().await?;
+    let dir = tempfile::tempdir()?;
+    let (gw, client) = h2_client_with_body_deadline(upstream.addr, dir.path()).await?;
+    let port = gw.proxy.port();
+    let mut client = client.ready().await?;
+    let started = std::time::Instant::now();
+    let (resp, mut body) = client.send_request(h2_post(port, "/public/early", None)?, false)?;
+    let piece = bytes::Bytes::from(vec![b'x'; 15 * 1024]);
+    for _ in 0..4 {
+        body.reserve_capacity(piece.len());
+        body.send_data(piece.clone(), false)?;
+    }
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp).await??;
+    assert_eq!(resp.status(), 200, "answered before the body");
+    let (carried, at) = upstream
+        .first_closed("/public/early", Duration::from_secs(8))
+        .await
+        .ok_or("the upstream connection was still held after 8 s")?;
+    let took = at.duration_since(started);
+    eprintln!(
+        "stalled h2 body after an early answer: upstream closed after {took:?}, {carried} bytes"
+    );
+    assert!(
+        took >= Duration::from_millis(2300) && took < Duration::from_secs(4),
+        "upstream connection closed after {took:?}"
+    );
+    let ended =
+        metric_value(&gw, "sessiongate_h2_body_timeouts_total").map_err(|e| e.to_string())?;
+    assert_eq!(ended, 1.0);
     Ok(())
 }

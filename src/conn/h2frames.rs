@@ -65,6 +65,10 @@ pub struct H2Frames {
     /// Inside a header block (HEADERS without END_HEADERS, then CONTINUATION frames): no
     /// other frame may come between them (RFC 9113 §6.10).
     in_header_block: bool,
+    /// The stream whose END_STREAM waits for the end of the header block in progress.
+    ends_with_block: Option<u32>,
+    /// Streams ended by [`H2Frames::take_overdue`] on this connection.
+    ended: u32,
     /// The server's frames, followed like the client's: a stream the server ended (its
     /// response done, or reset) no longer holds anything upstream, and the h2 server may
     /// forget it, so it is no longer followed.
@@ -127,6 +131,8 @@ impl H2Frames {
             bodies: Vec::new(),
             stream_flood: false,
             in_header_block: false,
+            ends_with_block: None,
+            ended: 0,
             out: FrameCursor::default(),
         }
     }
@@ -194,6 +200,14 @@ impl H2Frames {
                 }
                 self.bodies.push((stream, Instant::now() + deadline));
             }
+            // Trailers end the stream once their header block is complete (h2 acts on the
+            // block, not on its first frame).
+            HEADERS if ends && flags & END_HEADERS == 0 => self.ends_with_block = Some(stream),
+            CONTINUATION if flags & END_HEADERS != 0 => {
+                if let Some(ended) = self.ends_with_block.take() {
+                    self.bodies.retain(|(id, _)| *id != ended);
+                }
+            }
             HEADERS | DATA if ends => self.bodies.retain(|(id, _)| *id != stream),
             RST_STREAM => self.bodies.retain(|(id, _)| *id != stream),
             _ => {}
@@ -219,20 +233,27 @@ impl H2Frames {
     /// An unfinished body past its deadline at `now`, no longer followed: its stream id.
     pub fn take_overdue(&mut self, now: Instant) -> Option<u32> {
         let at = self.bodies.iter().position(|(_, due)| *due <= now)?;
+        self.ended = self.ended.saturating_add(1);
         Some(self.bodies.remove(at).0)
     }
 
-    /// Follows `bytes` the server wrote to the client: a stream it ends (END_STREAM on its
-    /// HEADERS or DATA) or resets is no longer followed.
+    /// Streams ended by [`H2Frames::take_overdue`] so far.
+    pub fn ended(&self) -> u32 {
+        self.ended
+    }
+
+    /// Follows `bytes` the server wrote to the client: a stream it resets is no longer
+    /// followed (the h2 server may forget it). A response that ends (END_STREAM) does not
+    /// count: Pingora goes on reading the body of a request answered early, with its
+    /// upstream connection, and h2 resets the stream itself once Pingora lets it go.
     pub fn wrote(&mut self, bytes: &[u8]) {
         if self.body_deadline.is_none() {
             return;
         }
         let bodies = &mut self.bodies;
         self.out.follow(bytes, |h| {
-            let [.., kind, flags, s0, s1, s2, s3] = *h;
-            let ends = matches!(kind, HEADERS | DATA) && flags & END_STREAM != 0;
-            if ends || kind == RST_STREAM {
+            let [.., kind, _, s0, s1, s2, s3] = *h;
+            if kind == RST_STREAM {
                 let stream = u32::from_be_bytes([s0 & 0x7f, s1, s2, s3]);
                 bodies.retain(|(id, _)| *id != stream);
             }
@@ -428,29 +449,41 @@ mod tests {
     }
 
     #[test]
-    fn streams_the_server_ended_are_no_longer_followed() {
+    fn streams_the_server_reset_are_no_longer_followed_and_answered_ones_are() {
         let mut w = H2Frames::with_body_deadline(std::time::Duration::from_secs(3));
         assert!(w.feed(&preface()));
-        for id in [1, 3, 5, 7] {
+        for id in [1, 3, 5] {
             assert!(w.feed(&flagged(HEADERS, END_HEADERS, id, 10)));
         }
-        assert_eq!(w.unfinished_bodies(), 4);
-        // The server's SETTINGS, a response to 1 that ends it, a response head to 3 and its
-        // last DATA, a reset of 5; 7 gets a response head only. Written a byte at a time.
+        assert_eq!(w.unfinished_bodies(), 3);
+        // The server's SETTINGS, a whole response to 1 (Pingora may still read its body),
+        // a reset of 3, a response head to 5. Written a byte at a time.
         let mut out = frame(0x4, 6);
-        out.extend(flagged(HEADERS, END_HEADERS | END_STREAM, 1, 20));
-        out.extend(flagged(HEADERS, END_HEADERS, 3, 20));
-        out.extend(flagged(DATA, END_STREAM, 3, 100));
-        out.extend(flagged(RST_STREAM, 0, 5, 4));
-        out.extend(flagged(HEADERS, END_HEADERS, 7, 20));
+        out.extend(flagged(HEADERS, END_HEADERS, 1, 20));
+        out.extend(flagged(DATA, END_STREAM, 1, 100));
+        out.extend(flagged(RST_STREAM, 0, 3, 4));
+        out.extend(flagged(HEADERS, END_HEADERS, 5, 20));
         for byte in &out {
             w.wrote(std::slice::from_ref(byte));
         }
+        assert_eq!(w.unfinished_bodies(), 2);
+        let later = Instant::now() + std::time::Duration::from_secs(4);
+        assert_eq!(w.take_overdue(later), Some(1));
+        assert_eq!(w.take_overdue(later), Some(5));
+        assert_eq!(w.ended(), 2);
+    }
+
+    #[test]
+    fn trailers_end_a_body_when_their_header_block_ends() {
+        let mut w = H2Frames::with_body_deadline(std::time::Duration::from_secs(3));
+        assert!(w.feed(&preface()));
+        assert!(w.feed(&flagged(HEADERS, END_HEADERS, 1, 10)));
+        assert!(w.feed(&flagged(HEADERS, END_STREAM, 1, 10)));
         assert_eq!(w.unfinished_bodies(), 1);
-        assert_eq!(
-            w.take_overdue(Instant::now() + std::time::Duration::from_secs(4)),
-            Some(7)
-        );
+        assert!(w.feed(&flagged(CONTINUATION, 0, 1, 10)));
+        assert_eq!(w.unfinished_bodies(), 1);
+        assert!(w.feed(&flagged(CONTINUATION, END_HEADERS, 1, 10)));
+        assert_eq!(w.unfinished_bodies(), 0);
     }
 
     #[test]

@@ -113,8 +113,8 @@ pub struct Timed {
     /// `injected_at`.
     injected: [u8; 9],
     injected_at: usize,
-    /// When the h2 client last sent a byte.
-    h2_progress: std::time::Instant,
+    /// Since when a connection past an h2 body deadline has been in the middle of a frame.
+    h2_stuck_since: Option<std::time::Instant>,
 }
 
 impl Timed {
@@ -144,7 +144,7 @@ impl Timed {
             h2: None,
             injected: MALFORMED_TRAILERS,
             injected_at: MALFORMED_TRAILERS.len(),
-            h2_progress: std::time::Instant::now(),
+            h2_stuck_since: None,
         }
     }
 
@@ -212,7 +212,6 @@ impl Timed {
                 self.stash = got;
                 self.stash_at = 0;
                 self.phase = Phase::Open;
-                self.h2_progress = std::time::Instant::now();
                 // A second past the request flow's own deadline (`proxy::prebuffer`), which
                 // answers 408 while nothing went upstream: this one is the backstop for a
                 // body that stalls later, when only a reset can end it.
@@ -417,6 +416,11 @@ impl AsyncRead for Timed {
 /// trailers that do not end the stream, which the h2 server answers with a stream error.
 const MALFORMED_TRAILERS: [u8; 9] = [0, 0, 0, 1, 4, 0, 0, 0, 0];
 
+/// Streams one connection may have ended past their body deadline; then it is closed. The
+/// h2 server allows 1,024 stream errors per connection and then fails every stream on it
+/// (`max_local_error_reset_streams`): closing first keeps that to this client.
+const MAX_ENDED_STREAMS: u32 = 512;
+
 impl Timed {
     /// An HTTP/2 connection's reads: the client's frames pass through, followed by
     /// [`H2Frames`] (control-frame budget, unfinished request bodies).
@@ -428,12 +432,13 @@ impl Timed {
     /// (RFC 9113 §8.1), which the h2 server answers as for any: RST_STREAM(PROTOCOL_ERROR)
     /// to the client, the body read fails (Pingora ends the request and its upstream
     /// connection), and whatever the client still sends on the stream is ignored. Streams
-    /// the server already ended are no longer followed ([`H2Frames::wrote`]), so the frame
-    /// never reaches a stream the server may have forgotten.
+    /// the server reset are no longer followed ([`H2Frames::wrote`]), so the frame never
+    /// reaches a stream the server may have forgotten.
     ///
     /// Past a deadline, reads stop at the next frame boundary so that the frame can go in;
-    /// a client that stops in the middle of a frame then blocks every stream of the
-    /// connection, which is closed once it has sent nothing for `Deadlines::body`.
+    /// a client that stays in the middle of a frame (or header block) then blocks every
+    /// stream of the connection, which is closed if it does not get out within
+    /// `Deadlines::body`, however many bytes trickle in.
     fn poll_read_h2(
         &mut self,
         cx: &mut Context<'_>,
@@ -458,17 +463,32 @@ impl Timed {
             return Poll::Ready(Ok(()));
         }
         let now = std::time::Instant::now();
-        let overdue = h2.next_due().is_some_and(|due| due <= now);
-        if overdue && h2.at_frame_boundary() {
+        // While the server's frames wait for the client, a reset h2 has queued may not have
+        // reached `H2Frames::wrote` yet: nothing is handed in (the write deadline bounds it).
+        let overdue = h2.next_due().is_some_and(|due| due <= now) && !self.write_waiting;
+        if !overdue {
+            self.h2_stuck_since = None;
+        } else if h2.at_frame_boundary() {
+            self.h2_stuck_since = None;
+            if h2.ended() >= MAX_ENDED_STREAMS {
+                // h2 allows a connection 1,024 stream errors, then fails all its streams.
+                return self.close_h2("h2_body_timeout", "too many HTTP/2 bodies past deadline");
+            }
             if let Some(stream) = h2.take_overdue(now) {
                 self.injected = MALFORMED_TRAILERS;
                 self.injected[5..9].copy_from_slice(&stream.to_be_bytes());
-                self.injected_at = 0;
                 self.metrics.h2_body_timeouts.inc();
                 let n = self.injected.len().min(buf.remaining());
                 buf.put_slice(&self.injected[..n]);
                 self.injected_at = n;
                 return Poll::Ready(Ok(()));
+            }
+        } else {
+            // Stuck in the middle of a frame or header block: bytes may trickle, but the
+            // connection gets one body deadline to reach a boundary.
+            let stuck = *self.h2_stuck_since.get_or_insert(now);
+            if now.duration_since(stuck) >= self.deadlines.body {
+                return self.close_h2("h2_body_timeout", "a frame stalled past a body deadline");
             }
         }
         let before = buf.filled().len();
@@ -491,9 +511,6 @@ impl Timed {
         match read {
             Poll::Ready(Ok(())) => {
                 let fresh = buf.filled().get(before..).unwrap_or_default();
-                if !fresh.is_empty() {
-                    self.h2_progress = now;
-                }
                 if !h2.feed(fresh) {
                     // Nothing of what was read reaches the h2 server: the connection ends.
                     buf.set_filled(before);
@@ -503,20 +520,16 @@ impl Timed {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
-                // Nothing to read: wake when the next body falls due, or, stuck mid-frame
-                // past a deadline, when the connection has been silent for the body deadline.
-                let wake = if overdue {
-                    let silent_until = self.h2_progress + self.deadlines.body;
-                    if silent_until <= now {
-                        return self
-                            .close_h2("h2_body_timeout", "a frame stalled past a body deadline");
-                    }
-                    silent_until
-                } else {
-                    match h2.next_due() {
+                // Nothing to read: wake when the next body falls due, or when a connection
+                // stuck mid-frame has had its body deadline to get out. (Held back by the
+                // write side, this task wakes when the client takes bytes.)
+                let wake = match (overdue, self.h2_stuck_since) {
+                    (true, Some(stuck)) => stuck + self.deadlines.body,
+                    (false, _) if !self.write_waiting => match h2.next_due() {
                         Some(due) => due,
                         None => return Poll::Pending,
-                    }
+                    },
+                    _ => return Poll::Pending,
                 };
                 let wake = Instant::from_std(wake);
                 if self.timer.deadline() != wake {
@@ -788,6 +801,59 @@ mod tests {
         assert!(Pin::new(&mut t).poll_read(&mut cx, &mut buf).is_pending());
         assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 0);
         assert_eq!(t.metrics.h2_body_timeouts.get(), 1);
+        Ok(())
+    }
+
+    /// Past an h2 body deadline, a client that drips a frame a byte at a time (never at a
+    /// boundary, never silent) is closed once it has had a body deadline to get out.
+    #[tokio::test]
+    async fn an_h2_frame_dripped_past_a_deadline_ends_the_connection(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (mut t, mut client) = timed()?;
+        t.deadlines.body = Duration::from_millis(300);
+        let metrics = t.metrics.clone();
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        hello.extend([0, 0, 3, 1, 4, 0, 0, 0, 1, 0x82, 0x86, 0x84]);
+        // A DATA frame of 16,384 bytes on stream 1, of which only the header comes at once.
+        hello.extend([0, 0x40, 0, 0, 0, 0, 0, 0, 1]);
+        client.write_all(&hello).await?;
+        assert!(t.h2_preface().await);
+        let drip = tokio::spawn(async move {
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if client.write_all(b"x").await.is_err() {
+                    break;
+                }
+            }
+        });
+        let started = Instant::now();
+        let mut buf = [0u8; 256];
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match t.read(&mut buf).await {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await;
+        drip.abort();
+        let took = started.elapsed();
+        // Due 1.3 s after its HEADERS, then 300 ms to reach a boundary.
+        assert!(
+            matches!(ended, Ok(Err(_))),
+            "not closed: {ended:?} after {took:?}"
+        );
+        assert!(took < Duration::from_millis(2500), "closed after {took:?}");
+        assert_eq!(
+            metrics
+                .connections_closed
+                .with_label_values(&["h2_body_timeout"])
+                .get(),
+            1
+        );
         Ok(())
     }
 
