@@ -69,6 +69,8 @@ pub struct H2Frames {
     ends_with_block: Option<u32>,
     /// Streams ended by [`H2Frames::take_overdue`] on this connection.
     ended: u32,
+    /// The highest stream id a body was followed for.
+    last_opened: u32,
     /// The server's frames, followed like the client's: a stream the server ended (its
     /// response done, or reset) no longer holds anything upstream, and the h2 server may
     /// forget it, so it is no longer followed.
@@ -133,6 +135,7 @@ impl H2Frames {
             in_header_block: false,
             ends_with_block: None,
             ended: 0,
+            last_opened: 0,
             out: FrameCursor::default(),
         }
     }
@@ -193,7 +196,10 @@ impl H2Frames {
         }
         let ends = flags & END_STREAM != 0;
         match kind {
-            HEADERS if !ends && !self.bodies.iter().any(|(id, _)| *id == stream) => {
+            // Only a new stream opens a body (client stream ids only grow): HEADERS again on
+            // an older one are trailers, of a stream the server may have reset and forgotten.
+            HEADERS if !ends && stream > self.last_opened => {
+                self.last_opened = stream;
                 if self.bodies.len() >= MAX_BODIES {
                     self.stream_flood = true;
                     return false;
@@ -483,6 +489,9 @@ mod tests {
         assert!(w.feed(&flagged(CONTINUATION, 0, 1, 10)));
         assert_eq!(w.unfinished_bodies(), 1);
         assert!(w.feed(&flagged(CONTINUATION, END_HEADERS, 1, 10)));
+        assert_eq!(w.unfinished_bodies(), 0);
+        // Trailers without END_STREAM on that (ended) stream open nothing again.
+        assert!(w.feed(&flagged(HEADERS, END_HEADERS, 1, 10)));
         assert_eq!(w.unfinished_bodies(), 0);
     }
 

@@ -463,12 +463,13 @@ impl Timed {
             return Poll::Ready(Ok(()));
         }
         let now = std::time::Instant::now();
+        let due_passed = h2.next_due().is_some_and(|due| due <= now);
         // While the server's frames wait for the client, a reset h2 has queued may not have
-        // reached `H2Frames::wrote` yet: nothing is handed in (the write deadline bounds it).
-        let overdue = h2.next_due().is_some_and(|due| due <= now) && !self.write_waiting;
-        if !overdue {
+        // reached `H2Frames::wrote` yet: nothing is handed in then.
+        let overdue = due_passed && !self.write_waiting;
+        if !due_passed {
             self.h2_stuck_since = None;
-        } else if h2.at_frame_boundary() {
+        } else if overdue && h2.at_frame_boundary() {
             self.h2_stuck_since = None;
             if h2.ended() >= MAX_ENDED_STREAMS {
                 // h2 allows a connection 1,024 stream errors, then fails all its streams.
@@ -484,11 +485,12 @@ impl Timed {
                 return Poll::Ready(Ok(()));
             }
         } else {
-            // Stuck in the middle of a frame or header block: bytes may trickle, but the
-            // connection gets one body deadline to reach a boundary.
+            // Stuck in the middle of a frame or header block (bytes may trickle), or held
+            // back by the write side: the connection gets one body deadline to let the frame
+            // in, then it is closed (closing is safe where handing a frame in is not).
             let stuck = *self.h2_stuck_since.get_or_insert(now);
             if now.duration_since(stuck) >= self.deadlines.body {
-                return self.close_h2("h2_body_timeout", "a frame stalled past a body deadline");
+                return self.close_h2("h2_body_timeout", "an HTTP/2 body stayed past its deadline");
             }
         }
         let before = buf.filled().len();
@@ -521,15 +523,15 @@ impl Timed {
             }
             Poll::Pending => {
                 // Nothing to read: wake when the next body falls due, or when a connection
-                // stuck mid-frame has had its body deadline to get out. (Held back by the
-                // write side, this task wakes when the client takes bytes.)
-                let wake = match (overdue, self.h2_stuck_since) {
+                // stuck past one has had its body deadline to let the frame in.
+                let wake = match (due_passed, self.h2_stuck_since) {
                     (true, Some(stuck)) => stuck + self.deadlines.body,
-                    (false, _) if !self.write_waiting => match h2.next_due() {
+                    (false, _) => match h2.next_due() {
                         Some(due) => due,
                         None => return Poll::Pending,
                     },
-                    _ => return Poll::Pending,
+                    // Not reached: past a due time, a frame was handed in or the clock runs.
+                    (true, None) => return Poll::Pending,
                 };
                 let wake = Instant::from_std(wake);
                 if self.timer.deadline() != wake {
@@ -563,6 +565,16 @@ impl Timed {
         r: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         if r.is_ready() {
+            if self.write_waiting
+                && self.h2.as_ref().is_some_and(|h2| {
+                    h2.next_due()
+                        .is_some_and(|due| due <= std::time::Instant::now())
+                })
+            {
+                // The read side held a frame back while this write waited: let it go in now
+                // rather than at its next wake.
+                cx.waker().wake_by_ref();
+            }
             self.write_waiting = false;
             return r;
         }
@@ -854,6 +866,55 @@ mod tests {
                 .get(),
             1
         );
+        Ok(())
+    }
+
+    /// Past an h2 body deadline while the client takes none of the server's bytes (a reset
+    /// h2 queued may be unwritten, so nothing is handed in): the connection is closed a body
+    /// deadline later, not held until the client reads.
+    #[tokio::test]
+    async fn an_overdue_h2_body_behind_a_blocked_write_ends_the_connection(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (mut t, mut client) = timed()?;
+        t.deadlines.body = Duration::from_millis(300);
+        let metrics = t.metrics.clone();
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        hello.extend([0, 0, 3, 1, 4, 0, 0, 0, 1, 0x82, 0x86, 0x84]);
+        client.write_all(&hello).await?;
+        assert!(t.h2_preface().await);
+        // The server's frames fill the client's buffer: the write waits.
+        let blocked =
+            tokio::time::timeout(Duration::from_millis(100), t.write_all(&[0u8; 256 * 1024])).await;
+        assert!(blocked.is_err(), "the write did not wait");
+        let started = Instant::now();
+        let mut buf = [0u8; 256];
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match t.read(&mut buf).await {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await;
+        let took = started.elapsed();
+        // Due 1.3 s after its HEADERS, then 300 ms.
+        assert!(
+            matches!(ended, Ok(Err(_))),
+            "not closed: {ended:?} after {took:?}"
+        );
+        assert!(took < Duration::from_millis(2500), "closed after {took:?}");
+        assert_eq!(
+            metrics
+                .connections_closed
+                .with_label_values(&["h2_body_timeout"])
+                .get(),
+            1
+        );
+        assert_eq!(metrics.h2_body_timeouts.get(), 0, "nothing was handed in");
+        drop(client);
         Ok(())
     }
 
