@@ -63,9 +63,12 @@ fuzz_target!(|data: &[u8]| {
         Ok(i) => i,
         Err(e) => panic!("{e}"),
     };
-    if rewrite(&mut req, with_session.then_some(&identity)).is_err() {
+    if rewrite(&mut req, with_session.then_some(&identity), "fuzz-request-id").is_err() {
         return;
     }
+    // The gateway's request id, once, whatever the client sent.
+    let ids: Vec<_> = req.headers.get_all("x-request-id").iter().collect();
+    assert_eq!(ids, ["fuzz-request-id"]);
     let expected = [
         ("x-hasura-user-id", "user-1"),
         ("x-hasura-business-id", "biz-1"),

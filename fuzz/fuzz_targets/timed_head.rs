@@ -67,6 +67,7 @@ fuzz_target!(|input: &[u8]| {
             idle: Duration::from_secs(3600),
             max_head,
             write: Duration::from_secs(3600),
+            body: Duration::from_secs(3600),
         };
         let mut t = Timed::new(Box::new(ours), deadlines, metrics());
         client.write_all(data).await.expect("duplex has room");
