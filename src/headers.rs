@@ -104,10 +104,7 @@ fn rewrite_map(
     // Room for everything inserted below at once: the map is sized for the client's headers
     // and would otherwise grow (and rehash) more than once.
     headers.try_reserve(6).map_err(internal)?;
-    let id = HeaderValue::from_str(request_id).map_err(internal)?;
-    headers
-        .try_insert(name(REQUEST_ID)?, id)
-        .map_err(internal)?;
+    set_request_id(headers, request_id)?;
     if let Some(identity) = identity {
         match identity.authorization.token() {
             Some(token) => {
@@ -126,6 +123,15 @@ fn rewrite_map(
                 .map_err(internal)?;
         }
     }
+    Ok(())
+}
+
+/// Sets `x-request-id` (replacing any the other side sent), on a request or a response.
+pub fn set_request_id(headers: &mut HeaderMap, request_id: &str) -> Result<(), GateError> {
+    let id = HeaderValue::from_str(request_id).map_err(internal)?;
+    headers
+        .try_insert(name(REQUEST_ID)?, id)
+        .map_err(internal)?;
     Ok(())
 }
 

@@ -197,6 +197,13 @@ fn counter(r: &Registry, name: &str, help: &str, label: &str) -> prometheus::Res
     Ok(c)
 }
 
+/// A counter without labels.
+fn total(r: &Registry, name: &str, help: &str) -> prometheus::Result<prometheus::IntCounter> {
+    let c = prometheus::IntCounter::new(name, help)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
 fn histogram(
     r: &Registry,
     name: &str,
@@ -322,22 +329,16 @@ impl Metrics {
                 "sessiongate_events_subscribed",
                 "1 while this replica receives cross-replica invalidation events.",
             )?,
-            events_unreadable: {
-                let c = prometheus::IntCounter::new(
-                    "sessiongate_events_unreadable_total",
-                    "Invalidation events that could not be parsed.",
-                )?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
-            store_data_lost: {
-                let c = prometheus::IntCounter::new(
-                    "sessiongate_store_data_lost_total",
-                    "Times the store came back without its data (its epoch changed).",
-                )?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
+            events_unreadable: total(
+                &r,
+                "sessiongate_events_unreadable_total",
+                "Invalidation events that could not be parsed.",
+            )?,
+            store_data_lost: total(
+                &r,
+                "sessiongate_store_data_lost_total",
+                "Times the store came back without its data (its epoch changed).",
+            )?,
             tls_reloads: counter(
                 &r,
                 "sessiongate_tls_reloads_total",
@@ -366,14 +367,11 @@ impl Metrics {
                 "Requests refused with 429, by limit.",
                 "limit",
             )?,
-            rate_limit_fallback: {
-                let c = prometheus::IntCounter::new(
-                    "sessiongate_rate_limit_fallback_total",
-                    "Rate-limit checks counted in process because the store did not answer.",
-                )?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
+            rate_limit_fallback: total(
+                &r,
+                "sessiongate_rate_limit_fallback_total",
+                "Rate-limit checks counted in process because the store did not answer.",
+            )?,
             connections_open: gauge(
                 &r,
                 "sessiongate_connections_open",
@@ -391,14 +389,11 @@ impl Metrics {
                 "Client connections closed by the gateway for slowness or size, by reason.",
                 "reason",
             )?,
-            h2_body_timeouts: {
-                let c = prometheus::IntCounter::new(
-                    "sessiongate_h2_body_timeouts_total",
-                    "HTTP/2 request streams ended because their body missed the body deadline.",
-                )?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
+            h2_body_timeouts: total(
+                &r,
+                "sessiongate_h2_body_timeouts_total",
+                "HTTP/2 request streams ended because their body missed the body deadline.",
+            )?,
             registry: r,
         };
         // Every label value the code can emit exists from the start, at zero: dashboards

@@ -1119,6 +1119,64 @@ fn h2_post(port: u16, path: &str, length: Option<usize>) -> http::Result<http::R
     req.body(())
 }
 
+/// Sends the head of a POST to `path` and 60 KiB of its body (past the 48 KiB the gateway
+/// reads before connecting upstream), then nothing more.
+async fn send_stalling_body(
+    client: &h2::client::SendRequest<bytes::Bytes>,
+    port: u16,
+    path: &str,
+) -> Result<
+    (
+        h2::client::ResponseFuture,
+        h2::SendStream<bytes::Bytes>,
+        std::time::Instant,
+    ),
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    let mut client = client.clone().ready().await?;
+    let started = std::time::Instant::now();
+    let (resp, mut body) = client.send_request(h2_post(port, path, None)?, false)?;
+    let piece = bytes::Bytes::from(vec![b'x'; 15 * 1024]);
+    for _ in 0..4 {
+        body.reserve_capacity(piece.len());
+        body.send_data(piece.clone(), false)?;
+    }
+    Ok((resp, body, started))
+}
+
+/// Waits for the upstream connection of `path` to close and checks it did so a second past
+/// the 1.5 s body deadline (not at the test gateways' 5 s upstream read timeout, where it
+/// did before); the bytes it carried.
+async fn closed_at_the_backstop(
+    upstream: &HoldingUpstream,
+    path: &str,
+    started: std::time::Instant,
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    let (carried, at) = upstream
+        .first_closed(path, Duration::from_secs(8))
+        .await
+        .ok_or("the upstream connection was still held after 8 s")?;
+    let took = at.duration_since(started);
+    eprintln!("stalled h2 body on {path}: upstream closed after {took:?}, {carried} bytes");
+    assert!(
+        took >= Duration::from_millis(2300) && took < Duration::from_secs(4),
+        "upstream connection closed after {took:?}"
+    );
+    Ok(carried)
+}
+
+/// The connection still serves: a bodiless POST gets 200.
+async fn still_serves(
+    client: h2::client::SendRequest<bytes::Bytes>,
+    port: u16,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut client = client.ready().await?;
+    let (resp, _) = client.send_request(h2_post(port, "/public/after", Some(0))?, true)?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp).await??;
+    assert_eq!(resp.status(), 200);
+    Ok(())
+}
+
 /// Issue 19, item 4 (the part past what is read up front): a stream that sends 60 KiB of
 /// its body (past the 48 KiB read before the upstream connection is made) and then stalls
 /// used to hold its stream and upstream connection until the upstream read timeout. A
@@ -1133,15 +1191,7 @@ async fn h2_bodies_that_stall_after_the_first_48_kib_end_at_the_body_deadline(
     let (gw, client) = h2_client_with_body_deadline(upstream.addr, dir.path()).await?;
     let port = gw.proxy.port();
 
-    let mut stalled_client = client.clone().ready().await?;
-    let started = std::time::Instant::now();
-    let (stalled, mut body) =
-        stalled_client.send_request(h2_post(port, "/public/hold", None)?, false)?;
-    let piece = bytes::Bytes::from(vec![b'x'; 15 * 1024]);
-    for _ in 0..4 {
-        body.reserve_capacity(piece.len());
-        body.send_data(piece.clone(), false)?;
-    }
+    let (stalled, mut body, started) = send_stalling_body(&client, port, "/public/hold").await?;
     // Another stream uploads 240 KiB from 2.0 s to about 3.2 s, across the stalled one's
     // reset at 2.5 s.
     tokio::time::sleep(Duration::from_millis(2000)).await;
@@ -1159,31 +1209,18 @@ async fn h2_bodies_that_stall_after_the_first_48_kib_end_at_the_body_deadline(
     assert_eq!(uploaded.status(), 200, "the upload across the reset");
 
     // The stalled stream's upstream connection got the head and the body so far, then
-    // ended a second past the deadline, not at the upstream read timeout (5 s in the test
-    // gateways, where it ended before).
-    let (carried, at) = upstream
-        .first_closed("/public/hold", Duration::from_secs(8))
-        .await
-        .ok_or("the upstream connection was still held after 8 s")?;
-    let took = at.duration_since(started);
-    eprintln!("stalled h2 body: upstream connection closed after {took:?}, {carried} bytes");
+    // ended a second past the deadline.
+    let carried = closed_at_the_backstop(&upstream, "/public/hold", started).await?;
     assert!(
         carried > 48 * 1024,
         "the body's start was forwarded: {carried} bytes"
-    );
-    assert!(
-        took >= Duration::from_millis(2300) && took < Duration::from_secs(4),
-        "upstream connection closed after {took:?}"
     );
     // The client was told: its stream was reset.
     let told = tokio::time::timeout(Duration::from_secs(3), stalled).await?;
     assert!(told.is_err(), "the stalled stream was answered: {told:?}");
     // What it still sends on the stream is ignored; the connection serves on.
-    let _ = body.send_data(piece, true);
-    let mut client = client.ready().await?;
-    let (resp, _) = client.send_request(h2_post(port, "/public/after", Some(0))?, true)?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), resp).await??;
-    assert_eq!(resp.status(), 200);
+    let _ = body.send_data(bytes::Bytes::from(vec![b'x'; 15 * 1024]), true);
+    still_serves(client, port).await?;
     let metric = |name: &str| metric_value(&gw, name).map_err(|e| e.to_string());
     assert_eq!(metric("sessiongate_h2_body_timeouts_total")?, 1.0);
     assert_eq!(
@@ -1214,10 +1251,7 @@ async fn h2_streams_answered_early_are_not_held_against_their_connection(
         open_bodies.push(body);
     }
     tokio::time::sleep(Duration::from_millis(2800)).await;
-    let mut c = client.ready().await?;
-    let (resp, _) = c.send_request(h2_post(port, "/public/after", Some(0))?, true)?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), resp).await??;
-    assert_eq!(resp.status(), 200);
+    still_serves(client, port).await?;
     let metric = |name: &str| metric_value(&gw, name).map_err(|e| e.to_string());
     assert_eq!(
         metric("sessiongate_connections_closed_total{reason=\"h2_stream_flood\"}")?,
@@ -1238,28 +1272,10 @@ async fn h2_bodies_that_stall_after_an_early_answer_end_at_the_body_deadline(
     let dir = tempfile::tempdir()?;
     let (gw, client) = h2_client_with_body_deadline(upstream.addr, dir.path()).await?;
     let port = gw.proxy.port();
-    let mut client = client.ready().await?;
-    let started = std::time::Instant::now();
-    let (resp, mut body) = client.send_request(h2_post(port, "/public/early", None)?, false)?;
-    let piece = bytes::Bytes::from(vec![b'x'; 15 * 1024]);
-    for _ in 0..4 {
-        body.reserve_capacity(piece.len());
-        body.send_data(piece.clone(), false)?;
-    }
+    let (resp, mut body, started) = send_stalling_body(&client, port, "/public/early").await?;
     let resp = tokio::time::timeout(Duration::from_secs(5), resp).await??;
     assert_eq!(resp.status(), 200, "answered before the body");
-    let (carried, at) = upstream
-        .first_closed("/public/early", Duration::from_secs(8))
-        .await
-        .ok_or("the upstream connection was still held after 8 s")?;
-    let took = at.duration_since(started);
-    eprintln!(
-        "stalled h2 body after an early answer: upstream closed after {took:?}, {carried} bytes"
-    );
-    assert!(
-        took >= Duration::from_millis(2300) && took < Duration::from_secs(4),
-        "upstream connection closed after {took:?}"
-    );
+    closed_at_the_backstop(&upstream, "/public/early", started).await?;
     // The stream was ended as a stream (the client got RST_STREAM(PROTOCOL_ERROR)), not by
     // an error of the whole connection, which serves on.
     let reset = tokio::time::timeout(
@@ -1268,10 +1284,7 @@ async fn h2_bodies_that_stall_after_an_early_answer_end_at_the_body_deadline(
     )
     .await??;
     assert_eq!(reset, h2::Reason::PROTOCOL_ERROR);
-    let mut client = client.ready().await?;
-    let (resp, _) = client.send_request(h2_post(port, "/public/after", Some(0))?, true)?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), resp).await??;
-    assert_eq!(resp.status(), 200);
+    still_serves(client, port).await?;
     let metric = |name: &str| metric_value(&gw, name).map_err(|e| e.to_string());
     assert_eq!(metric("sessiongate_h2_body_timeouts_total")?, 1.0);
     assert_eq!(

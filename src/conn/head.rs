@@ -766,6 +766,54 @@ mod tests {
         Ok(())
     }
 
+    /// A client's preface, SETTINGS and HEADERS on stream 1 (END_HEADERS, no END_STREAM, a
+    /// 3-byte block), then `more`; taken through `h2_preface` with `body` as the deadline.
+    async fn h2_opened(
+        t: &mut Timed,
+        client: &mut DuplexStream,
+        body: Duration,
+        more: &[u8],
+    ) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+        t.deadlines.body = body;
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        hello.extend([0, 0, 3, 1, 4, 0, 0, 0, 1, 0x82, 0x86, 0x84]);
+        hello.extend(more);
+        client.write_all(&hello).await?;
+        assert!(t.h2_preface().await);
+        Ok(hello)
+    }
+
+    /// Reads until the connection ends (waiting at most 5 s) and checks that it ended in an
+    /// error within 2.5 s, counted as `h2_body_timeout`.
+    async fn closed_for_h2_body_timeout(t: &mut Timed) {
+        let started = Instant::now();
+        let mut buf = [0u8; 256];
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match t.read(&mut buf).await {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await;
+        let took = started.elapsed();
+        assert!(
+            matches!(ended, Ok(Err(_))),
+            "not closed: {ended:?} after {took:?}"
+        );
+        assert!(took < Duration::from_millis(2500), "closed after {took:?}");
+        assert_eq!(
+            t.metrics
+                .connections_closed
+                .with_label_values(&["h2_body_timeout"])
+                .get(),
+            1
+        );
+    }
+
     struct CountingWaker(std::sync::atomic::AtomicUsize);
 
     impl std::task::Wake for CountingWaker {
@@ -780,13 +828,7 @@ mod tests {
     async fn an_overdue_h2_body_gets_its_stream_error_frame_and_nothing_spins(
     ) -> Result<(), Box<dyn std::error::Error>> {
         let (mut t, mut client) = timed()?;
-        t.deadlines.body = Duration::ZERO;
-        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        hello.extend([0, 0, 0, 4, 0, 0, 0, 0, 0]);
-        // HEADERS on stream 1: END_HEADERS, no END_STREAM, a 3-byte block.
-        hello.extend([0, 0, 3, 1, 4, 0, 0, 0, 1, 0x82, 0x86, 0x84]);
-        client.write_all(&hello).await?;
-        assert!(t.h2_preface().await);
+        let hello = h2_opened(&mut t, &mut client, Duration::ZERO, &[]).await?;
         let mut seen = [0u8; 64];
         let mut got = 0;
         while got < hello.len() {
@@ -822,15 +864,9 @@ mod tests {
     async fn an_h2_frame_dripped_past_a_deadline_ends_the_connection(
     ) -> Result<(), Box<dyn std::error::Error>> {
         let (mut t, mut client) = timed()?;
-        t.deadlines.body = Duration::from_millis(300);
-        let metrics = t.metrics.clone();
-        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        hello.extend([0, 0, 0, 4, 0, 0, 0, 0, 0]);
-        hello.extend([0, 0, 3, 1, 4, 0, 0, 0, 1, 0x82, 0x86, 0x84]);
         // A DATA frame of 16,384 bytes on stream 1, of which only the header comes at once.
-        hello.extend([0, 0x40, 0, 0, 0, 0, 0, 0, 1]);
-        client.write_all(&hello).await?;
-        assert!(t.h2_preface().await);
+        let data = [0, 0x40, 0, 0, 0, 0, 0, 0, 1];
+        h2_opened(&mut t, &mut client, Duration::from_millis(300), &data).await?;
         let drip = tokio::spawn(async move {
             for _ in 0..100 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -839,33 +875,9 @@ mod tests {
                 }
             }
         });
-        let started = Instant::now();
-        let mut buf = [0u8; 256];
-        let ended = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                match t.read(&mut buf).await {
-                    Ok(0) => return Ok(()),
-                    Ok(_) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        })
-        .await;
-        drip.abort();
-        let took = started.elapsed();
         // Due 1.3 s after its HEADERS, then 300 ms to reach a boundary.
-        assert!(
-            matches!(ended, Ok(Err(_))),
-            "not closed: {ended:?} after {took:?}"
-        );
-        assert!(took < Duration::from_millis(2500), "closed after {took:?}");
-        assert_eq!(
-            metrics
-                .connections_closed
-                .with_label_values(&["h2_body_timeout"])
-                .get(),
-            1
-        );
+        closed_for_h2_body_timeout(&mut t).await;
+        drip.abort();
         Ok(())
     }
 
@@ -876,44 +888,14 @@ mod tests {
     async fn an_overdue_h2_body_behind_a_blocked_write_ends_the_connection(
     ) -> Result<(), Box<dyn std::error::Error>> {
         let (mut t, mut client) = timed()?;
-        t.deadlines.body = Duration::from_millis(300);
-        let metrics = t.metrics.clone();
-        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        hello.extend([0, 0, 0, 4, 0, 0, 0, 0, 0]);
-        hello.extend([0, 0, 3, 1, 4, 0, 0, 0, 1, 0x82, 0x86, 0x84]);
-        client.write_all(&hello).await?;
-        assert!(t.h2_preface().await);
+        h2_opened(&mut t, &mut client, Duration::from_millis(300), &[]).await?;
         // The server's frames fill the client's buffer: the write waits.
         let blocked =
             tokio::time::timeout(Duration::from_millis(100), t.write_all(&[0u8; 256 * 1024])).await;
         assert!(blocked.is_err(), "the write did not wait");
-        let started = Instant::now();
-        let mut buf = [0u8; 256];
-        let ended = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                match t.read(&mut buf).await {
-                    Ok(0) => return Ok(()),
-                    Ok(_) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        })
-        .await;
-        let took = started.elapsed();
         // Due 1.3 s after its HEADERS, then 300 ms.
-        assert!(
-            matches!(ended, Ok(Err(_))),
-            "not closed: {ended:?} after {took:?}"
-        );
-        assert!(took < Duration::from_millis(2500), "closed after {took:?}");
-        assert_eq!(
-            metrics
-                .connections_closed
-                .with_label_values(&["h2_body_timeout"])
-                .get(),
-            1
-        );
-        assert_eq!(metrics.h2_body_timeouts.get(), 0, "nothing was handed in");
+        closed_for_h2_body_timeout(&mut t).await;
+        assert_eq!(t.metrics.h2_body_timeouts.get(), 0, "nothing was handed in");
         drop(client);
         Ok(())
     }

@@ -468,8 +468,6 @@ impl Proxy {
 /// built), so reading stops below 64 - 16 KiB.
 pub const PREBUFFER_BYTES: u64 = 48 * 1024;
 
-/// The request's id: the client's `x-request-id` when it is one short token of safe
-/// characters (so it can go into logs and headers as is), else a new UUIDv4.
 /// The headers the gateway sets on every proxied response: the request id and, with CORS
 /// on, its own CORS headers instead of the upstream's.
 fn respond_headers(
@@ -477,10 +475,7 @@ fn respond_headers(
     ctx: &RequestCtx,
     cors_on: bool,
 ) -> std::result::Result<(), GateError> {
-    let id = http::HeaderValue::from_str(&ctx.request_id).map_err(|_| GateError::Internal)?;
-    headers
-        .try_insert(headers::name(REQUEST_ID)?, id)
-        .map_err(|_| GateError::Internal)?;
+    headers::set_request_id(headers, &ctx.request_id)?;
     if cors_on {
         // The gateway owns CORS: a permissive upstream cannot widen the policy.
         let theirs: Vec<http::HeaderName> = headers
@@ -502,6 +497,8 @@ fn respond_headers(
     Ok(())
 }
 
+/// The request's id: the client's `x-request-id` when it is one short token of safe
+/// characters (so it can go into logs and headers as is), else a new UUIDv4.
 fn request_id(req: &RequestHeader) -> String {
     let mut values = req.headers.get_all(REQUEST_ID).iter();
     match (values.next(), values.next()) {
