@@ -11,7 +11,7 @@ use crate::error::GateError;
 use crate::hasura::Authorization;
 use crate::session::model::rfc3339;
 use crate::session::model::Session;
-use crate::session::Listed;
+use crate::session::{Authenticated, Listed};
 use crate::App;
 use serde_json::json;
 use serde_json::Value;
@@ -112,7 +112,7 @@ pub async fn logout(app: &App, req: &Request<'_>) -> Result<Reply, Problem> {
 }
 
 /// The bearer's live session; a refused credential counts like at `/auth/logout`.
-async fn caller(app: &App, req: &Request<'_>) -> Result<Arc<Session>, Problem> {
+async fn caller(app: &App, req: &Request<'_>) -> Result<Arc<Authenticated>, Problem> {
     let Some(token) = bearer(req.headers) else {
         let e = GateError::MissingToken;
         record_failure(app, &e);

@@ -151,8 +151,6 @@ pub fn build_app(config: Config) -> Result<Arc<App>, StartError> {
         stores.records,
         stores.index,
         keys,
-        config.cache.max_entries,
-        config.cache.ttl,
         config.tokens.access_ttl,
     )
     .with_refresh_retry_grace(config.tokens.refresh_retry_grace);

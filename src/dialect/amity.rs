@@ -10,7 +10,7 @@ use crate::error::GateError;
 use crate::header_names::is_identity_value;
 use crate::session::directory::UserRecord;
 use crate::session::model::{now_unix, rfc3339, NewSession, Session};
-use crate::session::Issued;
+use crate::session::{Authenticated, Issued};
 use crate::App;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -224,7 +224,7 @@ async fn amity_session(
     app: &App,
     req: &Request<'_>,
     network_id: Option<&str>,
-) -> Result<(Option<Arc<Session>>, bool), Problem> {
+) -> Result<(Option<Arc<Authenticated>>, bool), Problem> {
     let Some(token) = bearer(req.headers) else {
         return Ok((None, false));
     };

@@ -15,7 +15,7 @@ use crate::headers;
 use crate::respond;
 use crate::route::{self, Route};
 use crate::secret::Secret;
-use crate::session::model::Session;
+use crate::session::Authenticated;
 use crate::upgrade;
 use crate::ws;
 use crate::App;
@@ -51,7 +51,7 @@ impl Flow {
 pub struct RequestCtx {
     started: Instant,
     /// The authenticated session (protected routes).
-    session: Option<Arc<Session>>,
+    session: Option<Arc<Authenticated>>,
     /// The token that authenticated it (forwarded where the Hasura mode says so).
     token: Secret,
     /// Normalised path + original query: what goes upstream.

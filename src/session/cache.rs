@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use async_trait::async_trait;
 use moka::Expiry;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,18 +45,112 @@ pub enum LookupError {
     Store(#[from] StoreError),
 }
 
-struct SessionExpiry {
+/// The hot cache's key: the SHA-256 of the credential (an access token) a session is reached
+/// through. A token is a few hundred bytes; the digest is 32 bytes inline and, being collision
+/// resistant, names exactly one token, as the token itself would.
+pub type CredentialKey = [u8; 32];
+
+/// What checking a credential established: the session it names, and until when it holds.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// The session the credential names.
+    pub session_id: String,
+    /// Unix seconds; the credential is refused from this instant on.
+    pub expires_at: i64,
+}
+
+/// A session as reached through one credential: what the hot cache holds, one entry per
+/// credential. One entry (not one for the verified credential and one for its session) is
+/// ~350 bytes of moka bookkeeping and one lookup less on every request; the session is
+/// copied into each of its credentials' entries, which around a refresh is two.
+#[derive(Debug)]
+pub struct Authenticated {
+    session: Session,
+    credential_expires_at: i64,
+    /// When a use through this credential was last recorded (unix seconds): `last_seen_at`
+    /// is written at most once a minute per credential.
+    recorded_at: AtomicI64,
+    /// Loaded while this replica trusted its cache (subscribed to events, not bypassed):
+    /// only then may the entry answer for its session. Entries loaded otherwise remember
+    /// the checked credential only, so it is not checked again on every request.
+    trusted: bool,
+}
+
+impl std::ops::Deref for Authenticated {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        &self.session
+    }
+}
+
+impl Authenticated {
+    fn new(session: Session, credential_expires_at: i64, recorded_at: i64, trusted: bool) -> Self {
+        Authenticated {
+            session,
+            credential_expires_at,
+            recorded_at: AtomicI64::new(recorded_at),
+            trusted,
+        }
+    }
+
+    /// The session.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Whether a use at `now` (unix seconds) is to be recorded: true at most once per
+    /// `every_secs` for this credential, and then the use counts as recorded.
+    pub fn claim_use(&self, now: i64, every_secs: i64) -> bool {
+        let last = self.recorded_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < every_secs {
+            return false;
+        }
+        // A racing request that claimed the same minute wins; this one writes nothing.
+        self.recorded_at
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+/// Why [`SessionCache::authenticate`] refused: the credential itself (the caller's check
+/// failed), or its session.
+#[derive(Debug)]
+pub enum Refused<E> {
+    /// The credential did not check out.
+    Credential(E),
+    /// The credential is good; its session is not usable.
+    Session(LookupError),
+}
+
+impl<E> From<LookupError> for Refused<E> {
+    fn from(e: LookupError) -> Self {
+        Refused::Session(e)
+    }
+}
+
+/// A checked credential, borrowed from the check or from the cache entry that remembers it.
+#[derive(Clone, Copy)]
+struct Checked<'a> {
+    session_id: &'a str,
+    expires_at: i64,
+}
+
+struct EntryExpiry {
     max: Duration,
 }
 
-impl Expiry<String, Arc<Session>> for SessionExpiry {
+impl Expiry<CredentialKey, Arc<Authenticated>> for EntryExpiry {
     fn expire_after_create(
         &self,
-        _key: &String,
-        value: &Arc<Session>,
+        _key: &CredentialKey,
+        value: &Arc<Authenticated>,
         _now: Instant,
     ) -> Option<Duration> {
-        Some(Duration::from_secs(value.remaining_secs(now_unix())).min(self.max))
+        let now = now_unix();
+        let credential = u64::try_from(value.credential_expires_at.saturating_sub(now)).unwrap_or(0);
+        let left = value.session.remaining_secs(now).min(credential);
+        Some(Duration::from_secs(left).min(self.max))
     }
 }
 
@@ -81,7 +175,8 @@ pub enum Event {
 /// Cache state shared with the store's event tasks.
 struct State {
     store: Arc<dyn SessionStore>,
-    cache: moka::future::Cache<String, Arc<Session>>,
+    /// Sessions by the credential they were reached through.
+    cache: moka::future::Cache<CredentialKey, Arc<Authenticated>>,
     revoked: moka::future::Cache<String, ()>,
     floors: moka::sync::Cache<String, u64>,
     /// Set once any floor exists, so the hot path skips floor checks until then.
@@ -219,16 +314,20 @@ impl State {
         dropped != 0 && down != 0 && down.saturating_sub(dropped) <= link && dropped <= down + link
     }
 
-    /// The cached session, if an outage `outage` old still lets it be served: within a
-    /// non-zero stale window, and only while the cache is trusted (not bypassed after an
-    /// overflow of revocations).
-    async fn stale(&self, session_id: &str, outage: Duration) -> Option<Arc<Session>> {
+    /// The cached entry, if an outage `outage` old still lets it be served: within a
+    /// non-zero stale window, only while the cache is trusted (not bypassed after an overflow
+    /// of revocations), and only an entry loaded while it was.
+    fn stale(
+        &self,
+        cached: Option<&Arc<Authenticated>>,
+        outage: Duration,
+    ) -> Option<Arc<Authenticated>> {
         if self.stale_window.is_zero() || outage > self.stale_window || self.bypassed() {
             return None;
         }
-        let s = self.cache.get(session_id).await?;
+        let entry = cached.filter(|e| e.trusted)?;
         self.lookups.stale.inc();
-        Some(s)
+        Some(entry.clone())
     }
 
     async fn evict(&self, session_id: &str) {
@@ -237,7 +336,8 @@ impl State {
         } else {
             self.revoked.insert(session_id.to_string(), ()).await;
         }
-        self.cache.invalidate(session_id).await;
+        // The session's entries (one per credential, keyed by it) stay until they expire,
+        // within the cache TTL; the tombstone outlives them and refuses them on every hit.
     }
 
     fn now_ms(&self) -> u64 {
@@ -292,7 +392,7 @@ impl State {
 
     /// The session from the store, checked against its scopes' current generations (which
     /// also become this replica's floors).
-    async fn load(&self, session_id: &str) -> Result<Arc<Session>, LookupError> {
+    async fn load(&self, session_id: &str) -> Result<Session, LookupError> {
         let Some(session) = self.timed("get", self.store.get(session_id)).await? else {
             return Err(LookupError::NotFound);
         };
@@ -311,7 +411,28 @@ impl State {
         if session.user_gen < user_gen || session.business_gen < business_gen {
             return Err(LookupError::NotFound);
         }
-        Ok(Arc::new(session))
+        Ok(session)
+    }
+
+    /// The session from the store as an entry for `key`, cached as `trusted` or not (see
+    /// [`Authenticated::trusted`]); the credential's recorded use carries over from `cached`.
+    async fn reload(
+        &self,
+        key: &CredentialKey,
+        credential: Checked<'_>,
+        cached: Option<&Arc<Authenticated>>,
+        trusted: bool,
+    ) -> Result<Arc<Authenticated>, LookupError> {
+        let session = self.load(credential.session_id).await?;
+        let recorded_at = cached.map_or(i64::MIN, |e| e.recorded_at.load(Ordering::Relaxed));
+        let entry = Arc::new(Authenticated::new(
+            session,
+            credential.expires_at,
+            recorded_at,
+            trusted,
+        ));
+        self.cache.insert(*key, entry.clone()).await;
+        Ok(entry)
     }
 }
 
@@ -386,7 +507,7 @@ impl SessionCache {
     ) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(max_entries)
-            .expire_after(SessionExpiry { max: ttl })
+            .expire_after(EntryExpiry { max: ttl })
             .build();
         // A racing loader inserts at most one store timeout after the tombstone (or floor);
         // twice the TTL plus a margin covers it with room to spare.
@@ -433,23 +554,51 @@ impl SessionCache {
         }
     }
 
-    /// The live session with this id, from the cache or the store.
-    pub async fn lookup(&self, session_id: &str) -> Result<Arc<Session>, LookupError> {
+    /// The live session a credential names, from the cache or the store. `check` is called
+    /// only when the cache does not remember the credential (`key`, its digest): it checks
+    /// the credential and says which session it names and until when it holds.
+    pub async fn authenticate<E>(
+        &self,
+        key: &CredentialKey,
+        check: impl FnOnce() -> Result<Credential, E>,
+    ) -> Result<Arc<Authenticated>, Refused<E>> {
         let st = &self.state;
+        let now = now_unix();
+        // Whatever the cache's state, an entry remembers a checked credential.
+        let cached = st
+            .cache
+            .get(key)
+            .await
+            .filter(|e| e.credential_expires_at > now);
+        let checked;
+        let credential = match &cached {
+            Some(e) => Checked {
+                session_id: &e.session.session_id,
+                expires_at: e.credential_expires_at,
+            },
+            None => {
+                checked = check().map_err(Refused::Credential)?;
+                Checked {
+                    session_id: &checked.session_id,
+                    expires_at: checked.expires_at,
+                }
+            }
+        };
+        let session_id = credential.session_id;
         if st.revoked.contains_key(session_id) {
-            return Err(LookupError::NotFound);
+            return Err(LookupError::NotFound.into());
         }
-        let session = if let Some(outage) = st.degraded_for() {
+        let entry = if let Some(outage) = st.degraded_for() {
             // Degraded: only what is cached, only within the stale window.
-            match st.stale(session_id, outage).await {
-                Some(s) => s,
+            match st.stale(cached.as_ref(), outage) {
+                Some(e) => e,
                 // Not cached, or the window is over: the store is the only authority left,
                 // and a success there ends the outage.
-                None => st.load(session_id).await?,
+                None => st.reload(key, credential, cached.as_ref(), false).await?,
             }
         } else if !st.subscribed.load(Ordering::Acquire) || st.bypassed() {
             st.lookups.bypass.inc();
-            match st.load(session_id).await {
+            match st.reload(key, credential, cached.as_ref(), false).await {
                 // When the store dies, the event subscription drops first, so the first
                 // lookups of an outage land here: a failed call is the outage's first
                 // instant (`timed` has just marked it), and the stale-window rule applies
@@ -460,37 +609,67 @@ impl SessionCache {
                 // outlive them.
                 Err(LookupError::Store(e)) => match st.degraded_for() {
                     Some(outage) if st.dropped_with_outage() => st
-                        .stale(session_id, outage)
-                        .await
+                        .stale(cached.as_ref(), outage)
                         .ok_or(LookupError::Store(e))?,
-                    _ => return Err(LookupError::Store(e)),
+                    _ => return Err(LookupError::Store(e).into()),
                 },
                 loaded => loaded?,
             }
         } else {
-            match st.cache.get(session_id).await {
-                Some(s) => {
+            match &cached {
+                Some(e) if e.trusted => {
                     st.lookups.hit.inc();
-                    s
+                    e.clone()
+                }
+                // Remembered from a time the cache was not trusted: the session is loaded
+                // again, the credential is not checked again.
+                Some(_) => {
+                    st.lookups.miss.inc();
+                    st.reload(key, credential, cached.as_ref(), true).await?
                 }
                 None => {
                     st.lookups.miss.inc();
+                    let load = async {
+                        let session = st.load(session_id).await?;
+                        Ok::<_, LookupError>(Arc::new(Authenticated::new(
+                            session,
+                            credential.expires_at,
+                            i64::MIN,
+                            true,
+                        )))
+                    };
                     st.cache
-                        .try_get_with_by_ref(session_id, st.load(session_id))
+                        .try_get_with_by_ref(key, load)
                         .await
                         .map_err(|e| (*e).clone())?
                 }
             }
         };
-        if st.below_floor(&session) {
-            st.cache.invalidate(session_id).await;
+        if st.below_floor(&entry.session) {
+            st.cache.invalidate(key).await;
+            return Err(LookupError::NotFound.into());
+        }
+        if entry.session.is_expired_at(now) {
+            st.cache.invalidate(key).await;
+            return Err(LookupError::Expired.into());
+        }
+        Ok(entry)
+    }
+
+    /// The live session with this id, straight from the store (the cache is keyed by
+    /// credential): for management calls, not the request path.
+    pub async fn live(&self, session_id: &str) -> Result<Arc<Session>, LookupError> {
+        if self.state.revoked.contains_key(session_id) {
+            return Err(LookupError::NotFound);
+        }
+        let session = self.state.load(session_id).await?;
+        if self.state.below_floor(&session) {
             return Err(LookupError::NotFound);
         }
         if session.is_expired_at(now_unix()) {
-            st.cache.invalidate(session_id).await;
             return Err(LookupError::Expired);
         }
-        Ok(session)
+        Ok(Arc::new(session))
     }
 
     /// The session straight from the store, bypassing the cache (admin reads).
@@ -501,7 +680,7 @@ impl SessionCache {
         match self.state.load(session_id).await {
             // A revoke-all this replica knows of and the store lost (see `resubscribed`).
             Ok(s) if self.state.below_floor(&s) => Ok(None),
-            Ok(s) => Ok(Some((*s).clone())),
+            Ok(s) => Ok(Some(s)),
             Err(LookupError::NotFound | LookupError::Expired) => Ok(None),
             Err(LookupError::Store(e)) => Err(e),
         }
@@ -706,6 +885,33 @@ mod tests {
         }
     }
 
+    /// The cache key of a test credential that names `session_id`.
+    fn key_of(session_id: &str) -> CredentialKey {
+        use sha2::Digest;
+        sha2::Sha256::digest(session_id.as_bytes()).into()
+    }
+
+    /// A lookup as `Sessions::authenticate` makes one, through a credential (valid for an
+    /// hour) that names the session.
+    async fn lookup(cache: &SessionCache, session_id: &str) -> Result<Arc<Authenticated>, LookupError> {
+        let credential = || {
+            Ok::<_, std::convert::Infallible>(Credential {
+                session_id: session_id.to_string(),
+                expires_at: now_unix() + 3600,
+            })
+        };
+        match cache.authenticate(&key_of(session_id), credential).await {
+            Ok(entry) => Ok(entry),
+            Err(Refused::Session(e)) => Err(e),
+            Err(Refused::Credential(never)) => match never {},
+        }
+    }
+
+    /// A trusted entry for `s`, as a lookup while subscribed caches it.
+    fn entry(s: &Session) -> Arc<Authenticated> {
+        Arc::new(Authenticated::new(s.clone(), now_unix() + 3600, i64::MIN, true))
+    }
+
     fn session(ttl: i64) -> Session {
         let now = now_unix();
         Session {
@@ -754,7 +960,7 @@ mod tests {
             let cache = cache.clone();
             let id = s.session_id.clone();
             tasks.push(tokio::spawn(async move {
-                cache.lookup(&id).await.map(|s| s.user_id.clone())
+                lookup(&cache, &id).await.map(|s| s.user_id.clone())
             }));
         }
         for t in tasks {
@@ -764,15 +970,125 @@ mod tests {
         Ok(())
     }
 
+    /// A lookup through a credential with its own check, counting the checks.
+    async fn through(
+        cache: &SessionCache,
+        key: &CredentialKey,
+        s: &Session,
+        checks: &AtomicUsize,
+    ) -> Result<Arc<Authenticated>, LookupError> {
+        let check = || {
+            checks.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::convert::Infallible>(Credential {
+                session_id: s.session_id.clone(),
+                expires_at: now_unix() + 3600,
+            })
+        };
+        match cache.authenticate(key, check).await {
+            Ok(entry) => Ok(entry),
+            Err(Refused::Session(e)) => Err(e),
+            Err(Refused::Credential(never)) => match never {},
+        }
+    }
+
+    #[tokio::test]
+    async fn a_credential_is_checked_once_whatever_the_cache_trusts(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (store, cache) = setup()?;
+        let s = session(600);
+        cache.insert(&s, None).await?;
+        let checks = AtomicUsize::new(0);
+        let key = key_of("a token");
+        through(&cache, &key, &s, &checks).await?;
+        through(&cache, &key, &s, &checks).await?;
+        assert_eq!(store.gets.load(Ordering::SeqCst), 1, "the second is a hit");
+        // Deaf to events: the session comes from the store every time, the credential is
+        // still remembered.
+        let sink = store.sink().ok_or("no sink")?;
+        sink.subscribed(false);
+        through(&cache, &key, &s, &checks).await?;
+        through(&cache, &key, &s, &checks).await?;
+        assert_eq!(store.gets.load(Ordering::SeqCst), 3);
+        assert_eq!(checks.load(Ordering::SeqCst), 1);
+        // A credential first seen while deaf is checked once too.
+        let other = key_of("another token");
+        through(&cache, &other, &s, &checks).await?;
+        through(&cache, &other, &s, &checks).await?;
+        assert_eq!(checks.load(Ordering::SeqCst), 2);
+        assert_eq!(store.gets.load(Ordering::SeqCst), 5);
+        Ok(())
+    }
+
+    /// Entries loaded while the cache was bypassed must not answer for their session once it
+    /// is trusted again: a revocation in the bypass could not be remembered.
+    #[tokio::test]
+    async fn entries_loaded_in_a_bypass_do_not_answer_after_it(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (store, cache) = setup()?;
+        let s = session(600);
+        cache.insert(&s, None).await?;
+        let checks = AtomicUsize::new(0);
+        let key = key_of("a token");
+        cache.state.overflowed();
+        through(&cache, &key, &s, &checks).await?;
+        assert_eq!(store.gets.load(Ordering::SeqCst), 1);
+        // The bypass ends; the session was deleted meanwhile and no tombstone says so.
+        cache.state.bypass_until_ms.store(0, Ordering::SeqCst);
+        store.inner.delete(&s.session_id).await?;
+        assert!(matches!(
+            through(&cache, &key, &s, &checks).await,
+            Err(LookupError::NotFound)
+        ));
+        assert_eq!(store.gets.load(Ordering::SeqCst), 2);
+        assert_eq!(checks.load(Ordering::SeqCst), 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_revocation_refuses_every_credential_of_the_session(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (_, cache) = setup()?;
+        let s = session(600);
+        cache.insert(&s, None).await?;
+        let checks = AtomicUsize::new(0);
+        let keys = [key_of("before a refresh"), key_of("after it")];
+        for key in &keys {
+            through(&cache, key, &s, &checks).await?;
+        }
+        assert!(cache.revoke(&s.session_id).await?);
+        for key in &keys {
+            assert!(matches!(
+                through(&cache, key, &s, &checks).await,
+                Err(LookupError::NotFound)
+            ));
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_expired_credential_is_checked_again() -> Result<(), Box<dyn std::error::Error>> {
+        let (_, cache) = setup()?;
+        let s = session(600);
+        cache.insert(&s, None).await?;
+        let key = key_of("a token");
+        let expired = Arc::new(Authenticated::new(s.clone(), now_unix(), i64::MIN, true));
+        cache.state.cache.insert(key, expired).await;
+        let refused = cache
+            .authenticate(&key, || Err::<Credential, _>("expired"))
+            .await;
+        assert!(matches!(refused, Err(Refused::Credential("expired"))));
+        Ok(())
+    }
+
     #[tokio::test]
     async fn revoke_takes_effect_on_a_cached_session() -> Result<(), Box<dyn std::error::Error>> {
         let (_, cache) = setup()?;
         let s = session(600);
         cache.insert(&s, None).await?;
-        cache.lookup(&s.session_id).await?;
+        lookup(&cache, &s.session_id).await?;
         assert!(cache.revoke(&s.session_id).await?);
         assert!(matches!(
-            cache.lookup(&s.session_id).await,
+            lookup(&cache, &s.session_id).await,
             Err(LookupError::NotFound)
         ));
         Ok(())
@@ -793,7 +1109,7 @@ mod tests {
         );
         let a = session(600);
         cache.insert(&a, None).await?;
-        cache.lookup(&a.session_id).await?;
+        lookup(&cache, &a.session_id).await?;
         assert!(cache.revoke(&a.session_id).await?);
         for _ in 0..50 {
             cache.revoke(&new_session_id()).await?;
@@ -803,10 +1119,10 @@ mod tests {
         cache
             .state
             .cache
-            .insert(a.session_id.clone(), Arc::new(a.clone()))
+            .insert(key_of(&a.session_id), entry(&a))
             .await;
         assert!(matches!(
-            cache.lookup(&a.session_id).await,
+            lookup(&cache, &a.session_id).await,
             Err(LookupError::NotFound)
         ));
         assert!(cache.state.bypassed());
@@ -816,7 +1132,7 @@ mod tests {
         let (_, cache) = setup()?;
         let b = session(600);
         cache.insert(&b, None).await?;
-        cache.lookup(&b.session_id).await?;
+        lookup(&cache, &b.session_id).await?;
         cache.revoke_scope(&user_scope("u")).await?;
         for i in 0..5_000 {
             cache
@@ -829,9 +1145,9 @@ mod tests {
         cache
             .state
             .cache
-            .insert(b.session_id.clone(), Arc::new(b.clone()))
+            .insert(key_of(&b.session_id), entry(&b))
             .await;
-        assert!(cache.lookup(&b.session_id).await.is_err());
+        assert!(lookup(&cache, &b.session_id).await.is_err());
         Ok(())
     }
 
@@ -842,11 +1158,11 @@ mod tests {
         cache.insert(&s, None).await?;
         store.fail.store(true, Ordering::SeqCst);
         assert!(matches!(
-            cache.lookup(&s.session_id).await,
+            lookup(&cache, &s.session_id).await,
             Err(LookupError::Store(_))
         ));
         store.fail.store(false, Ordering::SeqCst);
-        assert!(cache.lookup(&s.session_id).await.is_ok());
+        assert!(lookup(&cache, &s.session_id).await.is_ok());
         Ok(())
     }
 
@@ -855,15 +1171,15 @@ mod tests {
         let (_, cache) = setup()?;
         let mut s = session(600);
         cache.insert(&s, None).await?;
-        cache.lookup(&s.session_id).await?;
+        lookup(&cache, &s.session_id).await?;
         // Simulate time passing by caching an already-expired copy directly.
         s.expires_at = now_unix() - 1;
         cache
             .state
             .cache
-            .insert(s.session_id.clone(), Arc::new(s.clone()))
+            .insert(key_of(&s.session_id), entry(&s))
             .await;
-        assert!(cache.lookup(&s.session_id).await.is_err());
+        assert!(lookup(&cache, &s.session_id).await.is_err());
         Ok(())
     }
 
@@ -876,23 +1192,23 @@ mod tests {
         other_user.user_id = "someone-else".into();
         for s in [&a, &other_user] {
             cache.insert(s, None).await?;
-            cache.lookup(&s.session_id).await?;
+            lookup(&cache, &s.session_id).await?;
         }
         cache.revoke_scope(&user_scope("u")).await?;
         assert!(matches!(
-            cache.lookup(&a.session_id).await,
+            lookup(&cache, &a.session_id).await,
             Err(LookupError::NotFound)
         ));
-        assert!(cache.lookup(&other_user.session_id).await.is_ok());
+        assert!(lookup(&cache, &other_user.session_id).await.is_ok());
         // A session created after the revoke-all carries the new generation.
         let mut fresh = session(600);
         fresh.user_gen = cache.generations("u", "b").await?.0;
         cache.insert(&fresh, None).await?;
-        assert!(cache.lookup(&fresh.session_id).await.is_ok());
+        assert!(lookup(&cache, &fresh.session_id).await.is_ok());
         // And the business scope covers every user of it.
         cache.revoke_scope(&business_scope("b")).await?;
-        assert!(cache.lookup(&fresh.session_id).await.is_err());
-        assert!(cache.lookup(&other_user.session_id).await.is_err());
+        assert!(lookup(&cache, &fresh.session_id).await.is_err());
+        assert!(lookup(&cache, &other_user.session_id).await.is_err());
         Ok(())
     }
 
@@ -902,7 +1218,7 @@ mod tests {
         let (store, cache) = setup()?;
         let s = session(600);
         cache.insert(&s, None).await?;
-        cache.lookup(&s.session_id).await?;
+        lookup(&cache, &s.session_id).await?;
         // Another replica bumped the generation and published it.
         let generation = store.inner.bump_generation(&user_scope("u")).await?;
         let sink = store.sink().ok_or("no sink")?;
@@ -911,17 +1227,17 @@ mod tests {
             generation,
         })?;
         sink.event(&payload).await;
-        assert!(cache.lookup(&s.session_id).await.is_err());
+        assert!(lookup(&cache, &s.session_id).await.is_err());
         // A revocation event for one session (of another user: "u" is revoked wholesale).
         let mut t = session(600);
         t.user_id = "v".into();
         cache.insert(&t, None).await?;
-        cache.lookup(&t.session_id).await?;
+        lookup(&cache, &t.session_id).await?;
         sink.event(&serde_json::to_vec(&Event::Revoked {
             sid: t.session_id.clone(),
         })?)
         .await;
-        assert!(cache.lookup(&t.session_id).await.is_err());
+        assert!(lookup(&cache, &t.session_id).await.is_err());
         sink.event(b"not json").await;
         Ok(())
     }
@@ -932,12 +1248,12 @@ mod tests {
         let (store, cache) = setup()?;
         let s = session(600);
         cache.insert(&s, None).await?;
-        cache.lookup(&s.session_id).await?;
+        lookup(&cache, &s.session_id).await?;
         let gets = store.gets.load(Ordering::SeqCst);
         let sink = store.sink().ok_or("no sink")?;
         sink.subscribed(false);
-        cache.lookup(&s.session_id).await?;
-        cache.lookup(&s.session_id).await?;
+        lookup(&cache, &s.session_id).await?;
+        lookup(&cache, &s.session_id).await?;
         assert_eq!(
             store.gets.load(Ordering::SeqCst),
             gets + 2,
@@ -945,7 +1261,7 @@ mod tests {
         );
         // Revoked elsewhere while we were deaf: the store says so at once.
         store.inner.delete(&s.session_id).await?;
-        assert!(cache.lookup(&s.session_id).await.is_err());
+        assert!(lookup(&cache, &s.session_id).await.is_err());
         sink.subscribed(true);
         assert_eq!(cache.state.cache.entry_count(), 0);
         Ok(())
@@ -957,30 +1273,30 @@ mod tests {
         let (store, cache) = setup()?; // stale window: 2 s
         let s = session(600);
         cache.insert(&s, None).await?;
-        cache.lookup(&s.session_id).await?;
+        lookup(&cache, &s.session_id).await?;
         let uncached = session(600);
         store.inner.put(&uncached, None).await?;
         store.fail.store(true, Ordering::SeqCst);
         let sink = store.sink().ok_or("no sink")?;
         sink.store_reachable(false);
         assert!(cache.health().degraded_for.is_some());
-        assert!(cache.lookup(&s.session_id).await.is_ok(), "cached: served");
+        assert!(lookup(&cache, &s.session_id).await.is_ok(), "cached: served");
         assert!(matches!(
-            cache.lookup(&uncached.session_id).await,
+            lookup(&cache, &uncached.session_id).await,
             Err(LookupError::Store(_))
         ));
         tokio::time::sleep(Duration::from_millis(2100)).await;
         assert!(
             matches!(
-                cache.lookup(&s.session_id).await,
+                lookup(&cache, &s.session_id).await,
                 Err(LookupError::Store(_))
             ),
             "past the window: 503"
         );
         store.fail.store(false, Ordering::SeqCst);
         sink.store_reachable(true);
-        assert!(cache.lookup(&s.session_id).await.is_ok());
-        assert!(cache.lookup(&uncached.session_id).await.is_ok());
+        assert!(lookup(&cache, &s.session_id).await.is_ok());
+        assert!(lookup(&cache, &uncached.session_id).await.is_ok());
         Ok(())
     }
 }

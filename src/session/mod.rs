@@ -12,7 +12,8 @@ pub mod window;
 
 use crate::auth::{Claims, KeySet};
 use crate::error::GateError;
-use cache::{LookupError, SessionCache};
+pub use cache::Authenticated;
+use cache::{Credential, LookupError, Refused, SessionCache};
 use directory::Directory;
 use model::{
     is_valid_session_id, new_session_id, now_unix, random_token, sha256_hex, NewSession, Session,
@@ -116,40 +117,18 @@ const REFRESH_UNKNOWN_NO_GRACE: &str = "the refresh may or may not have happened
 const REVOCATION_UNKNOWN: &str =
     "the revocation may or may not have happened; retry the same request";
 
-/// A token that already verified: its session id and expiry.
-#[derive(Debug, Clone)]
-struct Verified {
-    sid: Arc<str>,
-    exp: i64,
-    /// When a use through this token was last recorded (unix seconds): `last_seen_at` is
-    /// written at most once a minute per token, and most requests learn from this one atomic
-    /// that nothing is to be written.
-    recorded_at: Arc<std::sync::atomic::AtomicI64>,
-}
-
-/// The verified-token cache's key: the token's SHA-256. A token is a few hundred bytes and
-/// the cache holds one per live client; the digest is 32 bytes inline and, being collision
-/// resistant, names exactly one token, as the token itself did.
-type TokenDigest = [u8; 32];
-
-fn token_digest(token: &str) -> TokenDigest {
+/// The hot cache's key for a token: its SHA-256 (see [`cache::CredentialKey`]).
+fn token_digest(token: &str) -> cache::CredentialKey {
     use sha2::Digest;
     sha2::Sha256::digest(token.as_bytes()).into()
 }
 
-struct VerifiedExpiry {
-    max: std::time::Duration,
-}
-
-impl moka::Expiry<TokenDigest, Verified> for VerifiedExpiry {
-    fn expire_after_create(
-        &self,
-        _: &TokenDigest,
-        v: &Verified,
-        _: std::time::Instant,
-    ) -> Option<std::time::Duration> {
-        let left = u64::try_from(v.exp.saturating_sub(now_unix())).unwrap_or(0);
-        Some(std::time::Duration::from_secs(left).min(self.max))
+/// What a session the cache could not hand out means to the client.
+fn refusal(e: LookupError) -> GateError {
+    match e {
+        LookupError::NotFound => GateError::SessionNotFound,
+        LookupError::Expired => GateError::SessionExpired,
+        LookupError::Store(_) => GateError::StoreUnavailable,
     }
 }
 
@@ -159,10 +138,6 @@ pub struct Sessions {
     directory: Directory,
     keys: Arc<KeySet>,
     access_ttl: Option<std::time::Duration>,
-    /// Signature checks dominate the hot path, so a token that verified once is remembered
-    /// (bounded, never past its `exp` or the cache TTL). Its session is still looked up on
-    /// every request, so revocation is unaffected.
-    verified: moka::future::Cache<TokenDigest, Verified>,
     /// Each user's sessions.
     index: Arc<dyn UserIndex>,
     /// `last_seen_at` writes in flight.
@@ -197,21 +172,14 @@ pub struct Listed {
 
 impl Sessions {
     /// Wires the cache, the directory's records (the same backend as the cache's store) and
-    /// the key set together; `max_entries`/`ttl` bound the cache of verified tokens like the
-    /// session cache.
+    /// the key set together.
     pub fn new(
         cache: SessionCache,
         records: Arc<dyn RecordStore>,
         index: Arc<dyn UserIndex>,
         keys: Arc<KeySet>,
-        max_entries: u64,
-        ttl: std::time::Duration,
         access_ttl: Option<std::time::Duration>,
     ) -> Self {
-        let verified = moka::future::Cache::builder()
-            .max_capacity(max_entries)
-            .expire_after(VerifiedExpiry { max: ttl })
-            .build();
         Sessions {
             directory: Directory::new(records),
             index,
@@ -219,7 +187,6 @@ impl Sessions {
             cache,
             keys,
             access_ttl,
-            verified,
             refresh_grace: std::time::Duration::ZERO,
         }
     }
@@ -417,49 +384,40 @@ impl Sessions {
         })
     }
 
-    /// Verifies an access token and returns its live session.
-    pub async fn authenticate(&self, token: &str) -> Result<Arc<Session>, GateError> {
-        let now = now_unix();
-        let key = token_digest(token);
-        let verified = match self.verified.get(&key).await {
-            Some(v) if v.exp > now => v,
-            _ => {
-                let claims = self.keys.verify(token).map_err(GateError::InvalidToken)?;
-                let v = Verified {
-                    sid: claims.sid.into(),
-                    exp: claims.exp,
-                    recorded_at: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
-                };
-                self.verified.insert(key, v.clone()).await;
-                v
-            }
+    /// Verifies an access token and returns its live session. Signature checks dominate
+    /// the hot path, so the cache remembers a token that checked out (by its digest, never
+    /// past its `exp` or the cache TTL); its session is still checked against revocations on
+    /// every request.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Authenticated>, GateError> {
+        let check = || {
+            self.keys.verify(token).map(|claims| Credential {
+                session_id: claims.sid,
+                expires_at: claims.exp,
+            })
         };
-        let session = self
+        let found = self
             .cache
-            .lookup(&verified.sid)
+            .authenticate(&token_digest(token), check)
             .await
             .map_err(|e| match e {
-                LookupError::NotFound => GateError::SessionNotFound,
-                LookupError::Expired => GateError::SessionExpired,
-                LookupError::Store(_) => GateError::StoreUnavailable,
+                Refused::Credential(e) => GateError::InvalidToken(e),
+                Refused::Session(e) => refusal(e),
             })?;
-        self.touch(&verified, &session, now);
-        Ok(session)
+        self.touch(&found, now_unix());
+        Ok(found)
     }
 
-    /// Records that `session` was used, at most once a minute, in a task of its own: the
-    /// request never waits for it, and a failure only leaves `last_seen_at` older.
-    fn touch(&self, through: &Verified, session: &Session, now: i64) {
+    /// Records that a session was used, at most once a minute per credential, in a task of
+    /// its own: the request never waits for it, and a failure only leaves `last_seen_at`
+    /// older.
+    fn touch(&self, through: &Authenticated, now: i64) {
         use std::sync::atomic::Ordering;
-        let every = SEEN_EVERY.as_secs() as i64;
-        if now.saturating_sub(through.recorded_at.load(Ordering::Relaxed)) < every {
+        // Per credential, not per session: a session with two live tokens (around a refresh)
+        // may write twice a minute; a per-session cache of who was seen cost ~250 bytes for
+        // every cached session to save that.
+        if !through.claim_use(now, SEEN_EVERY.as_secs() as i64) {
             return;
         }
-        through.recorded_at.store(now, Ordering::Relaxed);
-        let sid = &through.sid;
-        // Per token, not per session: a session with two live tokens (around a refresh) may
-        // write twice a minute; a per-session cache of who was seen cost ~250 bytes for
-        // every cached session to save that.
         // Bounded: with the store slow, writes in flight would pile up; a skipped one only
         // leaves `last_seen_at` a minute older.
         let in_flight = self.touching.clone();
@@ -468,7 +426,7 @@ impl Sessions {
             return;
         }
         let directory = self.directory.clone();
-        let (sid, ttl) = (sid.clone(), session.remaining_secs(now));
+        let (sid, ttl) = (through.session_id.clone(), through.remaining_secs(now));
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
@@ -484,9 +442,9 @@ impl Sessions {
         }
     }
 
-    /// The session `session_id` if it is live (not revoked, not expired).
+    /// The session `session_id` if it is live (not revoked, not expired), from the store.
     pub async fn live(&self, session_id: &str) -> Result<Option<Arc<Session>>, GateError> {
-        match self.cache.lookup(session_id).await {
+        match self.cache.live(session_id).await {
             Ok(s) => Ok(Some(s)),
             Err(LookupError::NotFound | LookupError::Expired) => Ok(None),
             Err(LookupError::Store(_)) => Err(GateError::StoreUnavailable),

@@ -30,7 +30,7 @@ pub mod init;
 
 use crate::error::GateError;
 use crate::json::StrictError;
-use crate::session::model::Session;
+use crate::session::Authenticated;
 use crate::upgrade::{self, Subprotocol};
 use crate::App;
 use bytes::Bytes;
@@ -213,7 +213,7 @@ impl End {
 #[derive(Debug)]
 pub struct Authed {
     /// The session.
-    pub session: Arc<Session>,
+    pub session: Arc<Authenticated>,
     /// The token that authenticated it (re-checked while the socket lives).
     pub token: crate::secret::Secret,
 }
