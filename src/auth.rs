@@ -175,6 +175,12 @@ impl KeySet {
     /// Verifies a token: known `kid`, that key's pinned algorithm, signature, `exp`, `nbf`,
     /// `iss`, `aud`. Does not check the session; the caller must.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        self.verify_until(token).map(|(claims, _)| claims)
+    }
+
+    /// [`KeySet::verify`], with the instant (unix seconds) from which the token is refused:
+    /// its `exp` plus the configured leeway.
+    pub fn verify_until(&self, token: &str) -> Result<(Claims, i64), TokenError> {
         check_header(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         let kid = header.kid.as_deref().ok_or(TokenError::UnknownKid)?;
@@ -200,11 +206,59 @@ impl KeySet {
         // RFC 7519 §4.1.4: not on or after `exp`. jsonwebtoken only refuses `exp < now -
         // leeway`, which accepts a token through its whole `exp` second.
         let leeway = i64::try_from(key.validation.leeway).unwrap_or(i64::MAX);
-        if claims.exp.saturating_add(leeway) <= time::OffsetDateTime::now_utc().unix_timestamp() {
+        let refused_from = claims.exp.saturating_add(leeway);
+        if refused_from <= time::OffsetDateTime::now_utc().unix_timestamp() {
             return Err(TokenError::Expired);
         }
-        Ok(claims)
+        Ok((claims, refused_from))
     }
+}
+
+/// A session id as a token claims it, read without checking the token.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimedSession([u8; SESSION_ID_LEN]);
+
+const SESSION_ID_LEN: usize = 43;
+
+impl ClaimedSession {
+    /// The id (43 URL-safe characters).
+    pub fn as_str(&self) -> &str {
+        // Built only from bytes checked to be ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// The session a token claims, read from its payload without checking anything: only a hint
+/// for finding the session's cache entry, which says whether this very token was checked
+/// before (by its digest). A wrong or forged hint finds no such entry and the token is
+/// checked in full. `None` when the payload is not one the gateway would sign.
+pub fn claimed_session(token: &str) -> Option<ClaimedSession> {
+    use base64::Engine as _;
+    const MAX_PAYLOAD: usize = 1024;
+    let payload = token.split('.').nth(1)?;
+    if payload.len() > MAX_PAYLOAD * 4 / 3 {
+        return None;
+    }
+    let mut buf = [0u8; MAX_PAYLOAD];
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode_slice(payload, &mut buf)
+        .ok()?;
+    let json = buf.get(..n)?;
+    // JSON escapes every quote inside a string, so this is the `sid` member's key (the
+    // first one, as aeson and serde would take it), whatever the other claims hold.
+    const KEY: &[u8] = b"\"sid\":\"";
+    let at = memchr::memmem::find(json, KEY)? + KEY.len();
+    let id = json.get(at..at + SESSION_ID_LEN)?;
+    if json.get(at + SESSION_ID_LEN) != Some(&b'"')
+        || !id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+    {
+        return None;
+    }
+    let mut out = [0u8; SESSION_ID_LEN];
+    out.copy_from_slice(id);
+    Some(ClaimedSession(out))
 }
 
 /// The JOSE header read strictly before anything else looks at it: a duplicate member
@@ -307,6 +361,38 @@ mod tests {
         let expected = claims();
         let t = k.sign(&expected)?;
         assert_eq!(k.verify(&t), Ok(expected));
+        Ok(())
+    }
+
+    #[test]
+    fn the_claimed_session_is_read_from_the_payload_and_only_as_signed(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let k = keys()?;
+        let sid = crate::session::model::new_session_id();
+        // Another claim that spells a `sid` member inside its value.
+        let other = crate::session::model::new_session_id();
+        let mut c = Claims {
+            sid: sid.clone(),
+            ..claims()
+        };
+        c.sub = format!("\",\"sid\":\"{other}\"");
+        let t = k.sign(&c)?;
+        assert_eq!(
+            claimed_session(&t).map(|h| h.as_str().to_string()),
+            Some(sid)
+        );
+        // Not a payload the gateway signs: no hint (the token is then checked in full).
+        let header = t.split('.').next().unwrap_or_default();
+        for payload in [
+            b64(b"{\"sid\": \"x\"}"),
+            b64(format!("{{\"sid\":\"{other}x\"}}").as_bytes()),
+            b64(b"{\"sid\":\"short\"}"),
+            "!!not base64!!".to_string(),
+            "A".repeat(5000),
+        ] {
+            assert!(claimed_session(&format!("{header}.{payload}.sig")).is_none());
+        }
+        assert!(claimed_session("no dots").is_none());
         Ok(())
     }
 

@@ -45,9 +45,9 @@ pub enum LookupError {
     Store(#[from] StoreError),
 }
 
-/// The hot cache's key: the SHA-256 of the credential (an access token) a session is reached
-/// through. A token is a few hundred bytes; the digest is 32 bytes inline and, being collision
-/// resistant, names exactly one token, as the token itself would.
+/// A credential's fingerprint: the SHA-256 of the token. A token is a few hundred bytes; the
+/// digest is 32 bytes inline and, being collision resistant, names exactly one token, as the
+/// token itself would.
 pub type CredentialKey = [u8; 32];
 
 /// What checking a credential established: the session it names, and until when it holds.
@@ -59,20 +59,42 @@ pub struct Credential {
     pub expires_at: i64,
 }
 
-/// A session as reached through one credential: what the hot cache holds, one entry per
-/// credential. One entry (not one for the verified credential and one for its session) is
-/// ~350 bytes of moka bookkeeping and one lookup less on every request; the session is
-/// copied into each of its credentials' entries, which around a refresh is two.
+/// How often a session's use may be recorded (`last_seen_at` is kept to the minute).
+pub const RECORD_USE_EVERY_SECS: i64 = 60;
+
+/// A credential checked on this replica, remembered in its session's entry.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    key: CredentialKey,
+    /// Unix seconds from which the credential is refused; `i64::MIN` for an empty slot.
+    until: i64,
+}
+
+impl Seen {
+    const NONE: Seen = Seen {
+        key: [0; 32],
+        until: i64::MIN,
+    };
+}
+
+/// Credentials remembered per session: a session has one live access token, two around a
+/// refresh (both stay valid until their own `exp`).
+const SEEN_PER_SESSION: usize = 2;
+
+/// A cached session with the credentials that reached it here: one moka entry per session
+/// (the session-id key, ~350 bytes of moka bookkeeping) holds what used to take two (one for
+/// the verified token, one for its session), and a request makes one cache lookup.
 #[derive(Debug)]
 pub struct Authenticated {
     session: Session,
-    credential_expires_at: i64,
-    /// When a use through this credential was last recorded (unix seconds): `last_seen_at`
-    /// is written at most once a minute per credential.
+    /// Checked credentials of this session (their signature is not checked again until they
+    /// expire or the entry goes).
+    seen: [Seen; SEEN_PER_SESSION],
+    /// When a use of the session was last recorded (unix seconds).
     recorded_at: AtomicI64,
     /// Loaded while this replica trusted its cache (subscribed to events, not bypassed):
     /// only then may the entry answer for its session. Entries loaded otherwise remember
-    /// the checked credential only, so it is not checked again on every request.
+    /// checked credentials only, so they are not checked again on every request.
     trusted: bool,
 }
 
@@ -85,13 +107,17 @@ impl std::ops::Deref for Authenticated {
 }
 
 impl Authenticated {
-    fn new(session: Session, credential_expires_at: i64, recorded_at: i64, trusted: bool) -> Self {
-        Authenticated {
+    fn new(session: Session, seen: Option<Seen>, recorded_at: i64, trusted: bool) -> Self {
+        let mut entry = Authenticated {
             session,
-            credential_expires_at,
+            seen: [Seen::NONE; SEEN_PER_SESSION],
             recorded_at: AtomicI64::new(recorded_at),
             trusted,
+        };
+        if let Some(seen) = seen {
+            entry.seen[0] = seen;
         }
+        entry
     }
 
     /// The session.
@@ -99,11 +125,45 @@ impl Authenticated {
         &self.session
     }
 
-    /// Whether a use at `now` (unix seconds) is to be recorded: true at most once per
-    /// `every_secs` for this credential, and then the use counts as recorded.
-    pub fn claim_use(&self, now: i64, every_secs: i64) -> bool {
+    /// Whether the credential `key` was checked here and is not yet expired at `now`.
+    fn knows(&self, key: &CredentialKey, now: i64) -> bool {
+        use subtle::ConstantTimeEq;
+        self.seen
+            .iter()
+            .any(|s| s.until > now && bool::from(s.key.ct_eq(key)))
+    }
+
+    /// The same session with `fresh` data (or its own) and trust, remembering `also` too: it
+    /// takes an empty or expired slot, else the one that expires first.
+    fn remembering(
+        &self,
+        fresh: Option<Session>,
+        also: Option<Seen>,
+        trusted: bool,
+        now: i64,
+    ) -> Self {
+        let mut seen = self.seen;
+        if let Some(also) = also {
+            if let Some(slot) =
+                seen.iter_mut()
+                    .min_by_key(|s| if s.until > now { s.until } else { i64::MIN })
+            {
+                *slot = also;
+            }
+        }
+        Authenticated {
+            session: fresh.unwrap_or_else(|| self.session.clone()),
+            seen,
+            recorded_at: AtomicI64::new(self.recorded_at.load(Ordering::Relaxed)),
+            trusted,
+        }
+    }
+
+    /// Whether a use at `now` is to be recorded: true at most once per
+    /// [`RECORD_USE_EVERY_SECS`] for this entry, and then the use counts as recorded.
+    fn claim_use(&self, now: i64) -> bool {
         let last = self.recorded_at.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < every_secs {
+        if now.saturating_sub(last) < RECORD_USE_EVERY_SECS {
             return false;
         }
         // A racing request that claimed the same minute wins; this one writes nothing.
@@ -111,6 +171,15 @@ impl Authenticated {
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     }
+}
+
+/// A live session found for a credential.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The session (and what the cache knows of it).
+    pub session: Arc<Authenticated>,
+    /// Whether this use is the first of its minute, to be recorded as `last_seen_at`.
+    pub record_use: bool,
 }
 
 /// Why [`SessionCache::authenticate`] refused: the credential itself (the caller's check
@@ -129,29 +198,21 @@ impl<E> From<LookupError> for Refused<E> {
     }
 }
 
-/// A checked credential, borrowed from the check or from the cache entry that remembers it.
-#[derive(Clone, Copy)]
-struct Checked<'a> {
-    session_id: &'a str,
-    expires_at: i64,
-}
-
 struct EntryExpiry {
     max: Duration,
 }
 
-impl Expiry<CredentialKey, Arc<Authenticated>> for EntryExpiry {
+impl Expiry<String, Arc<Authenticated>> for EntryExpiry {
     fn expire_after_create(
         &self,
-        _key: &CredentialKey,
+        _key: &String,
         value: &Arc<Authenticated>,
         _now: Instant,
     ) -> Option<Duration> {
-        let now = now_unix();
-        let credential = u64::try_from(value.credential_expires_at.saturating_sub(now)).unwrap_or(0);
-        let left = value.session.remaining_secs(now).min(credential);
-        Some(Duration::from_secs(left).min(self.max))
+        Some(Duration::from_secs(value.session.remaining_secs(now_unix())).min(self.max))
     }
+    // An update (a credential remembered, an untrusted entry trusted) keeps the entry's
+    // expiry (moka's default): no entry holds session data past the TTL from its load.
 }
 
 /// An invalidation every replica applies.
@@ -175,8 +236,8 @@ pub enum Event {
 /// Cache state shared with the store's event tasks.
 struct State {
     store: Arc<dyn SessionStore>,
-    /// Sessions by the credential they were reached through.
-    cache: moka::future::Cache<CredentialKey, Arc<Authenticated>>,
+    /// Sessions by id, with the credentials checked for them.
+    cache: moka::future::Cache<String, Arc<Authenticated>>,
     revoked: moka::future::Cache<String, ()>,
     floors: moka::sync::Cache<String, u64>,
     /// Set once any floor exists, so the hot path skips floor checks until then.
@@ -336,8 +397,7 @@ impl State {
         } else {
             self.revoked.insert(session_id.to_string(), ()).await;
         }
-        // The session's entries (one per credential, keyed by it) stay until they expire,
-        // within the cache TTL; the tombstone outlives them and refuses them on every hit.
+        self.cache.invalidate(session_id).await;
     }
 
     fn now_ms(&self) -> u64 {
@@ -414,25 +474,94 @@ impl State {
         Ok(session)
     }
 
-    /// The session from the store as an entry for `key`, cached as `trusted` or not (see
-    /// [`Authenticated::trusted`]); the credential's recorded use carries over from `cached`.
+    /// Remembers a checked credential in its session's entry, if the entry is still there
+    /// (an update: its expiry stays).
+    async fn remember(&self, session_id: &str, seen: Seen, now: i64) {
+        use moka::ops::compute::Op;
+        self.cache
+            .entry_by_ref(session_id)
+            .and_compute_with(|current| async move {
+                match current.map(moka::Entry::into_value) {
+                    Some(e) if !e.knows(&seen.key, now) => {
+                        Op::Put(Arc::new(e.remembering(None, Some(seen), e.trusted, now)))
+                    }
+                    _ => Op::Nop,
+                }
+            })
+            .await;
+    }
+
+    /// The entry of a session cached while the cache was not trusted, loaded again and
+    /// trusted; concurrent requests wait for one load, as on a miss.
+    async fn trust(
+        &self,
+        session_id: &str,
+        also: Option<Seen>,
+        now: i64,
+    ) -> Result<Arc<Authenticated>, LookupError> {
+        use moka::ops::compute::{CompResult, Op};
+        let computed = self
+            .cache
+            .entry_by_ref(session_id)
+            .and_try_compute_with(|current| async move {
+                let current = current.map(moka::Entry::into_value);
+                if let Some(e) = current.as_ref().filter(|e| e.trusted) {
+                    return Ok(match also.filter(|s| !e.knows(&s.key, now)) {
+                        Some(_) => Op::Put(Arc::new(e.remembering(None, also, true, now))),
+                        None => Op::Nop,
+                    });
+                }
+                let session = self.load(session_id).await?;
+                Ok(Op::Put(Arc::new(match current {
+                    Some(e) => e.remembering(Some(session), also, true, now),
+                    None => Authenticated::new(session, also, i64::MIN, true),
+                })))
+            })
+            .await;
+        match computed {
+            Ok(
+                CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e),
+            ) => Ok(e.into_value()),
+            Ok(CompResult::StillNone(_) | CompResult::Removed(_)) => Err(LookupError::NotFound),
+            Err(e) => {
+                if !matches!(e, LookupError::Store(_)) {
+                    self.cache.invalidate(session_id).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The session from the store while the cache is not trusted. The entry it makes is
+    /// cached (untrusted: see [`Authenticated::trusted`]) only when there is a credential to
+    /// remember in it (`also`, or none cached yet); the bool says whether it was.
     async fn reload(
         &self,
-        key: &CredentialKey,
-        credential: Checked<'_>,
+        session_id: &str,
         cached: Option<&Arc<Authenticated>>,
-        trusted: bool,
-    ) -> Result<Arc<Authenticated>, LookupError> {
-        let session = self.load(credential.session_id).await?;
-        let recorded_at = cached.map_or(i64::MIN, |e| e.recorded_at.load(Ordering::Relaxed));
-        let entry = Arc::new(Authenticated::new(
-            session,
-            credential.expires_at,
-            recorded_at,
-            trusted,
-        ));
-        self.cache.insert(*key, entry.clone()).await;
-        Ok(entry)
+        also: Option<Seen>,
+        now: i64,
+    ) -> Result<(Arc<Authenticated>, bool), LookupError> {
+        let session = match self.load(session_id).await {
+            Ok(session) => session,
+            Err(e) => {
+                if !matches!(e, LookupError::Store(_)) {
+                    self.cache.invalidate(session_id).await;
+                }
+                return Err(e);
+            }
+        };
+        let entry = Arc::new(match cached {
+            Some(e) => e.remembering(Some(session), also, false, now),
+            None => Authenticated::new(session, also, i64::MIN, false),
+        });
+        let remember = also.is_some() || cached.is_none();
+        if remember {
+            self.cache
+                .insert(session_id.to_string(), entry.clone())
+                .await;
+        }
+        Ok((entry, remember))
     }
 }
 
@@ -554,51 +683,67 @@ impl SessionCache {
         }
     }
 
-    /// The live session a credential names, from the cache or the store. `check` is called
-    /// only when the cache does not remember the credential (`key`, its digest): it checks
-    /// the credential and says which session it names and until when it holds.
+    /// The live session a credential names, from the cache or the store. `hint` is the
+    /// session the credential claims, read without checking it: it finds the entry that says
+    /// whether this credential (`key`, its digest) was checked here before. Only if it was not
+    /// is `check` called, to check the credential and say which session it names and until
+    /// when it holds.
     pub async fn authenticate<E>(
         &self,
+        hint: Option<&str>,
         key: &CredentialKey,
         check: impl FnOnce() -> Result<Credential, E>,
-    ) -> Result<Arc<Authenticated>, Refused<E>> {
+    ) -> Result<Found, Refused<E>> {
         let st = &self.state;
         let now = now_unix();
-        // Whatever the cache's state, an entry remembers a checked credential.
-        let cached = st
-            .cache
-            .get(key)
-            .await
-            .filter(|e| e.credential_expires_at > now);
-        let checked;
-        let credential = match &cached {
-            Some(e) => Checked {
-                session_id: &e.session.session_id,
-                expires_at: e.credential_expires_at,
-            },
-            None => {
-                checked = check().map_err(Refused::Credential)?;
-                Checked {
-                    session_id: &checked.session_id,
-                    expires_at: checked.expires_at,
-                }
+        let hinted = match hint {
+            Some(session_id) => st.cache.get(session_id).await,
+            None => None,
+        };
+        let (cached, checked) = match hinted {
+            // Whatever the cache's state, an entry remembers the credentials checked for it.
+            Some(e) if e.knows(key, now) => (Some(e), None),
+            hinted => {
+                let c = check().map_err(Refused::Credential)?;
+                let cached = match hinted {
+                    Some(e) if e.session.session_id == c.session_id => Some(e),
+                    _ => st.cache.get(&c.session_id).await,
+                };
+                (cached, Some(c))
             }
         };
-        let session_id = credential.session_id;
+        let session_id = match (&checked, &cached) {
+            (Some(c), _) => c.session_id.as_str(),
+            (None, Some(e)) => e.session.session_id.as_str(),
+            (None, None) => return Err(LookupError::NotFound.into()),
+        };
+        // A credential checked just now, to remember in its session's entry.
+        let also = checked.as_ref().map(|c| Seen {
+            key: *key,
+            until: c.expires_at,
+        });
         if st.revoked.contains_key(session_id) {
             return Err(LookupError::NotFound.into());
         }
-        let entry = if let Some(outage) = st.degraded_for() {
-            // Degraded: only what is cached, only within the stale window.
-            match st.stale(cached.as_ref(), outage) {
-                Some(e) => e,
+        let (entry, in_cache) = if let Some(outage) = st.degraded_for() {
+            // Degraded: only what is cached, only within the stale window, and only if no
+            // revocation can have been missed before the outage (events were heard until
+            // it began).
+            let heard = st.subscribed.load(Ordering::Acquire) || st.dropped_with_outage();
+            match heard.then(|| st.stale(cached.as_ref(), outage)).flatten() {
+                Some(e) => {
+                    if let Some(seen) = also {
+                        st.remember(session_id, seen, now).await;
+                    }
+                    (e, true)
+                }
                 // Not cached, or the window is over: the store is the only authority left,
                 // and a success there ends the outage.
-                None => st.reload(key, credential, cached.as_ref(), false).await?,
+                None => st.reload(session_id, cached.as_ref(), also, now).await?,
             }
         } else if !st.subscribed.load(Ordering::Acquire) || st.bypassed() {
             st.lookups.bypass.inc();
-            match st.reload(key, credential, cached.as_ref(), false).await {
+            match st.reload(session_id, cached.as_ref(), also, now).await {
                 // When the store dies, the event subscription drops first, so the first
                 // lookups of an outage land here: a failed call is the outage's first
                 // instant (`timed` has just marked it), and the stale-window rule applies
@@ -608,9 +753,15 @@ impl SessionCache {
                 // data) revocations published since were missed, and the cache must not
                 // outlive them.
                 Err(LookupError::Store(e)) => match st.degraded_for() {
-                    Some(outage) if st.dropped_with_outage() => st
-                        .stale(cached.as_ref(), outage)
-                        .ok_or(LookupError::Store(e))?,
+                    Some(outage) if st.dropped_with_outage() => {
+                        let e = st
+                            .stale(cached.as_ref(), outage)
+                            .ok_or(LookupError::Store(e))?;
+                        if let Some(seen) = also {
+                            st.remember(session_id, seen, now).await;
+                        }
+                        (e, true)
+                    }
                     _ => return Err(LookupError::Store(e).into()),
                 },
                 loaded => loaded?,
@@ -619,13 +770,16 @@ impl SessionCache {
             match &cached {
                 Some(e) if e.trusted => {
                     st.lookups.hit.inc();
-                    e.clone()
+                    if let Some(seen) = also {
+                        st.remember(session_id, seen, now).await;
+                    }
+                    (e.clone(), true)
                 }
-                // Remembered from a time the cache was not trusted: the session is loaded
-                // again, the credential is not checked again.
+                // Cached while the cache was not trusted: the session is loaded again, the
+                // credential is not checked again.
                 Some(_) => {
                     st.lookups.miss.inc();
-                    st.reload(key, credential, cached.as_ref(), true).await?
+                    (st.trust(session_id, also, now).await?, true)
                 }
                 None => {
                     st.lookups.miss.inc();
@@ -633,37 +787,62 @@ impl SessionCache {
                         let session = st.load(session_id).await?;
                         Ok::<_, LookupError>(Arc::new(Authenticated::new(
                             session,
-                            credential.expires_at,
+                            also,
                             i64::MIN,
                             true,
                         )))
                     };
-                    st.cache
-                        .try_get_with_by_ref(key, load)
+                    let e = st
+                        .cache
+                        .try_get_with_by_ref(session_id, load)
                         .await
-                        .map_err(|e| (*e).clone())?
+                        .map_err(|e| (*e).clone())?;
+                    // Loaded by a concurrent request through another credential.
+                    if let Some(seen) = also.filter(|s| !e.knows(&s.key, now)) {
+                        st.remember(session_id, seen, now).await;
+                    }
+                    (e, true)
                 }
             }
         };
         if st.below_floor(&entry.session) {
-            st.cache.invalidate(key).await;
+            st.cache.invalidate(session_id).await;
             return Err(LookupError::NotFound.into());
         }
         if entry.session.is_expired_at(now) {
-            st.cache.invalidate(key).await;
+            st.cache.invalidate(session_id).await;
             return Err(LookupError::Expired.into());
         }
-        Ok(entry)
+        // Uses are tallied on the entry the cache holds, not on a copy made for one request.
+        let tally = match (&cached, in_cache) {
+            (Some(c), false) => c,
+            _ => &entry,
+        };
+        let record_use = tally.claim_use(now);
+        Ok(Found {
+            session: entry,
+            record_use,
+        })
     }
 
-    /// The live session with this id, straight from the store (the cache is keyed by
-    /// credential): for management calls, not the request path.
+    /// The live session with this id: cached, if the cache is trusted and has it, else from
+    /// the store (for management calls: by id, not through a credential).
     pub async fn live(&self, session_id: &str) -> Result<Arc<Session>, LookupError> {
-        if self.state.revoked.contains_key(session_id) {
+        let st = &self.state;
+        if st.revoked.contains_key(session_id) {
             return Err(LookupError::NotFound);
         }
-        let session = self.state.load(session_id).await?;
-        if self.state.below_floor(&session) {
+        let trusted =
+            st.degraded_for().is_none() && st.subscribed.load(Ordering::Acquire) && !st.bypassed();
+        let cached = match trusted {
+            true => st.cache.get(session_id).await.filter(|e| e.trusted),
+            false => None,
+        };
+        let session = match cached {
+            Some(e) => e.session.clone(),
+            None => st.load(session_id).await?,
+        };
+        if st.below_floor(&session) {
             return Err(LookupError::NotFound);
         }
         if session.is_expired_at(now_unix()) {
@@ -893,23 +1072,34 @@ mod tests {
 
     /// A lookup as `Sessions::authenticate` makes one, through a credential (valid for an
     /// hour) that names the session.
-    async fn lookup(cache: &SessionCache, session_id: &str) -> Result<Arc<Authenticated>, LookupError> {
+    async fn lookup(
+        cache: &SessionCache,
+        session_id: &str,
+    ) -> Result<Arc<Authenticated>, LookupError> {
         let credential = || {
             Ok::<_, std::convert::Infallible>(Credential {
                 session_id: session_id.to_string(),
                 expires_at: now_unix() + 3600,
             })
         };
-        match cache.authenticate(&key_of(session_id), credential).await {
-            Ok(entry) => Ok(entry),
+        match cache
+            .authenticate(Some(session_id), &key_of(session_id), credential)
+            .await
+        {
+            Ok(found) => Ok(found.session),
             Err(Refused::Session(e)) => Err(e),
             Err(Refused::Credential(never)) => match never {},
         }
     }
 
-    /// A trusted entry for `s`, as a lookup while subscribed caches it.
+    /// A trusted entry for `s` that knows the credential [`lookup`] presents, as a lookup
+    /// while subscribed caches it.
     fn entry(s: &Session) -> Arc<Authenticated> {
-        Arc::new(Authenticated::new(s.clone(), now_unix() + 3600, i64::MIN, true))
+        let seen = Seen {
+            key: key_of(&s.session_id),
+            until: now_unix() + 3600,
+        };
+        Arc::new(Authenticated::new(s.clone(), Some(seen), i64::MIN, true))
     }
 
     fn session(ttl: i64) -> Session {
@@ -956,17 +1146,28 @@ mod tests {
         let s = session(600);
         cache.insert(&s, None).await?;
         let mut tasks = Vec::new();
-        for _ in 0..100 {
+        // Through two credentials of the session (around a refresh, a client holds two).
+        for i in 0..100 {
             let cache = cache.clone();
-            let id = s.session_id.clone();
+            let s = s.clone();
             tasks.push(tokio::spawn(async move {
-                lookup(&cache, &id).await.map(|s| s.user_id.clone())
+                let checks = AtomicUsize::new(0);
+                let key = key_of(if i % 2 == 0 { "old token" } else { "new token" });
+                through(&cache, &key, &s, &checks)
+                    .await
+                    .map(|s| s.user_id.clone())
             }));
         }
         for t in tasks {
             assert_eq!(t.await?.map_err(|e| e.to_string())?, "u");
         }
         assert_eq!(store.gets.load(Ordering::SeqCst), 1);
+        // Both credentials are remembered in the one entry.
+        let checks = AtomicUsize::new(0);
+        for token in ["old token", "new token"] {
+            through(&cache, &key_of(token), &s, &checks).await?;
+        }
+        assert_eq!(checks.load(Ordering::SeqCst), 0);
         Ok(())
     }
 
@@ -984,8 +1185,8 @@ mod tests {
                 expires_at: now_unix() + 3600,
             })
         };
-        match cache.authenticate(key, check).await {
-            Ok(entry) => Ok(entry),
+        match cache.authenticate(Some(&s.session_id), key, check).await {
+            Ok(found) => Ok(found.session),
             Err(Refused::Session(e)) => Err(e),
             Err(Refused::Credential(never)) => match never {},
         }
@@ -1071,12 +1272,102 @@ mod tests {
         let s = session(600);
         cache.insert(&s, None).await?;
         let key = key_of("a token");
-        let expired = Arc::new(Authenticated::new(s.clone(), now_unix(), i64::MIN, true));
-        cache.state.cache.insert(key, expired).await;
+        let seen = Seen {
+            key,
+            until: now_unix(),
+        };
+        let expired = Arc::new(Authenticated::new(s.clone(), Some(seen), i64::MIN, true));
+        cache
+            .state
+            .cache
+            .insert(s.session_id.clone(), expired)
+            .await;
         let refused = cache
-            .authenticate(&key, || Err::<Credential, _>("expired"))
+            .authenticate(Some(&s.session_id), &key, || {
+                Err::<Credential, _>("expired")
+            })
             .await;
         assert!(matches!(refused, Err(Refused::Credential("expired"))));
+        Ok(())
+    }
+
+    /// The stale window serves cached sessions, whichever credential reaches them: a client
+    /// that refreshed just before the outage presents a token this replica has not seen.
+    #[tokio::test]
+    async fn degraded_mode_serves_a_cached_session_to_its_other_credential(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (store, cache) = setup()?; // stale window: 2 s
+        let s = session(600);
+        cache.insert(&s, None).await?;
+        let checks = AtomicUsize::new(0);
+        through(&cache, &key_of("before the refresh"), &s, &checks).await?;
+        store.fail.store(true, Ordering::SeqCst);
+        let sink = store.sink().ok_or("no sink")?;
+        sink.store_reachable(false);
+        through(&cache, &key_of("after the refresh"), &s, &checks).await?;
+        through(&cache, &key_of("after the refresh"), &s, &checks).await?;
+        assert_eq!(
+            checks.load(Ordering::SeqCst),
+            2,
+            "checked once, then remembered"
+        );
+        Ok(())
+    }
+
+    /// Entries loaded while the cache was not trusted are never served stale.
+    #[tokio::test]
+    async fn degraded_mode_serves_only_entries_loaded_while_trusted(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (store, cache) = setup()?;
+        let s = session(600);
+        cache.insert(&s, None).await?;
+        let checks = AtomicUsize::new(0);
+        let key = key_of("a token");
+        cache.state.overflowed();
+        through(&cache, &key, &s, &checks).await?;
+        cache.state.bypass_until_ms.store(0, Ordering::SeqCst);
+        store.fail.store(true, Ordering::SeqCst);
+        store.sink().ok_or("no sink")?.store_reachable(false);
+        assert!(matches!(
+            through(&cache, &key, &s, &checks).await,
+            Err(LookupError::Store(_))
+        ));
+        Ok(())
+    }
+
+    /// Before: the degraded branch served stale entries whatever happened to the event
+    /// subscription, so a revocation missed while deaf (the subscription dropped alone, the
+    /// store died later) was served for the whole stale window.
+    #[tokio::test]
+    async fn degraded_mode_serves_nothing_stale_after_a_deaf_spell(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (store, cache) = setup()?;
+        let s = session(600);
+        cache.insert(&s, None).await?;
+        lookup(&cache, &s.session_id).await?;
+        let sink = store.sink().ok_or("no sink")?;
+        sink.subscribed(false);
+        store.fail.store(true, Ordering::SeqCst);
+        sink.store_reachable(false);
+        // The subscription dropped well before the outage began (the store's first failure):
+        // events published between the two were missed.
+        cache.state.unsubscribed_at_ms.store(1, Ordering::SeqCst);
+        cache
+            .state
+            .down_since_ms
+            .store(1 + 10_000, Ordering::SeqCst);
+        assert!(cache.health().degraded_for.is_some());
+        assert!(!cache.state.dropped_with_outage());
+        assert!(matches!(
+            lookup(&cache, &s.session_id).await,
+            Err(LookupError::Store(_))
+        ));
+        // The same outage with the subscription dropped at its start: served.
+        cache
+            .state
+            .unsubscribed_at_ms
+            .store(1 + 9_000, Ordering::SeqCst);
+        assert!(lookup(&cache, &s.session_id).await.is_ok());
         Ok(())
     }
 
@@ -1119,7 +1410,7 @@ mod tests {
         cache
             .state
             .cache
-            .insert(key_of(&a.session_id), entry(&a))
+            .insert(a.session_id.clone(), entry(&a))
             .await;
         assert!(matches!(
             lookup(&cache, &a.session_id).await,
@@ -1145,7 +1436,7 @@ mod tests {
         cache
             .state
             .cache
-            .insert(key_of(&b.session_id), entry(&b))
+            .insert(b.session_id.clone(), entry(&b))
             .await;
         assert!(lookup(&cache, &b.session_id).await.is_err());
         Ok(())
@@ -1177,7 +1468,7 @@ mod tests {
         cache
             .state
             .cache
-            .insert(key_of(&s.session_id), entry(&s))
+            .insert(s.session_id.clone(), entry(&s))
             .await;
         assert!(lookup(&cache, &s.session_id).await.is_err());
         Ok(())
@@ -1280,7 +1571,10 @@ mod tests {
         let sink = store.sink().ok_or("no sink")?;
         sink.store_reachable(false);
         assert!(cache.health().degraded_for.is_some());
-        assert!(lookup(&cache, &s.session_id).await.is_ok(), "cached: served");
+        assert!(
+            lookup(&cache, &s.session_id).await.is_ok(),
+            "cached: served"
+        );
         assert!(matches!(
             lookup(&cache, &uncached.session_id).await,
             Err(LookupError::Store(_))

@@ -156,8 +156,6 @@ impl std::fmt::Debug for Sessions {
     }
 }
 
-/// How often a session's `last_seen_at` may be written.
-const SEEN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// Most `last_seen_at` writes in flight at once.
 const MAX_TOUCHING: usize = 1024;
 
@@ -390,34 +388,38 @@ impl Sessions {
     /// every request.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Authenticated>, GateError> {
         let check = || {
-            self.keys.verify(token).map(|claims| Credential {
-                session_id: claims.sid,
-                expires_at: claims.exp,
-            })
+            // Until the leeway is over, as the check itself would accept it.
+            self.keys
+                .verify_until(token)
+                .map(|(claims, refused_from)| Credential {
+                    session_id: claims.sid,
+                    expires_at: refused_from,
+                })
         };
+        let hint = crate::auth::claimed_session(token);
         let found = self
             .cache
-            .authenticate(&token_digest(token), check)
+            .authenticate(
+                hint.as_ref().map(|h| h.as_str()),
+                &token_digest(token),
+                check,
+            )
             .await
             .map_err(|e| match e {
                 Refused::Credential(e) => GateError::InvalidToken(e),
                 Refused::Session(e) => refusal(e),
             })?;
-        self.touch(&found, now_unix());
-        Ok(found)
+        if found.record_use {
+            self.touch(&found.session, now_unix());
+        }
+        Ok(found.session)
     }
 
-    /// Records that a session was used, at most once a minute per credential, in a task of
-    /// its own: the request never waits for it, and a failure only leaves `last_seen_at`
-    /// older.
+    /// Records that a session was used (the cache says when: at most once a minute per
+    /// entry), in a task of its own: the request never waits for it, and a failure only
+    /// leaves `last_seen_at` older.
     fn touch(&self, through: &Authenticated, now: i64) {
         use std::sync::atomic::Ordering;
-        // Per credential, not per session: a session with two live tokens (around a refresh)
-        // may write twice a minute; a per-session cache of who was seen cost ~250 bytes for
-        // every cached session to save that.
-        if !through.claim_use(now, SEEN_EVERY.as_secs() as i64) {
-            return;
-        }
         // Bounded: with the store slow, writes in flight would pile up; a skipped one only
         // leaves `last_seen_at` a minute older.
         let in_flight = self.touching.clone();
