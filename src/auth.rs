@@ -234,7 +234,8 @@ impl ClaimedSession {
 /// checked in full. `None` when the payload is not one the gateway would sign.
 pub fn claimed_session(token: &str) -> Option<ClaimedSession> {
     use base64::Engine as _;
-    const MAX_PAYLOAD: usize = 1024;
+    // Claims the gateway signs are a few hundred bytes; long ids still fit.
+    const MAX_PAYLOAD: usize = 3072;
     let payload = token.split('.').nth(1)?;
     if payload.len() > MAX_PAYLOAD * 4 / 3 {
         return None;
@@ -244,8 +245,9 @@ pub fn claimed_session(token: &str) -> Option<ClaimedSession> {
         .decode_slice(payload, &mut buf)
         .ok()?;
     let json = buf.get(..n)?;
-    // JSON escapes every quote inside a string, so this is the `sid` member's key (the
-    // first one, as aeson and serde would take it), whatever the other claims hold.
+    // JSON escapes every quote inside a string, so this is the `sid` member's key whatever
+    // the other claims hold (the gateway's claims have one; a payload with two fails the
+    // check, which refuses duplicate members).
     const KEY: &[u8] = b"\"sid\":\"";
     let at = memchr::memmem::find(json, KEY)? + KEY.len();
     let id = json.get(at..at + SESSION_ID_LEN)?;

@@ -444,7 +444,8 @@ impl Sessions {
         }
     }
 
-    /// The session `session_id` if it is live (not revoked, not expired), from the store.
+    /// The session `session_id` if it is live (not revoked, not expired), from the cache or
+    /// the store.
     pub async fn live(&self, session_id: &str) -> Result<Option<Arc<Session>>, GateError> {
         match self.cache.live(session_id).await {
             Ok(s) => Ok(Some(s)),
