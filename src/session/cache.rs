@@ -122,12 +122,13 @@ impl std::ops::Deref for Authenticated {
 }
 
 impl Authenticated {
-    fn new(session: Session, seen: Option<Seen>, trusted_in: u64) -> Self {
+    /// An entry for `session`, read from the store from `loaded_at` on.
+    fn new(session: Session, seen: Option<Seen>, trusted_in: u64, loaded_at: Instant) -> Self {
         let mut entry = Authenticated {
             session,
             seen: [Seen::NONE; SEEN_PER_SESSION],
             recorded_at: AtomicI64::new(i64::MIN),
-            loaded_at: Instant::now(),
+            loaded_at,
             trusted_in,
         };
         if let Some(seen) = seen {
@@ -149,12 +150,12 @@ impl Authenticated {
             .any(|s| s.until > now && bool::from(s.key.ct_eq(key)))
     }
 
-    /// The same session with `fresh` data (or its own, and its load time) and trust,
+    /// The same session with `fresh` data and its load time (or its own) and trust,
     /// remembering `also` too: it takes an empty or expired slot, else the one that expires
     /// first.
     fn remembering(
         &self,
-        fresh: Option<Session>,
+        fresh: Option<(Session, Instant)>,
         also: Option<Seen>,
         trusted_in: u64,
         now: i64,
@@ -168,12 +169,9 @@ impl Authenticated {
                 *slot = also;
             }
         }
-        let loaded_at = match fresh {
-            Some(_) => Instant::now(),
-            None => self.loaded_at,
-        };
+        let (session, loaded_at) = fresh.unwrap_or_else(|| (self.session.clone(), self.loaded_at));
         Authenticated {
-            session: fresh.unwrap_or_else(|| self.session.clone()),
+            session,
             seen,
             recorded_at: AtomicI64::new(self.recorded_at.load(Ordering::Relaxed)),
             loaded_at,
@@ -549,11 +547,19 @@ impl State {
                         None => Op::Nop,
                     });
                 }
+                // A request queued behind one whose load just failed: the outage is known,
+                // and each waiter loading in turn would wait out the store's timeout again.
+                if self.degraded_for().is_some() {
+                    return Err(LookupError::Store(StoreError::Unavailable(
+                        "the store is unreachable".into(),
+                    )));
+                }
                 let flush = self.flushes.load(Ordering::Acquire);
+                let started = Instant::now();
                 let session = self.load(session_id).await?;
                 Ok(Op::Put(Arc::new(match current {
-                    Some(e) => e.remembering(Some(session), also, flush, now),
-                    None => Authenticated::new(session, also, flush),
+                    Some(e) => e.remembering(Some((session, started)), also, flush, now),
+                    None => Authenticated::new(session, also, flush, started),
                 })))
             })
             .await;
@@ -581,6 +587,7 @@ impl State {
         also: Option<Seen>,
         now: i64,
     ) -> Result<(Arc<Authenticated>, bool), LookupError> {
+        let started = Instant::now();
         let session = match self.load(session_id).await {
             Ok(session) => session,
             Err(e) => {
@@ -591,8 +598,8 @@ impl State {
             }
         };
         let entry = Arc::new(match cached {
-            Some(e) => e.remembering(Some(session), also, UNTRUSTED, now),
-            None => Authenticated::new(session, also, UNTRUSTED),
+            Some(e) => e.remembering(Some((session, started)), also, UNTRUSTED, now),
+            None => Authenticated::new(session, also, UNTRUSTED, started),
         });
         let remember = also.is_some() || cached.is_none();
         if remember {
@@ -820,16 +827,24 @@ impl SessionCache {
                     st.lookups.miss.inc();
                     let flush = st.flushes.load(Ordering::Acquire);
                     let load = async {
+                        let started = Instant::now();
                         let session = st.load(session_id).await?;
-                        Ok::<_, LookupError>(Arc::new(Authenticated::new(session, also, flush)))
+                        let e = Authenticated::new(session, also, flush, started);
+                        Ok::<_, LookupError>(Arc::new(e))
                     };
                     let e = st
                         .cache
                         .try_get_with_by_ref(session_id, load)
                         .await
                         .map_err(|e| (*e).clone())?;
-                    // Possibly loaded by a concurrent request through another credential.
-                    (e, true, also)
+                    // Not necessarily this request's load: one it joined, begun before a
+                    // flush, or an entry a racing load put there first. Each answers only if
+                    // trusted, like a hit.
+                    if st.trusts(&e) {
+                        (e, true, also)
+                    } else {
+                        (st.trust(session_id, also, now).await?, true, None)
+                    }
                 }
             }
         };
@@ -1032,6 +1047,8 @@ mod tests {
     struct CountingStore {
         inner: MemoryStore,
         gets: AtomicUsize,
+        /// How long a `get` takes (milliseconds).
+        delay_ms: AtomicU64,
         fail: std::sync::atomic::AtomicBool,
         sink: std::sync::Mutex<Option<Arc<dyn EventSink>>>,
     }
@@ -1061,7 +1078,7 @@ mod tests {
         async fn get(&self, id: &str) -> Result<Option<Session>, StoreError> {
             self.gets.fetch_add(1, Ordering::SeqCst);
             // Make the miss slow enough that concurrent callers pile up on it.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(self.delay_ms.load(Ordering::SeqCst))).await;
             if self.fail.load(Ordering::SeqCst) {
                 return Err(StoreError::Unavailable("down".into()));
             }
@@ -1132,7 +1149,12 @@ mod tests {
             until: now_unix() + 3600,
         };
         let flush = cache.state.flushes.load(Ordering::SeqCst);
-        Arc::new(Authenticated::new(s.clone(), Some(seen), flush))
+        Arc::new(Authenticated::new(
+            s.clone(),
+            Some(seen),
+            flush,
+            Instant::now(),
+        ))
     }
 
     fn session(ttl: i64) -> Session {
@@ -1158,6 +1180,7 @@ mod tests {
         let store = Arc::new(CountingStore {
             inner: MemoryStore::new(),
             gets: AtomicUsize::new(0),
+            delay_ms: AtomicU64::new(50),
             fail: Default::default(),
             sink: Default::default(),
         });
@@ -1310,7 +1333,12 @@ mod tests {
             until: now_unix(),
         };
         let flush = cache.state.flushes.load(Ordering::SeqCst);
-        let expired = Arc::new(Authenticated::new(s.clone(), Some(seen), flush));
+        let expired = Arc::new(Authenticated::new(
+            s.clone(),
+            Some(seen),
+            flush,
+            Instant::now(),
+        ));
         cache
             .state
             .cache
@@ -1491,17 +1519,18 @@ mod tests {
         let expiry = EntryExpiry {
             max: Duration::from_secs(60),
         };
-        let mut e = Authenticated::new(session(600), None, 0);
-        e.loaded_at = Instant::now()
+        let long_ago = Instant::now()
             .checked_sub(Duration::from_secs(50))
             .unwrap_or_else(Instant::now);
+        let e = Authenticated::new(session(600), None, 0, long_ago);
         let rewritten = Arc::new(e.remembering(None, None, 0, now_unix()));
         let left = expiry.expire_after_create(&String::new(), &rewritten, Instant::now());
         assert!(
             left.is_some_and(|d| d <= Duration::from_secs(10)),
             "{left:?}"
         );
-        let reloaded = Arc::new(e.remembering(Some(session(600)), None, 0, now_unix()));
+        let reloaded =
+            Arc::new(e.remembering(Some((session(600), Instant::now())), None, 0, now_unix()));
         let left = expiry.expire_after_create(&String::new(), &reloaded, Instant::now());
         assert!(
             left.is_some_and(|d| d > Duration::from_secs(50)),
@@ -1527,6 +1556,72 @@ mod tests {
         assert_eq!(store.gets.load(Ordering::SeqCst), gets + 1);
         lookup(&cache, &s.session_id).await?;
         assert_eq!(store.gets.load(Ordering::SeqCst), gets + 1, "then trusted");
+        Ok(())
+    }
+
+    /// A miss that joins a load begun before a flush gets that load's copy; it must load
+    /// again rather than answer with it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_miss_joining_a_load_from_before_a_flush_loads_again(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (store, cache) = setup()?;
+        let cache = Arc::new(cache);
+        let s = session(600);
+        cache.insert(&s, None).await?;
+        let sink = store.sink().ok_or("no sink")?;
+        let first = {
+            let (cache, id) = (cache.clone(), s.session_id.clone());
+            tokio::spawn(async move { lookup(&cache, &id).await.map(|_| ()) })
+        };
+        // The first load is under way (the store answers after 50 ms): events are missed
+        // and the cache flushed meanwhile.
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        sink.subscribed(false);
+        sink.subscribed(true);
+        lookup(&cache, &s.session_id).await?;
+        first.await?.map_err(|e| e.to_string())?;
+        assert_eq!(
+            store.gets.load(Ordering::SeqCst),
+            2,
+            "loaded again after the flush"
+        );
+        Ok(())
+    }
+
+    /// Requests queued on an entry to trust again do not each wait out a store that has
+    /// just failed the first of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_queued_behind_a_failed_load_fail_at_once(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (store, cache) = setup()?;
+        let cache = Arc::new(cache);
+        let s = session(600);
+        cache.insert(&s, None).await?;
+        let key = key_of(&s.session_id);
+        let seen = Seen {
+            key,
+            until: now_unix() + 3600,
+        };
+        let untrusted = Authenticated::new(s.clone(), Some(seen), UNTRUSTED, Instant::now());
+        cache
+            .state
+            .cache
+            .insert(s.session_id.clone(), Arc::new(untrusted))
+            .await;
+        store.fail.store(true, Ordering::SeqCst);
+        // Long enough for all five to queue before the first fails.
+        store.delay_ms.store(1000, Ordering::SeqCst);
+        let mut tasks = Vec::new();
+        for _ in 0..5 {
+            let (cache, id) = (cache.clone(), s.session_id.clone());
+            tasks.push(tokio::spawn(async move {
+                matches!(lookup(&cache, &id).await, Err(LookupError::Store(_)))
+            }));
+        }
+        for t in tasks {
+            assert!(t.await?);
+        }
+        assert_eq!(store.gets.load(Ordering::SeqCst), 1);
         Ok(())
     }
 

@@ -383,9 +383,9 @@ impl Sessions {
     }
 
     /// Verifies an access token and returns its live session. Signature checks dominate
-    /// the hot path, so the cache remembers a token that checked out (by its digest, never
-    /// past its `exp` or the cache TTL); its session is still checked against revocations on
-    /// every request.
+    /// the hot path, so the cache remembers a token that checked out (by its digest, in its
+    /// session's entry, never past the token's `exp`); its session is still checked against
+    /// revocations on every request.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Authenticated>, GateError> {
         let check = || {
             // Until the leeway is over, as the check itself would accept it.
