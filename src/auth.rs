@@ -67,14 +67,15 @@ impl TokenError {
 /// The claims of a sessiongate access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
+    /// Session id: the token is only good while this session exists. First, so that it is
+    /// the payload's first member, which [`claimed_session`] reads at a fixed place.
+    pub sid: String,
     /// Issuer.
     pub iss: String,
     /// Audience.
     pub aud: String,
     /// User id.
     pub sub: String,
-    /// Session id: the token is only good while this session exists.
-    pub sid: String,
     /// Business id.
     pub bid: String,
     /// Host id.
@@ -234,9 +235,22 @@ impl ClaimedSession {
 /// checked in full. `None` when the payload is not one the gateway would sign.
 pub fn claimed_session(token: &str) -> Option<ClaimedSession> {
     use base64::Engine as _;
-    // Claims the gateway signs are a few hundred bytes; long ids still fit.
-    const MAX_PAYLOAD: usize = 3072;
+    const KEY: &[u8] = b"\"sid\":\"";
     let payload = token.split('.').nth(1)?;
+    // Tokens the gateway signs open with `{"sid":"<43 characters>"`: 72 base64 characters
+    // (54 bytes) hold it, and this is read on every request.
+    let mut head = [0u8; 54];
+    let opening = payload.get(..72).and_then(|p| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode_slice(p, &mut head)
+            .ok()
+    });
+    if opening == Some(head.len()) && head.first() == Some(&b'{') && head.get(1..8) == Some(KEY) {
+        return session_at(&head, 8);
+    }
+    // Tokens signed before `sid` came first: the whole payload. Claims the gateway signs are
+    // a few hundred bytes; long ids still fit.
+    const MAX_PAYLOAD: usize = 3072;
     if payload.len() > MAX_PAYLOAD * 4 / 3 {
         return None;
     }
@@ -248,8 +262,12 @@ pub fn claimed_session(token: &str) -> Option<ClaimedSession> {
     // JSON escapes every quote inside a string, so this is the `sid` member's key whatever
     // the other claims hold (the gateway's claims have one; a payload with two fails the
     // check, which refuses duplicate members).
-    const KEY: &[u8] = b"\"sid\":\"";
     let at = memchr::memmem::find(json, KEY)? + KEY.len();
+    session_at(json, at)
+}
+
+/// The session id at `at` in a claims payload, if one is there, closed by a quote.
+fn session_at(json: &[u8], at: usize) -> Option<ClaimedSession> {
     let id = json.get(at..at + SESSION_ID_LEN)?;
     if json.get(at + SESSION_ID_LEN) != Some(&b'"')
         || !id
@@ -381,10 +399,18 @@ mod tests {
         let t = k.sign(&c)?;
         assert_eq!(
             claimed_session(&t).map(|h| h.as_str().to_string()),
+            Some(sid.clone())
+        );
+        // Signed before `sid` came first: found further in, past a claim that spells one.
+        let header = t.split('.').next().unwrap_or_default();
+        let sub = serde_json::to_string(&c.sub)?;
+        let older = format!(r#"{{"iss":"sessiongate","sub":{sub},"sid":"{sid}"}}"#);
+        let older = format!("{header}.{}.sig", b64(older.as_bytes()));
+        assert_eq!(
+            claimed_session(&older).map(|h| h.as_str().to_string()),
             Some(sid)
         );
         // Not a payload the gateway signs: no hint (the token is then checked in full).
-        let header = t.split('.').next().unwrap_or_default();
         for payload in [
             b64(b"{\"sid\": \"x\"}"),
             b64(format!("{{\"sid\":\"{other}x\"}}").as_bytes()),
