@@ -3,6 +3,7 @@
 
     python3 benches/cache_memory.py                     # Redis store, 100,000 sessions
     python3 benches/cache_memory.py --store memory --sessions 50000
+    SESSIONGATE_BIN=/path/to/other/sessiongate python3 benches/cache_memory.py   # another build
 
 Starts its own redis-server (free port) for the Redis store, the release gateway
 (`cargo build --release` first) with the cache sized and timed to hold every session for the
@@ -12,7 +13,7 @@ asyncio upstream that answers 200. Then:
 1. creates N sessions through the admin API (they live in the store; with the memory store
    that is the gateway's own heap) and reads the gateway's RSS;
 2. sends one authenticated request per session, so that each token is verified once and
-   its session loaded into the hot cache (the verified-token cache and the session cache),
+   its session loaded into the hot cache (one entry per session, remembering the token),
    and reads the RSS again.
 
 (2) - (1), divided by N, is what one cached session costs the gateway. Prints both RSS
@@ -87,7 +88,7 @@ def main():
     ap.add_argument("--sessions", type=int, default=100_000)
     ap.add_argument("--threads", type=int, default=4)
     args = ap.parse_args()
-    binary = os.path.join(ROOT, "target", "release", "sessiongate")
+    binary = os.environ.get("SESSIONGATE_BIN") or os.path.join(ROOT, "target", "release", "sessiongate")
     if not os.access(binary, os.X_OK):
         sys.exit("build first: cargo build --release")
     work = tempfile.mkdtemp()
