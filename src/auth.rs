@@ -5,6 +5,7 @@
 //! `Validation` is built from config, never from the token header.
 
 use crate::config::TokenConfig;
+use crate::session::model::{is_valid_session_id, SESSION_ID_LEN};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -219,8 +220,6 @@ impl KeySet {
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimedSession([u8; SESSION_ID_LEN]);
 
-const SESSION_ID_LEN: usize = 43;
-
 impl ClaimedSession {
     /// The id (43 URL-safe characters).
     pub fn as_str(&self) -> &str {
@@ -236,17 +235,21 @@ impl ClaimedSession {
 pub fn claimed_session(token: &str) -> Option<ClaimedSession> {
     use base64::Engine as _;
     const KEY: &[u8] = b"\"sid\":\"";
+    // Tokens the gateway signs open with `{"sid":"<id>"`, and this is read on every request:
+    // only the base64 groups that hold it are decoded (72 characters, 54 bytes).
+    const OPENING: usize = (1 + KEY.len() + SESSION_ID_LEN + 1).div_ceil(3) * 3;
     let payload = token.split('.').nth(1)?;
-    // Tokens the gateway signs open with `{"sid":"<43 characters>"`: 72 base64 characters
-    // (54 bytes) hold it, and this is read on every request.
-    let mut head = [0u8; 54];
-    let opening = payload.get(..72).and_then(|p| {
+    let mut head = [0u8; OPENING];
+    let opening = payload.get(..OPENING / 3 * 4).and_then(|p| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode_slice(p, &mut head)
             .ok()
     });
-    if opening == Some(head.len()) && head.first() == Some(&b'{') && head.get(1..8) == Some(KEY) {
-        return session_at(&head, 8);
+    if opening == Some(OPENING)
+        && head.first() == Some(&b'{')
+        && head.get(1..=KEY.len()) == Some(KEY)
+    {
+        return session_at(&head, 1 + KEY.len());
     }
     // Tokens signed before `sid` came first: the whole payload. Claims the gateway signs are
     // a few hundred bytes; long ids still fit.
@@ -269,11 +272,8 @@ pub fn claimed_session(token: &str) -> Option<ClaimedSession> {
 /// The session id at `at` in a claims payload, if one is there, closed by a quote.
 fn session_at(json: &[u8], at: usize) -> Option<ClaimedSession> {
     let id = json.get(at..at + SESSION_ID_LEN)?;
-    if json.get(at + SESSION_ID_LEN) != Some(&b'"')
-        || !id
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-    {
+    let valid = std::str::from_utf8(id).is_ok_and(is_valid_session_id);
+    if !valid || json.get(at + SESSION_ID_LEN) != Some(&b'"') {
         return None;
     }
     let mut out = [0u8; SESSION_ID_LEN];

@@ -149,11 +149,14 @@ pub fn new_session_id() -> String {
 /// Whether a string could be a session id we issued; anything else is refused before it
 /// reaches the store (and never becomes part of a Redis key).
 pub fn is_valid_session_id(id: &str) -> bool {
-    id.len() == 43
+    id.len() == SESSION_ID_LEN
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
+
+/// Characters in a session id (256 random bits, URL-safe base64).
+pub const SESSION_ID_LEN: usize = 43;
 
 /// 256 random bits as 43 URL-safe characters: refresh tokens and other opaque secrets.
 pub fn random_token() -> String {
