@@ -4,7 +4,8 @@
 //! unchecked as a cache hint, is a well-formed session id or nothing.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sessiongate::auth::{bearer_token, claimed_session, KeySet};
+use sessiongate::auth::{bearer_token, KeySet};
+use sessiongate::session::claimed_session;
 use sessiongate::config::Config;
 use std::collections::HashMap;
 use std::sync::OnceLock;

@@ -17,6 +17,7 @@ use cache::{Credential, LookupError, Refused, SessionCache};
 use directory::Directory;
 use model::{
     is_valid_session_id, new_session_id, now_unix, random_token, sha256_hex, NewSession, Session,
+    SESSION_ID_LEN,
 };
 use std::sync::Arc;
 use store::{RecordStore, Rotation, StoreError, UserIndex};
@@ -130,6 +131,71 @@ fn refusal(e: LookupError) -> GateError {
         LookupError::Expired => GateError::SessionExpired,
         LookupError::Store(_) => GateError::StoreUnavailable,
     }
+}
+
+/// A session id as a token claims it, read without checking the token.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimedSession([u8; SESSION_ID_LEN]);
+
+impl ClaimedSession {
+    /// The id (43 URL-safe characters).
+    pub fn as_str(&self) -> &str {
+        // Built only from bytes checked to be ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// The session a token claims, read from its payload without checking anything: only a hint
+/// for finding the session's cache entry, which says whether this very token was checked
+/// before (by its digest). A wrong or forged hint finds no such entry and the token is
+/// checked in full. `None` when the payload is not one the gateway would sign.
+pub fn claimed_session(token: &str) -> Option<ClaimedSession> {
+    use base64::Engine as _;
+    const KEY: &[u8] = b"\"sid\":\"";
+    // Tokens the gateway signs open with `{"sid":"<id>"`, and this is read on every request:
+    // only the base64 groups that hold it are decoded (72 characters, 54 bytes).
+    const OPENING: usize = (1 + KEY.len() + SESSION_ID_LEN + 1).div_ceil(3) * 3;
+    let payload = token.split('.').nth(1)?;
+    let mut head = [0u8; OPENING];
+    let opening = payload.get(..OPENING / 3 * 4).and_then(|p| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode_slice(p, &mut head)
+            .ok()
+    });
+    if opening == Some(OPENING)
+        && head.first() == Some(&b'{')
+        && head.get(1..=KEY.len()) == Some(KEY)
+    {
+        return session_at(&head, 1 + KEY.len());
+    }
+    // Tokens signed before `sid` came first: the whole payload. Claims the gateway signs are
+    // a few hundred bytes; long ids still fit.
+    const MAX_PAYLOAD: usize = 3072;
+    if payload.len() > MAX_PAYLOAD * 4 / 3 {
+        return None;
+    }
+    let mut buf = [0u8; MAX_PAYLOAD];
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode_slice(payload, &mut buf)
+        .ok()?;
+    let json = buf.get(..n)?;
+    // JSON escapes every quote inside a string, so this is the `sid` member's key whatever
+    // the other claims hold (the gateway's claims have one; a payload with two fails the
+    // check, which refuses duplicate members).
+    let at = memchr::memmem::find(json, KEY)? + KEY.len();
+    session_at(json, at)
+}
+
+/// The session id at `at` in a claims payload, if one is there, closed by a quote.
+fn session_at(json: &[u8], at: usize) -> Option<ClaimedSession> {
+    let id = json.get(at..at + SESSION_ID_LEN)?;
+    let valid = std::str::from_utf8(id).is_ok_and(is_valid_session_id);
+    if !valid || json.get(at + SESSION_ID_LEN) != Some(&b'"') {
+        return None;
+    }
+    let mut out = [0u8; SESSION_ID_LEN];
+    out.copy_from_slice(id);
+    Some(ClaimedSession(out))
 }
 
 /// Creates, looks up and revokes sessions; knows nothing of HTTP dialects.
@@ -396,7 +462,7 @@ impl Sessions {
                     expires_at: refused_from,
                 })
         };
-        let hint = crate::auth::claimed_session(token);
+        let hint = claimed_session(token);
         let found = self
             .cache
             .authenticate(
@@ -543,6 +609,61 @@ mod tests {
     fn app_from(text: &str) -> Result<Arc<crate::App>, Box<dyn std::error::Error>> {
         let env: HashMap<String, String> = HashMap::new();
         Ok(crate::build_app(Config::from_toml(text, &env)?)?)
+    }
+
+    fn b64url(v: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
+    }
+
+    #[test]
+    fn the_claimed_session_is_read_from_the_payload_and_only_as_signed(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let app = app()?;
+        let k = app.sessions.keys();
+        let sid = new_session_id();
+        // Another claim that spells a `sid` member inside its value.
+        let other = new_session_id();
+        let now = now_unix();
+        let mut c = Claims {
+            sid: sid.clone(),
+            iss: "sessiongate".into(),
+            aud: "sessiongate".into(),
+            sub: String::new(),
+            bid: "b".into(),
+            hid: "h".into(),
+            role: "user".into(),
+            iat: now,
+            nbf: now,
+            exp: now + 60,
+        };
+        c.sub = format!("\",\"sid\":\"{other}\"");
+        let t = k.sign(&c)?;
+        assert_eq!(
+            claimed_session(&t).map(|h| h.as_str().to_string()),
+            Some(sid.clone())
+        );
+        // Signed before `sid` came first: found further in, past a claim that spells one.
+        let header = t.split('.').next().unwrap_or_default();
+        let sub = serde_json::to_string(&c.sub)?;
+        let older = format!(r#"{{"iss":"sessiongate","sub":{sub},"sid":"{sid}"}}"#);
+        let older = format!("{header}.{}.sig", b64url(older.as_bytes()));
+        assert_eq!(
+            claimed_session(&older).map(|h| h.as_str().to_string()),
+            Some(sid)
+        );
+        // Not a payload the gateway signs: no hint (the token is then checked in full).
+        for payload in [
+            b64url(b"{\"sid\": \"x\"}"),
+            b64url(format!("{{\"sid\":\"{other}x\"}}").as_bytes()),
+            b64url(b"{\"sid\":\"short\"}"),
+            "!!not base64!!".to_string(),
+            "A".repeat(5000),
+        ] {
+            assert!(claimed_session(&format!("{header}.{payload}.sig")).is_none());
+        }
+        assert!(claimed_session("no dots").is_none());
+        Ok(())
     }
 
     fn app() -> Result<Arc<crate::App>, Box<dyn std::error::Error>> {
