@@ -458,6 +458,12 @@ impl State {
     }
 
     /// Whether the cache is bypassed after an overflow of tombstones or floors.
+    /// Whether the cache may answer without the store: reachable, hearing revocations, and
+    /// not bypassed after missing too many of them.
+    fn cache_trusted(&self) -> bool {
+        self.degraded_for().is_none() && self.subscribed.load(Ordering::Acquire) && !self.bypassed()
+    }
+
     fn bypassed(&self) -> bool {
         self.bypass_until_ms.load(Ordering::Acquire) > self.now_ms()
     }
@@ -568,13 +574,18 @@ impl State {
                 CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e),
             ) => Ok(e.into_value()),
             Ok(CompResult::StillNone(_) | CompResult::Removed(_)) => Err(LookupError::NotFound),
-            Err(e) => {
-                if !matches!(e, LookupError::Store(_)) {
-                    self.cache.invalidate(session_id).await;
-                }
-                Err(e)
-            }
+            Err(e) => Err(self.failed_load(session_id, e).await),
         }
+    }
+
+    /// A failed load's error, after dropping the entry unless the store failed: a session
+    /// gone or expired in the store is gone here too, but an outage keeps what the stale
+    /// window may still serve.
+    async fn failed_load(&self, session_id: &str, e: LookupError) -> LookupError {
+        if !matches!(e, LookupError::Store(_)) {
+            self.cache.invalidate(session_id).await;
+        }
+        e
     }
 
     /// The session from the store while the cache is not trusted. The entry it makes is
@@ -590,12 +601,7 @@ impl State {
         let started = Instant::now();
         let session = match self.load(session_id).await {
             Ok(session) => session,
-            Err(e) => {
-                if !matches!(e, LookupError::Store(_)) {
-                    self.cache.invalidate(session_id).await;
-                }
-                return Err(e);
-            }
+            Err(e) => return Err(self.failed_load(session_id, e).await),
         };
         let entry = Arc::new(match cached {
             Some(e) => e.remembering(Some((session, started)), also, UNTRUSTED, now),
@@ -788,7 +794,7 @@ impl SessionCache {
                     (e, in_cache, None)
                 }
             }
-        } else if !st.subscribed.load(Ordering::Acquire) || st.bypassed() {
+        } else if !st.cache_trusted() {
             st.lookups.bypass.inc();
             match st.reload(session_id, cached.as_ref(), also, now).await {
                 // When the store dies, the event subscription drops first, so the first
@@ -879,9 +885,7 @@ impl SessionCache {
         if st.revoked.contains_key(session_id) {
             return Err(LookupError::NotFound);
         }
-        let trusted =
-            st.degraded_for().is_none() && st.subscribed.load(Ordering::Acquire) && !st.bypassed();
-        let cached = match trusted {
+        let cached = match st.cache_trusted() {
             true => st.cache.get(session_id).await.filter(|e| st.trusts(e)),
             false => None,
         };
@@ -1119,26 +1123,38 @@ mod tests {
         sha2::Sha256::digest(session_id.as_bytes()).into()
     }
 
-    /// A lookup as `Sessions::authenticate` makes one, through a credential (valid for an
-    /// hour) that names the session.
+    /// A credential presented to `cache` as `Sessions::authenticate` presents one: `hint` is
+    /// the sid its payload claims, `key` its digest; checking it (counted in `checks`) says
+    /// it names `names` for an hour.
+    async fn present(
+        cache: &SessionCache,
+        hint: &str,
+        key: &CredentialKey,
+        names: &str,
+        checks: &AtomicUsize,
+    ) -> Result<Found, LookupError> {
+        let check = || {
+            checks.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::convert::Infallible>(Credential {
+                session_id: names.to_string(),
+                expires_at: now_unix() + 3600,
+            })
+        };
+        match cache.authenticate(Some(hint), key, check).await {
+            Ok(found) => Ok(found),
+            Err(Refused::Session(e)) => Err(e),
+            Err(Refused::Credential(never)) => match never {},
+        }
+    }
+
+    /// A lookup through the one credential [`entry`] remembers for the session.
     async fn lookup(
         cache: &SessionCache,
         session_id: &str,
     ) -> Result<Arc<Authenticated>, LookupError> {
-        let credential = || {
-            Ok::<_, std::convert::Infallible>(Credential {
-                session_id: session_id.to_string(),
-                expires_at: now_unix() + 3600,
-            })
-        };
-        match cache
-            .authenticate(Some(session_id), &key_of(session_id), credential)
-            .await
-        {
-            Ok(found) => Ok(found.session),
-            Err(Refused::Session(e)) => Err(e),
-            Err(Refused::Credential(never)) => match never {},
-        }
+        let key = key_of(session_id);
+        let found = present(cache, session_id, &key, session_id, &AtomicUsize::new(0)).await?;
+        Ok(found.session)
     }
 
     /// A trusted entry for `s` that knows the credential [`lookup`] presents, as a lookup
@@ -1227,25 +1243,15 @@ mod tests {
         Ok(())
     }
 
-    /// A lookup through a credential with its own check, counting the checks.
+    /// A lookup through the credential `key` naming `s`, its check counted in `checks`.
     async fn through(
         cache: &SessionCache,
         key: &CredentialKey,
         s: &Session,
         checks: &AtomicUsize,
     ) -> Result<Arc<Authenticated>, LookupError> {
-        let check = || {
-            checks.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, std::convert::Infallible>(Credential {
-                session_id: s.session_id.clone(),
-                expires_at: now_unix() + 3600,
-            })
-        };
-        match cache.authenticate(Some(&s.session_id), key, check).await {
-            Ok(found) => Ok(found.session),
-            Err(Refused::Session(e)) => Err(e),
-            Err(Refused::Credential(never)) => match never {},
-        }
+        let id = &s.session_id;
+        Ok(present(cache, id, key, id, checks).await?.session)
     }
 
     #[tokio::test]
@@ -1433,27 +1439,6 @@ mod tests {
         Ok(())
     }
 
-    /// A credential checked, through `cache`, with the hint `hint` (the sid its payload
-    /// claims), naming `names`.
-    async fn hinted(
-        cache: &SessionCache,
-        hint: &str,
-        key: &CredentialKey,
-        names: &Session,
-    ) -> Result<Found, LookupError> {
-        let check = || {
-            Ok::<_, std::convert::Infallible>(Credential {
-                session_id: names.session_id.clone(),
-                expires_at: now_unix() + 3600,
-            })
-        };
-        match cache.authenticate(Some(hint), key, check).await {
-            Ok(found) => Ok(found),
-            Err(Refused::Session(e)) => Err(e),
-            Err(Refused::Credential(never)) => match never {},
-        }
-    }
-
     #[tokio::test]
     async fn the_session_is_the_checked_credentials_never_the_hints(
     ) -> Result<(), Box<dyn std::error::Error>> {
@@ -1465,7 +1450,14 @@ mod tests {
             lookup(&cache, &s.session_id).await?;
         }
         // A's token whose payload claims B's session (a hint is read unchecked).
-        let found = hinted(&cache, &b.session_id, &key_of("a token of a"), &a).await?;
+        let found = present(
+            &cache,
+            &b.session_id,
+            &key_of("a token of a"),
+            &a.session_id,
+            &AtomicUsize::new(0),
+        )
+        .await?;
         assert_eq!(found.session.session_id, a.session_id);
         assert_eq!(found.session.user_id, "u");
         Ok(())
@@ -1505,7 +1497,14 @@ mod tests {
         let mut recorded = 0;
         for round in 0..4 {
             for key in &keys {
-                let found = hinted(&cache, &s.session_id, key, &s).await?;
+                let found = present(
+                    &cache,
+                    &s.session_id,
+                    key,
+                    &s.session_id,
+                    &AtomicUsize::new(0),
+                )
+                .await?;
                 recorded += usize::from(found.record_use);
                 assert!(round > 0 || recorded == 1);
             }
