@@ -4,6 +4,8 @@ gateway and left waiting for `connection_init` (no upstream connection is made f
 
     python3 benches/pending_ws.py            # 400 sockets (the default per-address cap is 512)
     python3 benches/pending_ws.py --sockets 200
+    SESSIONGATE_BIN=/tmp/old/sessiongate python3 benches/pending_ws.py   # another build
+    python3 benches/pending_ws.py --config my.toml                        # another config
 
 Starts the release gateway (`cargo build --release` first) on the shipped config with one
 worker thread, opens 50 sockets to warm up, reads its RSS, opens N more and reads it again;
@@ -27,13 +29,14 @@ HANDSHAKE = (b"GET /v1/graphql HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sockets", type=int, default=400)
+    ap.add_argument("--config", default=os.path.join(ROOT, "config/sessiongate.toml"))
     args = ap.parse_args()
     proxy, admin, upstream = free_port(), free_port(), free_port()
     env = dict(os.environ, SESSIONGATE_LISTEN=f"127.0.0.1:{proxy}",
                SESSIONGATE_ADMIN_LISTEN=f"127.0.0.1:{admin}",
                SESSIONGATE_UPSTREAM=f"http://127.0.0.1:{upstream}", SESSIONGATE_THREADS="1")
-    gw = subprocess.Popen([os.path.join(ROOT, "target/release/sessiongate"), "serve",
-                           "--config", os.path.join(ROOT, "config/sessiongate.toml")],
+    binary = os.environ.get("SESSIONGATE_BIN", os.path.join(ROOT, "target/release/sessiongate"))
+    gw = subprocess.Popen([binary, "serve", "--config", args.config],
                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def rss():

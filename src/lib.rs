@@ -69,7 +69,7 @@ pub struct App {
     /// The part of `ws_budget` sockets not yet authenticated may take (a quarter).
     pub ws_pending_budget: ws::bounds::Budget,
     /// WebSockets open per session.
-    pub ws_sessions: ws::bounds::PerSession,
+    pub ws_sessions: Arc<ws::bounds::PerSession>,
     /// HTTP/2 requests in flight, in total and per client address.
     pub streams: Arc<conn::Slots>,
 }

@@ -9,7 +9,7 @@ const DEFAULT_CONFIG: &str = "config/sessiongate.toml";
 
 /// jemalloc, not the system allocator: under glibc's malloc every idle keep-alive connection
 /// kept ~80 KiB resident and a connection spike's memory never came back; under jemalloc
-/// (with the 16 KiB `connections.read_buffer_bytes`) ~37 KiB, returned to the OS within
+/// (then with a 16 KiB `connections.read_buffer_bytes`) ~37 KiB, returned to the OS within
 /// seconds of the connections closing (`benches/idle_conns.py`, docs/benchmarks.md).
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]

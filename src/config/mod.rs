@@ -533,7 +533,7 @@ pub(crate) mod tests {
         assert_eq!(cfg.connections, ConnectionsConfig::default());
         let text = format!(
             "{BASE}\n[connections]\nmax_connections = 0\nidle_timeout_ms = 1500\n\
-             read_buffer_bytes = 0\n"
+             read_buffer_bytes = 4096\n"
         );
         let cfg = Config::from_toml(&text, &no_env())?;
         assert_eq!(
@@ -542,7 +542,7 @@ pub(crate) mod tests {
                 cfg.connections.idle_timeout,
                 cfg.connections.read_buffer
             ),
-            (0, Duration::from_millis(1500), 0)
+            (0, Duration::from_millis(1500), 4096)
         );
         let bad = format!(
             "{BASE}\n[connections]\nheader_read_timeout_ms = 0\nread_buffer_bytes = 1048577\n"

@@ -16,9 +16,46 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::{GetSocketDigest, Shutdown, Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
+use std::any::Any;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
+
+/// A connection a request takes over once Pingora is done with it: one switched to another
+/// protocol (a WebSocket). It leaves Pingora's request future (tens of KiB, alive as long as
+/// its request) and lives on in the listener's own small one, still inside its connection
+/// slot and under [`Timed`]'s write deadline.
+pub trait Takeover: Send + Sync {
+    /// Serves the connection to its end. `stream` is the client's, its request head read,
+    /// nothing written to it yet.
+    fn run(self: Box<Self>, stream: Stream) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// A [`Takeover`] on its way from the request flow (Pingora's
+/// `ProxyHttp::persist_connection_context`) back to the listener, with the kept-alive
+/// connection (Pingora hands a connection back only if it may be reused: nothing written
+/// to it, nothing read past the request).
+pub struct Handover(Box<dyn Takeover>);
+
+impl Handover {
+    /// Wraps `t`.
+    pub fn new(t: impl Takeover + 'static) -> Self {
+        Handover(Box::new(t))
+    }
+
+    /// As Pingora carries a connection's context.
+    pub fn into_context(self) -> Box<dyn Any + Send + Sync> {
+        Box::new(self)
+    }
+}
+
+impl std::fmt::Debug for Handover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handover")
+    }
+}
 
 /// A TLS record (TLS 1.2 framing, which TLS 1.3 clients accept before the ServerHello)
 /// holding a fatal `internal_error` alert: what a refused TLS connection gets.
@@ -164,16 +201,36 @@ fn peer_ip(stream: &Stream) -> IpAddr {
 
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Listener<A> {
+    /// The connection is served in a task of its own: the one Pingora spawned for it holds
+    /// its TLS handshake's state inline (8.8 KiB, pingora-core 0.9.1 `services/listening.rs`,
+    /// `run_endpoint`) for the connection's whole life, whether or not it has TLS; it ends
+    /// here. A connection waiting in [`Listener::serve`] costs a ~1.3 KiB future instead.
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        tokio::spawn(self.clone().serve(stream, shutdown.clone()));
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> Listener<A> {
+    /// Serves one connection to its end: admission, TLS, then its requests one by one (or
+    /// a [`Takeover`]).
+    async fn serve(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
+        let shutdown = &shutdown;
         let _slot = match self.slots.admit(peer_ip(&stream)) {
             Ok(slot) => slot,
+            // Boxed, like the handshake below: both are rare or brief, and inline they would
+            // size every connection's future for its whole life (8 KiB instead of ~1.3).
             Err(why) => {
-                self.refuse(stream, why).await;
-                return None;
+                Box::pin(self.refuse(stream, why)).await;
+                return;
             }
         };
         let _gauge = self
@@ -181,7 +238,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Listener<A> {
             .then(|| OpenGauge::new(&self.metrics.connections_open));
         let opened = tokio::time::Instant::now();
         let stream = match &self.tls {
-            Some((acceptor, due)) => self.handshake(acceptor, *due, stream).await?,
+            Some((acceptor, due)) => match Box::pin(self.handshake(acceptor, *due, stream)).await {
+                Some(stream) => stream,
+                None => return,
+            },
             None => stream,
         };
         // The head deadline runs from the accept, the handshake's time included.
@@ -201,9 +261,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Listener<A> {
                 _ = stopping.changed() => false,
             };
             if !prefaced || *shutdown.borrow() {
-                return None;
+                return;
             }
-            return ServerApp::process_new(&self.proxy, timed, shutdown).await;
+            // HTTP/2 hands nothing back: the h2 server serves the connection to its end.
+            let _ = ServerApp::process_new(&self.proxy, timed, shutdown).await;
+            return;
         }
         let mut settings = None;
         loop {
@@ -211,14 +273,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Listener<A> {
             // (Pingora's own wait does the same).
             let mut stopping = shutdown.clone();
             if *stopping.borrow() {
-                return None;
+                return;
             }
             let more = tokio::select! {
                 more = timed.next_request() => more,
                 _ = stopping.changed() => false,
             };
             if !more {
-                return None;
+                return;
             }
             let mut session = ServerSession::new_http1(timed);
             // A body the application did not read is drained before the connection is
@@ -229,17 +291,28 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Listener<A> {
                 Some(s) => HttpPersistentSettings::apply_to_session(s, &mut session),
                 None => session.set_keepalive((!*shutdown.borrow()).then_some(self.idle_secs)),
             }
-            let reused = HttpServerApp::process_new_http(&self.proxy, session, shutdown).await?;
-            let (stream, kept) = reused.consume();
-            settings = kept;
+            let Some(reused) =
+                HttpServerApp::process_new_http(&self.proxy, session, shutdown).await
+            else {
+                return;
+            };
+            let (stream, mut kept) = reused.consume();
             // Only ever a `Timed` here: it is what went in.
-            timed = stream.into_any().downcast::<Timed>().ok()?;
+            let Ok(reused) = stream.into_any().downcast::<Timed>() else {
+                return;
+            };
+            timed = reused;
+            let handover = kept
+                .as_mut()
+                .and_then(HttpPersistentSettings::take_user_context)
+                .and_then(|c| c.downcast::<Handover>().ok());
+            if let Some(handover) = handover {
+                handover.0.run(timed).await;
+                return;
+            }
+            settings = kept;
             timed.rearm();
         }
-    }
-
-    async fn cleanup(&self) {
-        self.proxy.http_cleanup().await;
     }
 }
 

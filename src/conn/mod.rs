@@ -4,8 +4,10 @@
 //! A connection meets the pieces in this order:
 //! - `slots.rs`: [`Slots`] admits it or says which cap [`Refused`] it; the [`Slot`] it gets
 //!   frees its place when dropped.
-//! - `listener.rs`: [`Listener`], the proxy service's application, takes that slot, then
-//!   serves the connection's requests one by one through Pingora's proxy.
+//! - `listener.rs`: [`Listener`], the proxy service's application, serves each connection
+//!   in a small task of its own: it takes that slot, then serves the connection's requests
+//!   one by one through Pingora's proxy, or hands the connection to a [`Takeover`] a request
+//!   left (a WebSocket) once Pingora is done with that request.
 //! - `head.rs`: on HTTP/1, [`Timed`] wraps the stream and bounds each request head by the
 //!   [`Deadlines`] (Pingora only times each read), answering 408 or 431 when one is late or
 //!   too large; on HTTP/2 it bounds the preface and, through `h2frames.rs`, the client's
@@ -20,7 +22,7 @@ mod slots;
 
 pub use h2frames::H2Frames;
 pub use head::{Deadlines, Timed};
-pub use listener::Listener;
+pub use listener::{Handover, Listener, Takeover};
 pub use slots::{Refused, Slot, Slots};
 
 use std::time::Duration;

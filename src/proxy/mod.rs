@@ -79,6 +79,9 @@ pub struct RequestCtx {
     /// An h2 stream's place under `connections.max_streams_per_ip`, freed with the context
     /// when the request ends.
     stream_slot: Option<crate::conn::Slot>,
+    /// An accepted WebSocket, handed to the listener with the connection once Pingora is
+    /// done with the request (`persist_connection_context`, which only sees `&self`).
+    takeover: std::sync::Mutex<Option<crate::conn::Handover>>,
 }
 
 impl RequestCtx {
@@ -301,22 +304,30 @@ impl Proxy {
             }
             Ok(Admitted::WebSocket(handshake)) => {
                 let span = ctx.span();
-                // Boxed, like the session APIs: a socket's relay state is several KiB, and
-                // inline it would be part of every request's future (40 KiB before), which is
-                // boxed and moved for every request.
-                let relayed = Box::pin(
-                    ws::relay(
+                // Boxed, like the session APIs: not part of every request's future, which
+                // is boxed and moved for every request.
+                let accepted = Box::pin(
+                    ws::accept(
                         &self.app,
                         session,
                         handshake,
                         ctx.client_ip,
                         &ctx.request_id,
+                        span.clone(),
                     )
                     .instrument(span.clone()),
                 )
                 .await;
-                match relayed {
-                    Ok(end) => ctx.outcome = Outcome::of_websocket(end),
+                match accepted {
+                    // Nothing is written here: the listener writes the `101` and serves the
+                    // socket once Pingora hands the connection back (`ws::Socket`).
+                    Ok(socket) => {
+                        ctx.outcome = Outcome::WebSocket;
+                        let handover = crate::conn::Handover::new(socket);
+                        if let Ok(mut t) = ctx.takeover.lock() {
+                            *t = Some(handover);
+                        }
+                    }
                     Err(e) => self.reject(session, ctx, &e).instrument(span).await?,
                 }
                 Flow::Responded
@@ -572,6 +583,7 @@ impl ProxyHttp for Proxy {
             body_due: None,
             outcome: Outcome::Rejected,
             stream_slot: None,
+            takeover: std::sync::Mutex::new(None),
         }
     }
 
@@ -768,6 +780,20 @@ impl ProxyHttp for Proxy {
         }
     }
 
+    /// An accepted WebSocket goes back to the listener with its connection (see
+    /// `conn::Takeover`).
+    fn persist_connection_context(
+        &self,
+        _session: &HttpSession,
+        ctx: &RequestCtx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        if ctx.outcome != Outcome::WebSocket {
+            return None;
+        }
+        let handover = ctx.takeover.lock().ok()?.take()?;
+        Some(handover.into_context())
+    }
+
     /// Last hook of every request: metrics and the access log line (no token, no query).
     async fn logging(&self, session: &mut HttpSession, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some((requests, duration)) = self.by_outcome.get(ctx.outcome.index()) {
@@ -775,7 +801,11 @@ impl ProxyHttp for Proxy {
             duration.observe(ctx.started.elapsed().as_secs_f64());
         }
         let outcome = ctx.outcome.label();
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let status = match ctx.outcome {
+            // Its `101` is written once the listener takes the connection over.
+            Outcome::WebSocket => 101,
+            _ => session.response_written().map_or(0, |r| r.status.as_u16()),
+        };
         let req = session.req_header();
         if !ctx.outcome.served() {
             ctx.span();

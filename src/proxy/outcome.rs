@@ -2,7 +2,6 @@
 //! access log line, decided where the request ends and nowhere else.
 
 use crate::error::GateError;
-use crate::ws;
 
 /// How a request ended: the `outcome` label of `sessiongate_requests_total` and of the
 /// access log line, decided where the request ends and nowhere else.
@@ -16,7 +15,9 @@ pub(super) enum Outcome {
     Dialect,
     /// A CORS preflight the gateway answered.
     Preflight,
-    /// A relayed WebSocket that ran its course.
+    /// A WebSocket the gateway accepted: its `101` and the socket itself follow once the
+    /// listener takes the connection over (how it ends: `sessiongate_websocket_closes_total`
+    /// and a log line of its own).
     WebSocket,
     /// Refused for want of a valid credential (or anything else not listed).
     Rejected,
@@ -79,26 +80,6 @@ impl Outcome {
                 | Outcome::Preflight
                 | Outcome::WebSocket
         )
-    }
-
-    /// The outcome of a relayed WebSocket (no `_ =>`).
-    pub(super) fn of_websocket(end: ws::End) -> Outcome {
-        match end {
-            ws::End::Unauthorized | ws::End::Refused => Outcome::Rejected,
-            ws::End::StoreUnavailable => Outcome::StoreUnavailable,
-            ws::End::UpstreamFailed => Outcome::UpstreamError,
-            ws::End::Internal => Outcome::Internal,
-            ws::End::Closed
-            | ws::End::Revoked
-            | ws::End::BadInit
-            | ws::End::BadMessage(_)
-            | ws::End::InitTimeout
-            | ws::End::TooManyInits
-            | ws::End::TooLarge
-            | ws::End::MessageTimeout
-            | ws::End::OverBudget
-            | ws::End::SessionCap => Outcome::WebSocket,
-        }
     }
 
     /// The outcome of a request refused with `err` (no `_ =>`: a new error picks its label).

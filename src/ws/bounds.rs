@@ -6,7 +6,7 @@
 use prometheus::IntGauge;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Bytes of incomplete client messages held across every socket of the process.
 #[derive(Debug)]
@@ -87,7 +87,8 @@ impl Drop for Share<'_> {
     }
 }
 
-/// Sockets open per session.
+/// Sockets open per session. Shared (`Arc`): a slot lives with its socket, which outlives
+/// the request that opened it once its connection is taken over (`crate::conn::Takeover`).
 #[derive(Debug)]
 pub struct PerSession {
     max: usize,
@@ -96,16 +97,16 @@ pub struct PerSession {
 
 impl PerSession {
     /// At most `max` sockets per session.
-    pub fn new(max: usize) -> Self {
-        PerSession {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(PerSession {
             max,
             open: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// A slot for one more socket of `session_id`, or `None` when it holds `max` already
     /// (or the table is unusable: refusing is the safe side).
-    pub fn acquire(&self, session_id: &str) -> Option<Slot<'_>> {
+    pub fn acquire(self: &Arc<Self>, session_id: &str) -> Option<Slot> {
         let mut open = self.open.lock().ok()?;
         let n = open.entry(session_id.to_string()).or_insert(0);
         if *n >= self.max {
@@ -113,7 +114,7 @@ impl PerSession {
         }
         *n += 1;
         Some(Slot {
-            owner: self,
+            owner: self.clone(),
             session_id: session_id.to_string(),
         })
     }
@@ -129,12 +130,12 @@ impl PerSession {
 
 /// One socket's place under its session's cap; released on drop.
 #[derive(Debug)]
-pub struct Slot<'a> {
-    owner: &'a PerSession,
+pub struct Slot {
+    owner: Arc<PerSession>,
     session_id: String,
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         // A poisoned table still gets its count back: the slot was taken from it.
         let mut open = match self.owner.open.lock() {

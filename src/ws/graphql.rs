@@ -8,6 +8,8 @@
 
 use super::frame;
 use super::End;
+use std::io;
+use tokio::io::AsyncRead;
 
 /// Largest `connection_init` accepted.
 pub const MAX_INIT: usize = 64 * 1024;
@@ -53,18 +55,37 @@ pub struct ClientStream {
 /// message: a socket that once sent a large message does not hold its size while idle.
 const KEEP_CAPACITY: usize = 16 * 1024;
 
+/// Free room a read into the buffer has at least: a pending socket's whole buffer while it
+/// waits for `connection_init` (the stream below reads ahead in larger blocks).
+const READ_ROOM: usize = 1024;
+
 /// Most control frames between one message's fragments: each is cut out of the middle of
 /// the buffer (clients send one now and then, not thousands).
 const MAX_INTERLEAVED: usize = 16;
 
 impl ClientStream {
     /// Appends bytes read from the client (first dropping what was handed on).
+    #[cfg(test)]
     pub fn push(&mut self, bytes: &[u8]) {
         if self.head > 0 {
             self.buf.drain(..self.head);
             self.head = 0;
         }
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Reads from the client straight into the buffer (first dropping what was handed on):
+    /// the client's bytes are held once, here. Cancel-safe, like the read it makes.
+    pub async fn read_from<R: AsyncRead + Unpin + ?Sized>(
+        &mut self,
+        r: &mut R,
+    ) -> io::Result<usize> {
+        if self.head > 0 {
+            self.buf.drain(..self.head);
+            self.head = 0;
+        }
+        self.buf.reserve(READ_ROOM);
+        tokio::io::AsyncReadExt::read_buf(r, &mut self.buf).await
     }
 
     /// Whether `connection_init` has been seen.

@@ -33,10 +33,9 @@ use crate::json::StrictError;
 use crate::session::Authenticated;
 use crate::upgrade::{self, Subprotocol};
 use crate::App;
-use bytes::Bytes;
 use frame::Boundaries;
 use graphql::{ClientStream, Event};
-use pingora::http::ResponseHeader;
+use pingora::http::RequestHeader;
 use pingora::prelude::Session as HttpSession;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -287,36 +286,97 @@ impl<'a> Client<'a> {
     }
 }
 
-/// Relays one WebSocket and returns how it ended. `Err` is a refusal before anything was
-/// written to the client (the upstream cannot be reached, refuses the upgrade, the identity
-/// cannot be built, the handshake is malformed, or the session holds its most sockets): the
-/// caller answers it like any refused request.
+/// A WebSocket handshake the gateway accepted. Its `101` is not written by the request:
+/// once Pingora is done with the request, the listener takes the connection over and
+/// [`Socket::run`](crate::conn::Takeover::run) writes it and serves the socket. So a socket
+/// lives in the listener's small future, inside its connection slot, not in Pingora's
+/// request future (tens of KiB), and a pending one costs its connection, a few hundred
+/// bytes of state and its client buffer.
+pub struct Socket {
+    app: Arc<App>,
+    /// The `101` head for the client.
+    switching: Vec<u8>,
+    client_ip: IpAddr,
+    /// The request's span: what the socket logs carries its request id.
+    span: tracing::Span,
+    side: Side,
+}
+
+/// The two kinds of socket.
+enum Side {
+    /// The handshake carried a valid credential: the upstream already answered `101`.
+    Relayed {
+        up: pingora::protocols::Stream,
+        /// Bytes the upstream sent after its `101`.
+        early: Vec<u8>,
+        authed: Authed,
+        slot: bounds::Slot,
+        graphql: bool,
+        protocol: Option<Subprotocol>,
+    },
+    /// A GraphQL socket that authenticates in `connection_init`; nothing upstream yet.
+    Pending {
+        /// The client's handshake (as a plain map), for the upstream's once it authenticated.
+        request: Box<RequestHeader>,
+        uri: http::Uri,
+        protocol: Subprotocol,
+        request_id: String,
+    },
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let side = match self.side {
+            Side::Relayed { .. } => "relayed",
+            Side::Pending { .. } => "pending",
+        };
+        f.debug_struct("Socket").field("side", &side).finish()
+    }
+}
+
+/// Accepts a WebSocket handshake on a protected route. `Err` is a refusal before anything
+/// was written to the client (the upstream cannot be reached or refuses the upgrade, the
+/// identity cannot be built, the handshake is malformed, or the session holds its most
+/// sockets): the caller answers it like any refused request.
 ///
-/// A GraphQL socket whose handshake carried no credential is answered `101` by the gateway
-/// itself; its upstream connection, with the session's identity in the handshake, is made
-/// only once `connection_init` authenticated. Until then it holds no upstream descriptor:
-/// its own state is under 1 KiB plus its client buffer (within a quarter of
-/// `websocket.max_buffered_bytes` for all such sockets); the connection and Pingora's
-/// in-flight request around it are counted by the connection caps like any connection.
-pub async fn relay(
-    app: &App,
+/// With a credential, the upstream handshake (with the session's identity) is made here and
+/// its `101` relayed. A GraphQL socket whose handshake carried none is answered `101` by
+/// the gateway itself; its upstream connection is made only once `connection_init`
+/// authenticated.
+pub async fn accept(
+    app: &Arc<App>,
     down: &mut HttpSession,
     hs: Handshake,
     client_ip: IpAddr,
     request_id: &str,
-) -> Result<End, GateError> {
+    span: tracing::Span,
+) -> Result<Socket, GateError> {
+    // Pingora's HTTP/2 server has no extended CONNECT (RFC 8441), and only an HTTP/1.1
+    // connection can be handed over.
+    if down.is_http2() {
+        return Err(GateError::BadRequest(
+            "a WebSocket needs an HTTP/1.1 connection".into(),
+        ));
+    }
+    // After the `101` every client byte is WebSocket data: a body on the handshake would be
+    // read as such by one reader and as a body by another.
+    let req = down.req_header();
+    if req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+    {
+        return Err(GateError::BadRequest(
+            "a WebSocket handshake has no body".into(),
+        ));
+    }
     let Handshake {
         uri,
         authed,
         graphql,
     } = hs;
-    let mut client = Client::new(app);
-    if authed.is_some() {
-        client.authenticated();
-    }
-    let mut to_client = Boundaries::default();
-    let mut unauthenticated = false;
-    let (end, protocol) = match authed {
+    let (switching, side) = match authed {
         Some(authed) => {
             let Some(slot) = app.ws_sessions.acquire(&authed.session.session_id) else {
                 return Err(GateError::RateLimited(1));
@@ -329,79 +389,192 @@ pub async fn relay(
                 request_id,
                 None,
             )?;
-            let (mut up, answer) = Box::pin(connect_upstream(app, &request)).await?;
-            let Some(protocol) = relay_101(app, down, answer.headers, request_id).await? else {
-                return Ok(End::Closed);
-            };
-            app.metrics.websockets_open.inc();
-            let mut authed = Some(authed);
-            let end = Box::pin(pump(
-                app,
-                down,
-                &mut up,
-                &mut authed,
+            let (up, answer) = Box::pin(connect_upstream(app, &request)).await?;
+            let mut protocol = None;
+            let mut fields = Vec::with_capacity(answer.headers.len());
+            for (name, value) in &answer.headers {
+                // While CORS is on the gateway owns these headers (see `crate::cors`); the
+                // request id is the gateway's.
+                if (app.cors.is_some() && crate::cors::is_cors_header(name))
+                    || name.eq_ignore_ascii_case(REQUEST_ID)
+                {
+                    continue;
+                }
+                if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+                    protocol = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(Subprotocol::from_name);
+                }
+                fields.push((name.as_bytes(), value.as_slice()));
+            }
+            let switching =
+                switching_protocols(&fields, request_id).ok_or(GateError::UpstreamUnavailable)?;
+            let side = Side::Relayed {
+                up,
+                early: answer.early,
+                authed,
+                slot,
                 graphql,
-                &mut client,
-                &mut to_client,
-                answer.early,
-            ))
-            .await;
-            let _ = up.shutdown().await;
-            drop(slot);
-            (end, protocol)
+                protocol,
+            };
+            (switching, side)
         }
         None if graphql => {
-            let protocol =
-                upgrade::preferred_graphql(down.req_header()).ok_or(GateError::MissingToken)?;
-            let accept = upgrade::accept_key(down.req_header())
+            let req = down.req_header();
+            let protocol = upgrade::preferred_graphql(req).ok_or(GateError::MissingToken)?;
+            let accept = upgrade::accept_key(req)
                 .ok_or_else(|| GateError::BadRequest("not a valid WebSocket handshake".into()))?;
-            let mut resp = ResponseHeader::build(101, Some(5)).map_err(|_| GateError::Internal)?;
-            for (name, value) in [
-                ("upgrade", "websocket"),
-                ("connection", "Upgrade"),
-                ("sec-websocket-accept", accept.as_str()),
-                ("sec-websocket-protocol", protocol.name()),
-                ("x-request-id", request_id),
-            ] {
-                resp.insert_header(name, value)
-                    .map_err(|_| GateError::Internal)?;
-            }
-            if down
-                .write_response_header(Box::new(resp), false)
-                .await
-                .is_err()
-            {
-                return Ok(End::Closed);
-            }
-            down.set_read_timeout(None);
-            app.metrics.websockets_open.inc();
-            let opened = Instant::now();
-            let end = Box::pin(pending(
-                app,
-                down,
-                &uri,
+            let fields: [(&[u8], &[u8]); 4] = [
+                (b"upgrade", b"websocket"),
+                (b"connection", b"Upgrade"),
+                (b"sec-websocket-accept", accept.as_bytes()),
+                (b"sec-websocket-protocol", protocol.name().as_bytes()),
+            ];
+            let switching = switching_protocols(&fields, request_id).ok_or(GateError::Internal)?;
+            // Without Pingora's second map of the names' spellings: the upstream's
+            // handshake is written from the plain map anyway (`handshake::request`).
+            let parts: &http::request::Parts = req;
+            let side = Side::Pending {
+                request: Box::new(RequestHeader::from(parts.clone())),
+                uri,
                 protocol,
-                request_id,
-                &mut client,
-                &mut to_client,
-            ))
-            .await;
-            if client.pending.is_some() && end.counts_before_authentication(opened.elapsed()) {
-                // Never authenticated: holding a socket without a credential is not free.
-                unauthenticated = true;
-            }
-            (end, Some(protocol))
+                request_id: request_id.to_string(),
+            };
+            (switching, side)
         }
         None => return Err(GateError::MissingToken),
     };
-    drop(client);
-    finish(app, down, &mut to_client, protocol, end).await;
-    if end.counts_as_failed_authentication() || unauthenticated {
-        app.limits.auth_failed(client_ip).await;
+    // The connection is handed over only if Pingora would keep it alive; the client's
+    // `Connection: close` (or a server about to stop) does not apply to a socket that was
+    // just accepted. Pingora hands it back only if nothing was read past the handshake: a
+    // client that sent bytes before its `101` (RFC 6455 §4.1 forbids it) is closed, unanswered.
+    down.set_keepalive(Some(0));
+    Ok(Socket {
+        app: app.clone(),
+        switching,
+        client_ip,
+        span,
+        side,
+    })
+}
+
+/// The `101` head for the client: `fields`, each a valid header name and value (else
+/// `None`: nothing the upstream sent may split the response), then the request id.
+fn switching_protocols(fields: &[(&[u8], &[u8])], request_id: &str) -> Option<Vec<u8>> {
+    let mut out = b"HTTP/1.1 101 Switching Protocols\r\n".to_vec();
+    let id: (&[u8], &[u8]) = (REQUEST_ID.as_bytes(), request_id.as_bytes());
+    for &(name, value) in fields.iter().chain(std::iter::once(&id)) {
+        http::HeaderName::from_bytes(name).ok()?;
+        http::HeaderValue::from_bytes(value).ok()?;
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
     }
-    app.metrics.websockets_open.dec();
-    let _ = down.write_response_body(None, true).await;
-    Ok(end)
+    out.extend_from_slice(b"\r\n");
+    Some(out)
+}
+
+/// The header the request id travels in.
+const REQUEST_ID: &str = "x-request-id";
+
+impl crate::conn::Takeover for Socket {
+    fn run(
+        self: Box<Self>,
+        down: pingora::protocols::Stream,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let span = self.span.clone();
+        Box::pin(tracing::Instrument::instrument(self.serve(down), span))
+    }
+}
+
+impl Socket {
+    /// Writes the `101` and serves the socket to its end.
+    async fn serve(self: Box<Self>, mut down: pingora::protocols::Stream) {
+        let Socket {
+            app,
+            switching,
+            client_ip,
+            side,
+            ..
+        } = *self;
+        if !send(&mut down, &switching).await {
+            return;
+        }
+        drop(switching);
+        let app = &*app;
+        app.metrics.websockets_open.inc();
+        let mut client = Client::new(app);
+        let mut to_client = Boundaries::default();
+        let mut unauthenticated = false;
+        let (end, protocol) = match side {
+            Side::Relayed {
+                mut up,
+                early,
+                authed,
+                slot,
+                graphql,
+                protocol,
+            } => {
+                client.authenticated();
+                let mut authed = Some(authed);
+                // Boxed: a pending socket's future does not hold a relay's state.
+                let end = Box::pin(pump(
+                    app,
+                    &mut down,
+                    &mut up,
+                    &mut authed,
+                    graphql,
+                    &mut client,
+                    &mut to_client,
+                    early,
+                ))
+                .await;
+                let _ = up.shutdown().await;
+                drop(slot);
+                (end, protocol)
+            }
+            Side::Pending {
+                request,
+                uri,
+                protocol,
+                request_id,
+            } => {
+                let opened = Instant::now();
+                let end = pending(
+                    app,
+                    &mut down,
+                    (&request, &uri, &request_id),
+                    protocol,
+                    &mut client,
+                    &mut to_client,
+                )
+                .await;
+                if client.pending.is_some() && end.counts_before_authentication(opened.elapsed()) {
+                    // Never authenticated: holding a socket without a credential is not free.
+                    unauthenticated = true;
+                }
+                (end, Some(protocol))
+            }
+        };
+        drop(client);
+        finish(app, &mut down, &mut to_client, protocol, end).await;
+        if end.counts_as_failed_authentication() || unauthenticated {
+            app.limits.auth_failed(client_ip).await;
+        }
+        app.metrics.websockets_open.dec();
+        pingora::protocols::Shutdown::shutdown(&mut *down).await;
+        match end {
+            End::Closed => tracing::debug!(end = end.label(), "websocket ended"),
+            _ => tracing::info!(end = end.label(), "websocket ended"),
+        }
+    }
+}
+
+/// Writes `bytes` to the client and flushes them (the stream below buffers small writes);
+/// `false` when the client is gone or took nothing for `connections.write_timeout_ms`.
+async fn send<D: AsyncWrite + Unpin + ?Sized>(down: &mut D, bytes: &[u8]) -> bool {
+    down.write_all(bytes).await.is_ok() && down.flush().await.is_ok()
 }
 
 /// Connects to the upstream and sends the handshake; its answer must be `101`.
@@ -436,54 +609,15 @@ async fn connect_upstream(
     Ok((up, answer))
 }
 
-/// Answers the client with the upstream's `101`. `Ok(None)`: the client is gone; else the
-/// GraphQL subprotocol the upstream chose, if any.
-async fn relay_101(
-    app: &App,
-    down: &mut HttpSession,
-    headers: Vec<(String, Vec<u8>)>,
-    request_id: &str,
-) -> Result<Option<Option<Subprotocol>>, GateError> {
-    let mut resp =
-        ResponseHeader::build(101, Some(headers.len() + 1)).map_err(|_| GateError::Internal)?;
-    let mut protocol = None;
-    for (name, value) in headers {
-        // While CORS is on the gateway owns these headers (see `crate::cors`).
-        if app.cors.is_some() && crate::cors::is_cors_header(&name) {
-            continue;
-        }
-        if name.eq_ignore_ascii_case("sec-websocket-protocol") {
-            protocol = std::str::from_utf8(&value)
-                .ok()
-                .and_then(Subprotocol::from_name);
-        }
-        resp.append_header(name, value.as_slice())
-            .map_err(|_| GateError::UpstreamUnavailable)?;
-    }
-    resp.insert_header("x-request-id", request_id)
-        .map_err(|_| GateError::Internal)?;
-    if down
-        .write_response_header(Box::new(resp), false)
-        .await
-        .is_err()
-    {
-        return Ok(None);
-    }
-    // The socket lives as long as its session; idleness is the upstream's business.
-    down.set_read_timeout(None);
-    Ok(Some(protocol))
-}
-
 /// A GraphQL socket the gateway answered itself: reads the client until `connection_init`
 /// authenticates (nothing upstream yet), then connects upstream with the session's identity
 /// in the handshake, sends the rewritten `connection_init` and whatever followed it, and
 /// relays like any socket.
-async fn pending(
+async fn pending<D: AsyncRead + AsyncWrite + Unpin + Send + ?Sized>(
     app: &App,
-    down: &mut HttpSession,
-    uri: &http::Uri,
+    down: &mut D,
+    (request, uri, request_id): (&RequestHeader, &http::Uri, &str),
     protocol: Subprotocol,
-    request_id: &str,
     client: &mut Client<'_>,
     to_client: &mut Boundaries,
 ) -> End {
@@ -493,9 +627,10 @@ async fn pending(
     let mut authed = None;
     let first = loop {
         tokio::select! {
-            r = down.read_request_body() => {
-                let Ok(Some(bytes)) = r else { return End::Closed };
-                client.stream.push(&bytes);
+            r = client.stream.read_from(down) => {
+                if !matches!(r, Ok(n) if n > 0) {
+                    return End::Closed;
+                }
                 let out = match client_bytes(app, &mut client.stream, &mut authed).await {
                     Ok(out) => out,
                     Err(end) => return end,
@@ -526,7 +661,7 @@ async fn pending(
     };
     let request = match handshake::request(
         app,
-        down.req_header(),
+        request,
         uri,
         Some(a),
         request_id,
@@ -576,36 +711,44 @@ async fn pending(
 
 /// Moves bytes both ways until one side closes or the session ends.
 #[allow(clippy::too_many_arguments)]
-async fn pump<U: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+async fn pump<D, U>(
     app: &App,
-    down: &mut HttpSession,
+    down: &mut D,
     up: &mut U,
     authed: &mut Option<Authed>,
     graphql: bool,
     client: &mut Client<'_>,
     to_client: &mut Boundaries,
     early: Vec<u8>,
-) -> End {
+) -> End
+where
+    D: AsyncRead + AsyncWrite + Unpin + Send + ?Sized,
+    U: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
     if !early.is_empty() {
         to_client.feed(&early);
-        if down
-            .write_response_body(Some(Bytes::from(early)), false)
-            .await
-            .is_err()
-        {
+        if !send(down, &early).await {
             return End::Closed;
         }
     }
     let init_deadline = Instant::now() + app.config.proxy.websocket_init_timeout;
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; RELAY_READ];
+    // GraphQL client bytes are read straight into the client's buffer; raw ones (Amity's
+    // realtime paths) through this one.
+    let mut raw = match graphql {
+        true => Vec::new(),
+        false => vec![0u8; RELAY_READ],
+    };
     loop {
         tokio::select! {
-            r = down.read_request_body() => {
-                let Ok(Some(bytes)) = r else { return End::Closed };
+            r = read_client(down, graphql, &mut client.stream, &mut raw) => {
+                let n = match r {
+                    Ok(0) | Err(_) => return End::Closed,
+                    Ok(n) => n,
+                };
                 let out = if graphql {
-                    client.stream.push(&bytes);
                     let out = match client_bytes(app, &mut client.stream, authed).await {
                         Ok(out) => out,
                         Err(end) => return end,
@@ -615,7 +758,7 @@ async fn pump<U: AsyncRead + AsyncWrite + Unpin + ?Sized>(
                     }
                     out
                 } else {
-                    bytes.to_vec()
+                    raw[..n].to_vec()
                 };
                 if !out.is_empty() && up.write_all(&out).await.is_err() {
                     return End::Closed;
@@ -627,8 +770,7 @@ async fn pump<U: AsyncRead + AsyncWrite + Unpin + ?Sized>(
                     Ok(n) => n,
                 };
                 to_client.feed(&buf[..n]);
-                let chunk = Bytes::copy_from_slice(&buf[..n]);
-                if down.write_response_body(Some(chunk), false).await.is_err() {
+                if !send(down, &buf[..n]).await {
                     return End::Closed;
                 }
             }
@@ -647,9 +789,9 @@ async fn pump<U: AsyncRead + AsyncWrite + Unpin + ?Sized>(
 
 /// Tells the client why its socket ends (a close frame, when the end has one and the stream
 /// to the client is between frames) and counts the end.
-async fn finish(
+async fn finish<D: AsyncWrite + Unpin + Send + ?Sized>(
     app: &App,
-    down: &mut HttpSession,
+    down: &mut D,
     to_client: &mut Boundaries,
     protocol: Option<Subprotocol>,
     end: End,
@@ -677,14 +819,32 @@ async fn finish(
 }
 
 /// Writes a frame of the gateway's own to the client, only between two upstream frames.
-async fn write_frame(down: &mut HttpSession, at: &mut Boundaries, f: Vec<u8>) -> bool {
+async fn write_frame<D: AsyncWrite + Unpin + ?Sized>(
+    down: &mut D,
+    at: &mut Boundaries,
+    f: Vec<u8>,
+) -> bool {
     if !at.at_boundary() {
         return false;
     }
     at.feed(&f);
-    down.write_response_body(Some(Bytes::from(f)), false)
-        .await
-        .is_ok()
+    send(down, &f).await
+}
+
+/// What one read from either side of a relayed socket takes at most.
+const RELAY_READ: usize = 16 * 1024;
+
+/// Reads client bytes: into its GraphQL stream's buffer, or into `raw`.
+async fn read_client<D: AsyncRead + Unpin + ?Sized>(
+    down: &mut D,
+    graphql: bool,
+    stream: &mut ClientStream,
+    raw: &mut [u8],
+) -> std::io::Result<usize> {
+    match graphql {
+        true => stream.read_from(down).await,
+        false => down.read(raw).await,
+    }
 }
 
 /// `None` while the socket may live on.
@@ -775,6 +935,28 @@ async fn first_init(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `101` head the gateway writes: the fields given, the request id last; a name or
+    /// value that could split the response refuses the whole head.
+    #[test]
+    fn switching_protocols_heads_are_whole_or_refused() {
+        let fields: [(&[u8], &[u8]); 2] = [(b"upgrade", b"websocket"), (b"x-a", b"1")];
+        let head = switching_protocols(&fields, "rid-1").unwrap_or_default();
+        assert_eq!(
+            head,
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nx-a: 1\r\nx-request-id: rid-1\r\n\r\n"
+        );
+        for bad in [
+            (&b"x-a"[..], &b"1\r\nset-cookie: a=b"[..]),
+            (b"x-a", b"1\n"),
+            (b"x a", b"1"),
+            (b"x-a:", b"1"),
+            (b"", b"1"),
+        ] {
+            assert_eq!(switching_protocols(&[bad], "rid-1"), None, "{bad:?}");
+        }
+        assert_eq!(switching_protocols(&[], "rid\r\n"), None);
+    }
 
     /// Every way a socket can end is a series `metrics` creates at start.
     #[test]
