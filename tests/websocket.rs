@@ -897,11 +897,13 @@ fn sockets_held_without_authenticating_count_as_failed_authentications() -> Test
     Ok(())
 }
 
-/// A socket is served by the listener once Pingora is done with its handshake request, so
-/// what Pingora read of that request must be all there is: a handshake with a body is
-/// refused (400), and a client that sends frames before its `101` (RFC 6455 §4.1) is closed
-/// unanswered, not served with those frames lost; neither reaches the upstream. A socket
-/// opened right after on the same gateway is served.
+/// A socket is served by the listener once Pingora is done with its handshake request and
+/// hands the connection back, so what Pingora read of that request must be all there is and
+/// the connection must be one it keeps: a handshake with a body, or whose `Connection` says
+/// `close` (with a bearer or without), is refused (400) before anything is asked of the
+/// upstream, and a client that sends frames with its handshake, before its `101` (RFC 6455
+/// §4.1), is closed unanswered, not served with those frames lost. A socket opened right
+/// after on the same gateway is served.
 #[test]
 fn handshakes_with_a_body_or_early_frames_open_no_socket() -> TestResult {
     let e = env("")?;
@@ -917,7 +919,14 @@ fn handshakes_with_a_body_or_early_frames_open_no_socket() -> TestResult {
         let with_body = format!("{handshake}Content-Length: 5\r\n\r\nhello").into_bytes();
         let mut early = format!("{handshake}\r\n").into_bytes();
         early.extend_from_slice(&raw::text(&init.to_string()));
-        for (what, bytes, answer) in [("a body", with_body, "HTTP/1.1 400"), ("early frames", early, "")] {
+        let closing = format!("{}Connection: close\r\n\r\n", handshake.replace("Connection: Upgrade\r\n", "Connection: Upgrade, close\r\n")).into_bytes();
+        let closing_bearer = format!("{}Connection: close\r\nAuthorization: Bearer {token}\r\n\r\n", handshake.replace("Connection: Upgrade\r\n", "Connection: Upgrade, close\r\n")).into_bytes();
+        for (what, bytes, answer) in [
+            ("a body", with_body, "HTTP/1.1 400"),
+            ("early frames", early, ""),
+            ("Connection: close", closing, "HTTP/1.1 400"),
+            ("Connection: close with a bearer", closing_bearer, "HTTP/1.1 400"),
+        ] {
             let mut s = tokio::net::TcpStream::connect(e.gw.proxy).await?;
             s.write_all(&bytes).await?;
             let mut got = Vec::new();

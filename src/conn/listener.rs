@@ -307,7 +307,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> Listener<A> {
                 .and_then(HttpPersistentSettings::take_user_context)
                 .and_then(|c| c.downcast::<Handover>().ok());
             if let Some(handover) = handover {
-                handover.0.run(timed).await;
+                // Only after a whole head (which Pingora parsed): were this wrapper to think
+                // otherwise, its head deadline or size cap would write a 408 or 431 into the
+                // taken-over stream.
+                if timed.head_complete() {
+                    handover.0.run(timed).await;
+                }
                 return;
             }
             settings = kept;

@@ -321,13 +321,16 @@ impl Proxy {
                 match accepted {
                     // Nothing is written here: the listener writes the `101` and serves the
                     // socket once Pingora hands the connection back (`ws::Socket`).
-                    Ok(socket) => {
-                        ctx.outcome = Outcome::WebSocket;
-                        let handover = crate::conn::Handover::new(socket);
-                        if let Ok(mut t) = ctx.takeover.lock() {
-                            *t = Some(handover);
+                    Ok(socket) => match ctx.takeover.get_mut() {
+                        Ok(t) => {
+                            *t = Some(crate::conn::Handover::new(socket));
+                            ctx.outcome = Outcome::WebSocket;
                         }
-                    }
+                        Err(_) => {
+                            let e = GateError::Internal;
+                            self.reject(session, ctx, &e).instrument(span).await?
+                        }
+                    },
                     Err(e) => self.reject(session, ctx, &e).instrument(span).await?,
                 }
                 Flow::Responded

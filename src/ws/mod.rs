@@ -371,6 +371,17 @@ pub async fn accept(
             "a WebSocket handshake has no body".into(),
         ));
     }
+    // The socket is served once Pingora hands the connection back, which it does only if it
+    // may keep it alive (and only if it read nothing past the handshake: a client that sent
+    // frames with it, before its `101`, which RFC 6455 §4.1 forbids, is closed unanswered).
+    // A server about to stop does not refuse a socket it just accepted; a client whose
+    // `Connection` says `close` is refused here, before anything is asked of the upstream.
+    down.set_keepalive(Some(0));
+    if down.get_keepalive().is_none() {
+        return Err(GateError::BadRequest(
+            "a WebSocket handshake cannot ask to close its connection".into(),
+        ));
+    }
     let Handshake {
         uri,
         authed,
@@ -444,11 +455,6 @@ pub async fn accept(
         }
         None => return Err(GateError::MissingToken),
     };
-    // The connection is handed over only if Pingora would keep it alive; the client's
-    // `Connection: close` (or a server about to stop) does not apply to a socket that was
-    // just accepted. Pingora hands it back only if nothing was read past the handshake: a
-    // client that sent bytes before its `101` (RFC 6455 §4.1 forbids it) is closed, unanswered.
-    down.set_keepalive(Some(0));
     Ok(Socket {
         app: app.clone(),
         switching,
@@ -503,7 +509,7 @@ impl Socket {
         }
         drop(switching);
         let app = &*app;
-        app.metrics.websockets_open.inc();
+        let _open = OpenSocket::new(&app.metrics.websockets_open);
         let mut client = Client::new(app);
         let mut to_client = Boundaries::default();
         let mut unauthenticated = false;
@@ -562,12 +568,27 @@ impl Socket {
         if end.counts_as_failed_authentication() || unauthenticated {
             app.limits.auth_failed(client_ip).await;
         }
-        app.metrics.websockets_open.dec();
         pingora::protocols::Shutdown::shutdown(&mut *down).await;
         match end {
             End::Closed => tracing::debug!(end = end.label(), "websocket ended"),
             _ => tracing::info!(end = end.label(), "websocket ended"),
         }
+    }
+}
+
+/// Counts a socket in `sessiongate_websockets_open` while it is served, whatever ends it.
+struct OpenSocket<'a>(&'a prometheus::IntGauge);
+
+impl<'a> OpenSocket<'a> {
+    fn new(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        OpenSocket(gauge)
+    }
+}
+
+impl Drop for OpenSocket<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
