@@ -7,6 +7,7 @@ per-address cap is 512), makes one request on each and leaves it idle, then prin
 gateway's RSS before, with them, and after they close, and the cost per connection.
 
 Usage: benches/idle_conns.py [--connections 10000] [--profile release|debug] [--no-build]
+       SESSIONGATE_BIN=/tmp/old/sessiongate benches/idle_conns.py --no-build --config old.toml
 Needs: cargo. The idle timeout (60 s by default) must outlast the run (~25 s).
 """
 
@@ -49,6 +50,7 @@ def exchange(sock):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--connections", type=int, default=10000)
+    ap.add_argument("--config", default=os.path.join(ROOT, "config/sessiongate.toml"))
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--profile", choices=["release", "debug"], default="release")
     ap.add_argument("--settle", type=float, default=15,
@@ -70,8 +72,9 @@ def main():
     env = {**os.environ, "RUST_LOG": "warn", "SESSIONGATE_LISTEN": f"127.0.0.1:{proxy}",
            "SESSIONGATE_ADMIN_LISTEN": f"127.0.0.1:{admin}",
            "SESSIONGATE_UPSTREAM": f"http://127.0.0.1:{upstream}"}
-    gw = subprocess.Popen([os.path.join(target, "sessiongate"), "serve", "--config",
-                           os.path.join(ROOT, "config/sessiongate.toml")],
+    binary = os.environ.get("SESSIONGATE_BIN", os.path.join(target, "sessiongate"))
+    gw = subprocess.Popen([binary, "serve", "--config",
+                           args.config],
                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs.append(gw)
     socks = []
@@ -109,7 +112,7 @@ def main():
         time.sleep(args.settle)
         after = rss_kib(gw.pid)
         per = (held - before) * 1024 / args.connections
-        print(f"{args.connections} idle keep-alive connections ({args.profile} build, default config) "
+        print(f"{args.connections} idle keep-alive connections ({args.profile} build, {os.path.basename(args.config)}) "
               f"opened in {opened:.1f} s; all {len(sampled)} sampled still answered")
         print(f"gateway RSS: {before / 1024:.1f} MiB before; with them {held_early / 1024:.1f} "
               f"MiB after 2 s, {held / 1024:.1f} MiB after {2 + args.settle:.0f} s; "
