@@ -53,6 +53,15 @@ pub fn check<B: AsRef<[u8]>>(
     Ok(())
 }
 
+/// Whether the request declares a body: chunked, or a `Content-Length` other than `0`.
+pub fn declares_body(req: &RequestHeader) -> bool {
+    req.headers.contains_key(TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
 /// Refuses a declared body larger than the route accepts before any of it is read.
 pub fn declared_body(req: &RequestHeader, limit: u64) -> Result<(), GateError> {
     let declared = req

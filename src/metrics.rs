@@ -106,6 +106,23 @@ pub const STORE_OPS: &[&str] = &[
     "restore_generation",
 ];
 
+/// Counts one more in a gauge while it lives (a connection, a socket), whatever ends it.
+pub struct Held<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Held<'a> {
+    /// Raises `gauge` by one until dropped.
+    pub fn new(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Held(gauge)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The gateway's metrics and the registry that exposes them.
 pub struct Metrics {
     registry: Registry,

@@ -235,7 +235,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Listener<A> {
         };
         let _gauge = self
             .counted
-            .then(|| OpenGauge::new(&self.metrics.connections_open));
+            .then(|| crate::metrics::Held::new(&self.metrics.connections_open));
         let opened = tokio::time::Instant::now();
         let stream = match &self.tls {
             Some((acceptor, due)) => match Box::pin(self.handshake(acceptor, *due, stream)).await {
@@ -318,21 +318,5 @@ impl<A: HttpServerApp + Send + Sync + 'static> Listener<A> {
             settings = kept;
             timed.rearm();
         }
-    }
-}
-
-/// Counts a connection in `sessiongate_connections_open` while it lives.
-struct OpenGauge<'a>(&'a prometheus::IntGauge);
-
-impl<'a> OpenGauge<'a> {
-    fn new(gauge: &'a prometheus::IntGauge) -> Self {
-        gauge.inc();
-        OpenGauge(gauge)
-    }
-}
-
-impl Drop for OpenGauge<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }

@@ -285,13 +285,7 @@ impl Proxy {
                 ctx.outcome = Outcome::Preflight;
                 // A preflight has no body; one that declares one is not read, so the
                 // connection is not reused.
-                let req = session.req_header();
-                if req.headers.contains_key(http::header::TRANSFER_ENCODING)
-                    || req
-                        .headers
-                        .get(http::header::CONTENT_LENGTH)
-                        .is_some_and(|v| v.as_bytes() != b"0")
-                {
+                if guard::declares_body(session.req_header()) {
                     session.set_keepalive(None);
                 }
                 respond::preflight(session, &ctx.request_id, &ctx.cors).await?;

@@ -29,6 +29,7 @@ mod handshake;
 pub mod init;
 
 use crate::error::GateError;
+use crate::header_names::REQUEST_ID;
 use crate::json::StrictError;
 use crate::session::Authenticated;
 use crate::upgrade::{self, Subprotocol};
@@ -360,13 +361,7 @@ pub async fn accept(
     }
     // After the `101` every client byte is WebSocket data: a body on the handshake would be
     // read as such by one reader and as a body by another.
-    let req = down.req_header();
-    if req.headers.contains_key(http::header::TRANSFER_ENCODING)
-        || req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0")
-    {
+    if crate::guard::declares_body(down.req_header()) {
         return Err(GateError::BadRequest(
             "a WebSocket handshake has no body".into(),
         ));
@@ -481,9 +476,6 @@ fn switching_protocols(fields: &[(&[u8], &[u8])], request_id: &str) -> Option<Ve
     Some(out)
 }
 
-/// The header the request id travels in.
-const REQUEST_ID: &str = "x-request-id";
-
 impl crate::conn::Takeover for Socket {
     fn run(
         self: Box<Self>,
@@ -509,7 +501,7 @@ impl Socket {
         }
         drop(switching);
         let app = &*app;
-        let _open = OpenSocket::new(&app.metrics.websockets_open);
+        let _open = crate::metrics::Held::new(&app.metrics.websockets_open);
         let mut client = Client::new(app);
         let mut to_client = Boundaries::default();
         let mut unauthenticated = false;
@@ -573,22 +565,6 @@ impl Socket {
             End::Closed => tracing::debug!(end = end.label(), "websocket ended"),
             _ => tracing::info!(end = end.label(), "websocket ended"),
         }
-    }
-}
-
-/// Counts a socket in `sessiongate_websockets_open` while it is served, whatever ends it.
-struct OpenSocket<'a>(&'a prometheus::IntGauge);
-
-impl<'a> OpenSocket<'a> {
-    fn new(gauge: &'a prometheus::IntGauge) -> Self {
-        gauge.inc();
-        OpenSocket(gauge)
-    }
-}
-
-impl Drop for OpenSocket<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 
